@@ -1,0 +1,126 @@
+"""Transformers backend: batched `generate` with KV cache and left padding. Serves CPU and tests.
+
+Holds its own copy of the policy weights (like vLLM would), so `update_weights` is a real push.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Mapping, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from vineppo.engine.base import Completion, Engine, EngineStats, SamplingParams, trim_at_stop
+from vineppo.tokens import decode_response
+
+
+class HFEngine(Engine):
+    def __init__(self, model, tokenizer, *, max_batch_size: int = 64, device: str | torch.device | None = None,
+                 dtype: torch.dtype | None = None, progress: bool = True):
+        """`model`: a path/hub id or an already-built `PreTrainedModel` (copied: the engine owns its weights)."""
+        from transformers import AutoModelForCausalLM
+        import copy
+
+        if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+            model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype or torch.float32)
+        else:
+            model = copy.deepcopy(model)
+            if dtype is not None:
+                model = model.to(dtype)
+        if device is not None:
+            model = model.to(device)
+        model.eval()
+        model.requires_grad_(False)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.progress = progress
+        self.stats = EngineStats()
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.eos_id = tokenizer.eos_token_id
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return decode_response(self.tokenizer, ids)
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams,
+                 desc: str | None = None) -> list[list[Completion]]:
+        t0 = time.perf_counter()
+        jobs = [(i, j) for i in range(len(prompts)) for j in range(sampling.n)]
+        # Similar lengths together: less left padding per batch.
+        jobs.sort(key=lambda ij: len(prompts[ij[0]]))
+        results: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
+        greedy = sampling.temperature == 0
+        batches = [jobs[k:k + self.max_batch_size] for k in range(0, len(jobs), self.max_batch_size)]
+        bar = tqdm(batches, desc=desc or "generate (hf)", disable=not self.progress or len(batches) < 2, leave=False)
+        suppress = [t for t in {self.tokenizer.pad_token_id, self.tokenizer.bos_token_id} if t is not None and t != self.eos_id]
+        gen_tokens = 0
+        for b, batch in enumerate(bar):
+            seqs = [list(prompts[i]) for i, _ in batch]
+            width = max(len(s) for s in seqs)
+            input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+            attn = torch.zeros((len(seqs), width), dtype=torch.long)
+            for r, s in enumerate(seqs):
+                input_ids[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
+                attn[r, width - len(s):] = 1
+            kwargs = dict(
+                input_ids=input_ids.to(self.device), attention_mask=attn.to(self.device),
+                max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
+                pad_token_id=self.pad_id, eos_token_id=self.eos_id,
+                return_dict_in_generate=True, output_logits=sampling.logprobs, use_cache=True,
+                suppress_tokens=suppress or None,
+            )
+            if not greedy:
+                kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+            if sampling.stop:
+                kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+            with torch.random.fork_rng(devices=[]):
+                if sampling.seed is not None:
+                    torch.manual_seed(sampling.seed * 1_000_003 + b)
+                out = self.model.generate(**kwargs)
+            new = out.sequences[:, width:].tolist()
+            if sampling.logprobs:
+                logits = torch.stack(out.logits, dim=1).float()  # (B, T, V), raw model logits
+                lp = torch.log_softmax(logits / max(sampling.temperature, 1e-6), dim=-1)
+            for r, (i, j) in enumerate(batch):
+                toks = new[r]
+                finish = "length"
+                if self.eos_id is not None and self.eos_id in toks:
+                    toks = toks[:toks.index(self.eos_id)]
+                    finish = "stop"
+                toks, text, stopped = trim_at_stop(toks, self._decode, sampling.stop)
+                if stopped:
+                    finish = "stop"
+                elif finish == "length" and len(toks) < sampling.max_new_tokens:
+                    # Ended early without EOS/stop: only possible through padding; treat as stopped.
+                    finish = "stop"
+                logp = None
+                if sampling.logprobs:
+                    logp = lp[r, torch.arange(len(toks)), torch.tensor(toks, dtype=torch.long)].tolist() if toks else []
+                gen_tokens += len(toks)
+                results[i][j] = Completion(token_ids=toks, text=text, finish_reason=finish, logprobs=logp)
+        self.stats.calls += 1
+        self.stats.prompts += len(prompts)
+        self.stats.prompt_tokens += sum(len(p) for p in prompts) * sampling.n
+        self.stats.generated_tokens += gen_tokens
+        self.stats.seconds += time.perf_counter() - t0
+        return results  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        own = self.model.state_dict()
+        missing = [k for k in own if k not in state_dict]
+        unknown = [k for k in state_dict if k not in own]
+        if missing or unknown:
+            raise KeyError(f"update_weights: names do not match the engine model "
+                           f"(missing {missing[:5]}, unknown {unknown[:5]})")
+        for k, v in state_dict.items():
+            if own[k].shape != v.shape:
+                raise ValueError(f"update_weights: {k} has shape {tuple(v.shape)}, engine expects {tuple(own[k].shape)}")
+        for k, v in state_dict.items():
+            own[k].copy_(v.detach().to(own[k].device, own[k].dtype))

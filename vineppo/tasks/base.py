@@ -1,0 +1,68 @@
+"""The Task interface: text in, text out. A task never sees tokens or models (DESIGN.md)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Mapping, Sequence
+
+Row = Mapping[str, Any]
+
+# The paper's prompt (spec §3): identical for GSM8K and MATH, no few-shot, no chat template.
+PROMPT_TEMPLATE = "[MATH_TASK] Problem:\n{query}\n\nSolution:"
+# Generation stops here (spec §3 / §8).
+STOP_STRINGS = ("\n\n\nProblem:",)
+
+
+class Task(ABC):
+    """Prompt, answer extraction, grading and reasoning-step splitting for one dataset."""
+
+    name: str = ""
+    #: the row field holding the question text
+    query_field: str = ""
+    #: the row field holding the worked gold solution
+    solution_field: str = ""
+    #: the fields every row must carry (checked by vineppo.data)
+    required_fields: tuple[str, ...] = ()
+
+    def query(self, row: Row) -> str:
+        return row[self.query_field]
+
+    def prompt(self, row: Row) -> str:
+        """`[MATH_TASK] Problem:\\n{query}\\n\\nSolution:` (spec §3)."""
+        return PROMPT_TEMPLATE.format(query=self.query(row))
+
+    def sft_target(self, row: Row) -> str:
+        """The SFT target that follows the prompt: `"\\n{solution}\\n"` (spec §3); EOS is added by the caller."""
+        return "\n" + self.gold_solution(row) + "\n"
+
+    def gold_solution(self, row: Row) -> str:
+        return row[self.solution_field]
+
+    @abstractmethod
+    def split_steps(self, response: str) -> list[int]:
+        """Step boundaries o with o[0] == 0, o[-1] == len(response), non-decreasing. Never raises."""
+
+    @abstractmethod
+    def extract_answer(self, response: str) -> str | None:
+        """The model's final answer in `response`, or None if there is none."""
+
+    @abstractmethod
+    def gold_answer(self, row: Row) -> str:
+        """The reference answer of `row`."""
+
+    @abstractmethod
+    def is_correct(self, response: str, row: Row) -> bool:
+        """Whether `response` (the text after `Solution:`) answers `row` correctly."""
+
+    def reward(self, response: str, row: Row) -> float:
+        """1.0 if correct, else 0.0 (unparseable, empty, wrong). Spec §3: no format reward."""
+        return 1.0 if self.is_correct(response, row) else 0.0
+
+    def grade_many(self, responses: Sequence[str], rows: Sequence[Row]) -> list[bool]:
+        """Grade many (response, row) pairs. Subclasses parallelise with per-case timeouts."""
+        if len(responses) != len(rows):
+            raise ValueError(f"grade_many: {len(responses)} responses but {len(rows)} rows")
+        return [self.is_correct(r, row) for r, row in zip(responses, rows)]
+
+    def rewards_many(self, responses: Sequence[str], rows: Sequence[Row]) -> list[float]:
+        return [1.0 if ok else 0.0 for ok in self.grade_many(responses, rows)]

@@ -1,0 +1,91 @@
+"""Tiny local models and tokenizers for tests, CI and the demo (nothing is downloaded).
+
+A byte-level BPE tokenizer is trained with `tokenizers` on the given texts (every digit is its own
+token, which small models need for arithmetic), wrapped as a `PreTrainedTokenizerFast` and saved so
+that `AutoTokenizer.from_pretrained` and vLLM load the *same* tokenizer (a `model_type` whose own
+tokenizer class ignores our pre-tokenizer would silently change the ids; see
+shared/notes/measured-on-cpu.md, "Tokenizer trap"). The model is a random-init Llama with
+head_dim 32 (vLLM's CPU attention needs head_dim >= 32).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+BOS, EOS, PAD = "<s>", "</s>", "<pad>"
+
+
+@dataclass(frozen=True)
+class TinyModelConfig:
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 512
+    max_position_embeddings: int = 2048
+    vocab_size: int = 640
+
+
+def build_tokenizer(texts: Iterable[str], vocab_size: int = 640):
+    """Train a byte-level BPE tokenizer on `texts`; returns a `PreTrainedTokenizerFast`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, BOS, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def build_model(tokenizer, cfg: TinyModelConfig = TinyModelConfig(), seed: int = 0):
+    """A random-init tiny Llama sized to `tokenizer`, float32, dropout off."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        torch_dtype="float32",
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    return model
+
+
+def save_tiny(out_dir: str | Path, texts: Iterable[str], cfg: TinyModelConfig = TinyModelConfig(),
+              seed: int = 0) -> Path:
+    """Build and save a tiny model + tokenizer to `out_dir` (loadable with `from_pretrained`)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(texts, cfg.vocab_size)
+    model = build_model(tokenizer, cfg, seed)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
