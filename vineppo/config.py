@@ -1,0 +1,310 @@
+"""Typed configuration: dataclasses loaded from YAML, with dotted `key=value` CLI overrides.
+
+Defaults are the paper's (spec §8). No registries: every field is a plain typed value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class ModelConfig:
+    #: hub id or local directory of the SFT policy (also the frozen reference and the PPO critic init)
+    name_or_path: str = ""
+    #: tokenizer location (defaults to `name_or_path`)
+    tokenizer: str | None = None
+    #: training precision: bfloat16 on GPUs, float32 on CPU
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    gradient_checkpointing: bool = True
+    #: e.g. "flash_attention_2" when flash-attn is installed; None = transformers' default
+    attn_implementation: str | None = None
+    #: optional LoRA on the policy (not used in the paper: full fine-tuning)
+    lora: LoraConfig | None = None
+
+
+@dataclass
+class DataConfig:
+    task: Literal["gsm8k", "math", "arithmetic"] = "gsm8k"
+    #: local directory with train.jsonl/test.jsonl; None reads the hub defaults
+    source: str | None = None
+    #: seed of the deterministic train/validation carve
+    validation_seed: int = 42
+    #: questions with longer prompts are filtered out (spec §1.1: 1512)
+    max_prompt_tokens: int = 1512
+    #: keep only the first N train rows (tests / demos); None = all
+    max_train_rows: int | None = None
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 0.6
+    top_p: float = 0.9
+    max_new_tokens: int = 1024
+    #: prompt + response longer than this: truncated, reward 0, no EOS (spec §1.3)
+    max_sequence_length: int = 2048
+    stop: list[str] = field(default_factory=lambda: ["\n\n\nProblem:"])
+
+
+@dataclass
+class EpisodeConfig:
+    questions_per_iteration: int = 64
+    samples_per_question: int = 8
+
+
+@dataclass
+class MCConfig:
+    """VinePPO's Monte Carlo value estimation (spec §1.3)."""
+    #: continuations per state
+    k: int = 9
+    #: estimate values for at most this many states per response (GSM8K 25, MATH None = all)
+    max_states_per_response: int | None = None
+
+
+@dataclass
+class PPOConfig:
+    epochs: int = 2
+    #: global minibatch, in episodes, whatever the number of processes
+    minibatch_size: int = 64
+    #: per-process micro-batch, in episodes (gradient accumulation fills the minibatch)
+    micro_batch_size: int = 8
+    cliprange: float = 0.2
+    #: the batch's policy loss is zeroed when its mean ratio exceeds this
+    ratio_threshold: float = 10.0
+    kl_coef: float = 1e-4
+    kl_clamp_min: float = 0.0
+    kl_clamp_max: float = 10.0
+    #: log-probs are computed from logits / temperature (the sampling T)
+    logprob_temperature: float = 0.6
+    whiten_advantages: bool = True
+    # PPO baseline (critic + GAE)
+    gamma: float = 1.0
+    lam: float = 1.0
+    cliprange_value: float = 0.2
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-6
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    warmup_ratio: float = 0.03
+
+
+@dataclass
+class EngineConfig:
+    #: "auto" = vLLM when installed, else transformers
+    backend: Literal["auto", "hf", "vllm"] = "auto"
+    #: transformers backend: sequences per generate batch
+    max_batch_size: int = 64
+    # vLLM backend
+    dtype: str = "auto"
+    gpu_memory_utilization: float = 0.9
+    max_num_seqs: int = 256
+    tensor_parallel_size: int = 1
+    swap_space: float = 4.0
+    kv_cache_memory_bytes: int | None = None
+    enable_prefix_caching: bool = True
+    #: free engine memory during training (vLLM sleep mode; no-op on CPU)
+    sleep_during_training: bool = True
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard: bool = False
+    wandb: bool = False
+    wandb_project: str = "vineppo"
+    run_name: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    algorithm: Literal["vineppo", "ppo"] = "vineppo"
+    #: the official APP_SEED
+    seed: int = 2746318213
+    iterations: int = 1000
+    #: checkpoint every N iterations (and at the last one)
+    save_every: int = 10
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    episodes: EpisodeConfig = field(default_factory=EpisodeConfig)
+    mc: MCConfig = field(default_factory=MCConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    @property
+    def total_optimizer_steps(self) -> int:
+        """epochs × (episodes per iteration / minibatch) × iterations = 16 × iterations in the paper."""
+        episodes = self.episodes.questions_per_iteration * self.episodes.samples_per_question
+        return self.iterations * self.ppo.epochs * max(1, episodes // self.ppo.minibatch_size)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(a, value, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: {value!r} does not fit {tp}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            raise ConfigError(f"{where}: expected a mapping, got null")
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+            return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        inner = args[0] if args else Any
+        seq = [_convert(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(seq) if origin is tuple else seq
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads `1e-6` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls, data: dict, where: str = "config"):
+    """Build dataclass `cls` from a nested dict; unknown keys and wrong types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg) -> dict:
+    def conv(v):
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        if isinstance(v, list):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+    return conv(dataclasses.asdict(cfg))
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` overrides (values parsed as YAML scalars: 3, 1e-6, true, null, [1,2])."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        for p in parts[:-1]:
+            if node.get(p) is None:
+                node[p] = {}
+            if not isinstance(node[p], dict):
+                raise ConfigError(f"override {item!r}: {p} is not a section")
+            node = node[p]
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (or defaults when `path` is None), apply dotted overrides, validate."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+    data = apply_overrides(data, list(overrides or []))
+    cfg = from_dict(TrainConfig, data, where=str(path) if path else "config")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    if not cfg.model.name_or_path:
+        raise ConfigError("model.name_or_path is required")
+    if cfg.iterations < 1:
+        raise ConfigError(f"iterations must be >= 1, got {cfg.iterations}")
+    if cfg.save_every < 1:
+        raise ConfigError(f"save_every must be >= 1, got {cfg.save_every}")
+    if cfg.mc.k < 1:
+        raise ConfigError(f"mc.k must be >= 1, got {cfg.mc.k}")
+    if cfg.ppo.minibatch_size % cfg.ppo.micro_batch_size:
+        raise ConfigError(f"ppo.minibatch_size ({cfg.ppo.minibatch_size}) must be a multiple of "
+                          f"ppo.micro_batch_size ({cfg.ppo.micro_batch_size})")
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)

@@ -1,0 +1,71 @@
+"""The PPO objective shared by PPO and VinePPO (spec §1.4, §1.5). Pure tensor functions."""
+
+from __future__ import annotations
+
+import torch
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log π(label) from `logits.float() / temperature` (the sampling temperature, 0.6 in the paper;
+    top-p truncation is not modelled). logits: (B, T, V), labels: (B, T) → (B, T)."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return torch.gather(logp, -1, labels.unsqueeze(-1)).squeeze(-1)
+
+
+def ppo_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                    cliprange: float = 0.2, ratio_threshold: float = 10.0) -> tuple[torch.Tensor, dict]:
+    """PPO-clip, token-mean over every response token of the micro-batch.
+
+    ratio = exp((logp − old) · mask); pg = max(−A·ratio, −A·clip(ratio, 1−ε, 1+ε)). When the
+    micro-batch's mean ratio exceeds `ratio_threshold` its policy loss is multiplied by 0.
+    """
+    ratio = torch.exp((logp - old_logp) * mask)
+    pg1 = -advantages * ratio
+    pg2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    pg = torch.max(pg1, pg2)
+    loss = masked_mean(pg, mask)
+    mean_ratio = masked_mean(ratio, mask).detach()
+    skipped = bool(mean_ratio > ratio_threshold)
+    if skipped:
+        loss = loss * 0.0
+    stats = {
+        "pg_loss": float(loss.detach()),
+        "clip_frac": float(masked_mean((pg2 > pg1).float(), mask)),
+        "ratio": float(mean_ratio),
+        "approx_kl_old": float(masked_mean(0.5 * (logp - old_logp) ** 2, mask).detach()),
+        "ratio_skipped": float(skipped),
+    }
+    return loss, stats
+
+
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
+          clamp_min: float = 0.0, clamp_max: float = 10.0) -> torch.Tensor:
+    """Per-token k3 ("control variate") KL estimate to the reference, `exp(r) − r − 1` with
+    r = ref_logp − logp, clamped to [clamp_min, clamp_max] and zero outside the mask."""
+    r = ref_logp - logp
+    kl = torch.exp(r) - r - 1.0
+    return torch.clamp(kl, clamp_min, clamp_max) * mask
+
+
+def kl_penalty_loss(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, coef: float = 1e-4,
+                    clamp_min: float = 0.0, clamp_max: float = 10.0) -> tuple[torch.Tensor, float]:
+    """`coef · mean over sequences of (sum over tokens of k3)`: in the loss, not the reward.
+    Note the sequence-sum, whereas the policy loss is a token-mean (spec §1.4). Returns (loss, kl)."""
+    per_seq = k3_kl(logp, ref_logp, mask, clamp_min, clamp_max).sum(dim=-1)
+    kl = per_seq.mean()
+    return coef * kl, float(kl.detach())
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               cliprange_value: float = 0.2) -> tuple[torch.Tensor, dict]:
+    """Clipped critic loss `0.5 · masked_mean(max((V − G)², (clip(V, V_old ± c) − G)²))` (spec §1.5)."""
+    clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    l1 = (values - returns) ** 2
+    l2 = (clipped - returns) ** 2
+    loss = 0.5 * masked_mean(torch.max(l1, l2), mask)
+    return loss, {"value_loss": float(loss.detach()),
+                  "value_clip_frac": float(masked_mean((l2 > l1).float(), mask))}

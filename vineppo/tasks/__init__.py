@@ -1,0 +1,41 @@
+"""Tasks by name. Each task module is imported only when it is asked for."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from vineppo.tasks.base import PROMPT_TEMPLATE, STOP_STRINGS, Row, Task
+
+__all__ = ["PROMPT_TEMPLATE", "STOP_STRINGS", "Row", "Task", "TASK_NAMES", "get_task"]
+
+
+def _gsm8k() -> type[Task]:
+    from vineppo.tasks.gsm8k import GSM8KTask
+
+    return GSM8KTask
+
+
+def _math() -> type[Task]:
+    from vineppo.tasks.math import MathTask
+
+    return MathTask
+
+
+# name -> function returning the Task class (lazy, so a task's heavy imports load only on use).
+_REGISTRY: dict[str, Callable[[], type[Task]]] = {
+    "gsm8k": _gsm8k,
+    "math": _math,
+    # "arithmetic": the embedded demo task (vineppo/tasks/arithmetic.py) goes here.
+}
+
+#: the names get_task accepts
+TASK_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def get_task(name: str, **kwargs: Any) -> Task:
+    """A new Task instance for `name` ("gsm8k", "math"); `kwargs` go to its constructor."""
+    try:
+        task_class = _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown task {name!r}; valid names: {', '.join(TASK_NAMES)}") from None
+    return task_class()(**kwargs)
