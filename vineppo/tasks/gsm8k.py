@@ -170,9 +170,10 @@ class GSM8KTask(Task):
 
     def gold_answer(self, row: Row) -> str:
         """The text after the last `####` of the `answer` field (e.g. "72" or "5,600")."""
-        gold = extract_answer(row[self.solution_field])
+        answer = row[self.solution_field]
+        gold = extract_answer(answer) if isinstance(answer, str) else None
         if not gold:
-            raise ValueError(f"GSM8K row has no final answer after '{ANSWER_MARKER}': {row[self.solution_field]!r}")
+            raise ValueError(f"GSM8K row has no final answer after '{ANSWER_MARKER}': {answer!r}")
         return gold
 
     def is_correct(self, response: str, row: Row) -> bool:

@@ -1,0 +1,5 @@
+import sys
+
+from vineppo.cli import main
+
+sys.exit(main())

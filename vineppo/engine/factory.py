@@ -1,0 +1,35 @@
+"""Choose and build the rollout engine from `EngineConfig` (vLLM when installed, else transformers)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+from vineppo.config import EngineConfig
+from vineppo.engine.base import Engine
+
+log = logging.getLogger(__name__)
+
+
+def resolve_backend(cfg: EngineConfig) -> str:
+    if cfg.backend != "auto":
+        return cfg.backend
+    return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+
+
+def make_engine(cfg: EngineConfig, *, model_path: str, tokenizer, model=None, seed: int = 0,
+                max_model_len: int | None = None, progress: bool = True) -> Engine:
+    """`model_path` serves vLLM (it loads from disk once; later weights arrive in place);
+    `model`, if given, is copied by the transformers backend instead of reading `model_path`."""
+    backend = resolve_backend(cfg)
+    if backend == "vllm":
+        from vineppo.engine.vllm import VLLMEngine
+        return VLLMEngine(model_path, tokenizer, dtype=cfg.dtype, seed=seed,
+                          gpu_memory_utilization=cfg.gpu_memory_utilization, max_num_seqs=cfg.max_num_seqs,
+                          tensor_parallel_size=cfg.tensor_parallel_size, swap_space=cfg.swap_space,
+                          kv_cache_memory_bytes=cfg.kv_cache_memory_bytes,
+                          enable_prefix_caching=cfg.enable_prefix_caching, max_model_len=max_model_len,
+                          progress=progress)
+    from vineppo.engine.hf import HFEngine
+    return HFEngine(model if model is not None else model_path, tokenizer, max_batch_size=cfg.max_batch_size,
+                    progress=progress)

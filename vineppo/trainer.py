@@ -1,0 +1,370 @@
+"""The PPO trainer shared by VinePPO and the PPO baseline (spec §1.4–§1.6).
+
+The only module that touches accelerate and optimizers. Per iteration (`Trainer.step`):
+reference / old log-probs (and critic values for PPO) → advantages (GAE for PPO; VinePPO's come
+with the episodes) → `epochs` passes over shuffled minibatches of `minibatch_size` episodes
+(global, whatever the number of processes; gradient accumulation fills it) → per minibatch:
+whitening, PPO-clip + k3 KL (+ clipped value loss), grad clip, AdamW step, LR schedule step.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from vineppo.advantages import gae_advantages, masked_whiten
+from vineppo.config import TrainConfig
+from vineppo.episodes import Episode
+from vineppo.losses import kl_penalty_loss, logprobs_from_logits, ppo_policy_loss, value_loss
+from vineppo.values import CriticModel
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Dropout is off in the actor (spec §1.4, `disable_dropout: true`)."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+
+
+def lr_lambda(total_steps: int, warmup_ratio: float):
+    """Linear warmup over ceil(warmup_ratio × total) steps, then linear decay to 0 at `total`
+    (spec §1.6; DeepSpeed's warmup is log-shaped, linear is fine per §8)."""
+    warmup = math.ceil(warmup_ratio * total_steps)
+
+    def f(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+    return f
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor        # (B, L)
+    attention_mask: torch.Tensor   # (B, L)
+    action_mask: torch.Tensor      # (B, L-1): position t predicts input_ids[:, t+1], an action
+    labels: torch.Tensor           # (B, L-1) = input_ids[:, 1:]
+
+
+def collate(episodes: Sequence[Episode], eos_id: int | None, pad_id: int, device) -> Batch:
+    seqs, masks = [], []
+    for e in episodes:
+        actions = e.action_ids(eos_id)
+        seqs.append(e.prompt_ids + actions)
+        masks.append((len(e.prompt_ids), len(actions)))
+    L = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), L), dtype=torch.long)
+    amask = torch.zeros((len(seqs), L - 1), dtype=torch.float32)
+    for i, (s, (p, a)) in enumerate(zip(seqs, masks)):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        attn[i, : len(s)] = 1
+        amask[i, p - 1: p - 1 + a] = 1.0
+    ids, attn, amask = ids.to(device), attn.to(device), amask.to(device)
+    return Batch(ids, attn, amask, ids[:, 1:])
+
+
+def scatter_actions(values: Sequence[Sequence[float]], batch: Batch) -> torch.Tensor:
+    """Place per-action lists (e.g. advantages) at the batch's action positions."""
+    out = torch.zeros_like(batch.action_mask)
+    for i, v in enumerate(values):
+        pos = batch.action_mask[i].nonzero().squeeze(-1)
+        if len(v) != len(pos):
+            raise ValueError(f"episode {i}: {len(v)} values for {len(pos)} action tokens")
+        if len(pos):
+            out[i, pos] = torch.tensor(list(v), dtype=out.dtype, device=out.device)
+    return out
+
+
+def gather_actions(t: torch.Tensor, batch: Batch) -> list[list[float]]:
+    return [t[i][batch.action_mask[i] > 0].tolist() for i in range(t.shape[0])]
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, accelerator, tokenizer, *, progress: bool = True):
+        from transformers import AutoModel, AutoModelForCausalLM
+
+        self.cfg = cfg
+        self.acc = accelerator
+        self.tokenizer = tokenizer
+        self.progress = progress and accelerator.is_local_main_process
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos_id or 0)
+        world = accelerator.num_processes
+        if cfg.ppo.minibatch_size % world:
+            raise ValueError(f"ppo.minibatch_size {cfg.ppo.minibatch_size} is not divisible by {world} processes")
+        self.local_minibatch = cfg.ppo.minibatch_size // world
+        if self.local_minibatch % cfg.ppo.micro_batch_size:
+            raise ValueError(f"per-process minibatch {self.local_minibatch} (= {cfg.ppo.minibatch_size} / {world}) "
+                             f"is not a multiple of ppo.micro_batch_size {cfg.ppo.micro_batch_size}")
+        self.accum = self.local_minibatch // cfg.ppo.micro_batch_size
+        accelerator.gradient_accumulation_steps = self.accum
+
+        mcfg = cfg.model
+        kw = {"dtype": torch.float32}  # fp32 master weights; bf16 runs under accelerate autocast
+        if mcfg.attn_implementation:
+            kw["attn_implementation"] = mcfg.attn_implementation
+        actor = AutoModelForCausalLM.from_pretrained(mcfg.name_or_path, **kw)
+        disable_dropout(actor)
+        ref_dtype = DTYPES[mcfg.dtype] if accelerator.device.type != "cpu" else torch.float32
+        self.ref_is_adapter_off = False
+        if mcfg.lora is not None:
+            from peft import LoraConfig as PeftLoraConfig, get_peft_model
+            actor = get_peft_model(actor, PeftLoraConfig(
+                r=mcfg.lora.r, lora_alpha=mcfg.lora.alpha, lora_dropout=mcfg.lora.dropout,
+                target_modules=list(mcfg.lora.target_modules), task_type="CAUSAL_LM"))
+            self.reference = None
+            self.ref_is_adapter_off = True  # reference = the base weights with adapters disabled
+        else:
+            self.reference = copy.deepcopy(actor).to(ref_dtype).to(accelerator.device).eval().requires_grad_(False)
+        if mcfg.gradient_checkpointing:
+            actor.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            actor.config.use_cache = False
+        ocfg = cfg.optim
+        opt = torch.optim.AdamW([p for p in actor.parameters() if p.requires_grad], lr=ocfg.lr,
+                                betas=tuple(ocfg.betas), eps=ocfg.eps, weight_decay=ocfg.weight_decay)
+        total = cfg.total_optimizer_steps
+        # The scheduler is stepped by hand once per optimizer step (accelerate's prepared scheduler
+        # would step num_processes times per step).
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, ocfg.warmup_ratio))
+        self.critic = None
+        if cfg.algorithm == "ppo":
+            backbone = AutoModel.from_pretrained(mcfg.name_or_path, **kw)
+            disable_dropout(backbone)
+            critic = CriticModel(backbone, seed=cfg.seed % (2**31))
+            if mcfg.gradient_checkpointing:
+                critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            copt = torch.optim.AdamW(critic.parameters(), lr=ocfg.lr, betas=tuple(ocfg.betas), eps=ocfg.eps,
+                                     weight_decay=ocfg.weight_decay)
+            self.critic_scheduler = torch.optim.lr_scheduler.LambdaLR(copt, lr_lambda(total, ocfg.warmup_ratio))
+            self.actor, self.opt, self.critic, self.critic_opt = accelerator.prepare(actor, opt, critic, copt)
+            accelerator.register_for_checkpointing(self.scheduler, self.critic_scheduler)
+        else:
+            self.actor, self.opt = accelerator.prepare(actor, opt)
+            accelerator.register_for_checkpointing(self.scheduler)
+        self.optimizer_steps = 0
+
+    # ---- weights -------------------------------------------------------------------------
+    def unwrapped_policy(self):
+        return self.acc.unwrap_model(self.actor)
+
+    def policy_state_dict(self) -> dict[str, torch.Tensor]:
+        """HF-named weights of the current policy (LoRA merged into the base weights)."""
+        model = self.unwrapped_policy()
+        if self.cfg.model.lora is not None:
+            model.merge_adapter()
+            try:
+                sd = {}
+                for k, v in model.get_base_model().state_dict().items():
+                    if "lora_" in k:
+                        continue
+                    sd[k.replace(".base_layer", "")] = v.detach().clone()
+                return sd
+            finally:
+                model.unmerge_adapter()
+        return {k: v.detach() for k, v in model.state_dict().items()}
+
+    def save_pretrained(self, out_dir: Path) -> None:
+        """HF model (LoRA merged) + tokenizer, loadable with `from_pretrained`."""
+        model = self.unwrapped_policy()
+        if self.cfg.model.lora is not None:
+            merged = copy.deepcopy(model).merge_and_unload()
+            merged.save_pretrained(out_dir, safe_serialization=True)
+        else:
+            model.save_pretrained(out_dir, safe_serialization=True,
+                                  state_dict=self.acc.get_state_dict(self.actor))
+        self.tokenizer.save_pretrained(out_dir)
+
+    # ---- forward passes -------------------------------------------------------------------
+    def _micro_batches(self, episodes: Sequence[Episode]):
+        mb = self.cfg.ppo.micro_batch_size
+        for i in range(0, len(episodes), mb):
+            yield episodes[i: i + mb]
+
+    def _logprobs(self, model, batch: Batch) -> torch.Tensor:
+        with self.acc.autocast():
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+        return logprobs_from_logits(logits[:, :-1], batch.labels, self.cfg.ppo.logprob_temperature)
+
+    @torch.no_grad()
+    def _reference_logprobs(self, batch: Batch) -> torch.Tensor:
+        if self.ref_is_adapter_off:
+            model = self.unwrapped_policy()
+            with model.disable_adapter():
+                return self._logprobs(model, batch)
+        return self._logprobs(self.reference, batch)
+
+    def _critic_values(self, batch: Batch) -> torch.Tensor:
+        with self.acc.autocast():
+            v = self.critic(batch.input_ids, batch.attention_mask)
+        return v[:, :-1]  # V(s_t) read at the position that predicts action t
+
+    # ---- one iteration ------------------------------------------------------------------------
+    def step(self, episodes: Sequence[Episode]) -> dict:
+        """Train on this process's episodes; returns metrics averaged over optimizer steps."""
+        cfg, acc = self.cfg, self.acc
+        t0 = time.perf_counter()
+        dev = acc.device
+        self.actor.eval()
+        # 1. old / reference log-probs (and critic values), cached per episode
+        old_lp, ref_lp, old_v = [], [], []
+        bar = tqdm(list(self._micro_batches(episodes)), desc="train: log-probs", disable=not self.progress, leave=False)
+        for mb in bar:
+            b = collate(mb, self.eos_id, self.pad_id, dev)
+            with torch.no_grad():
+                old_lp += gather_actions(self._logprobs(self.actor, b), b)
+                ref_lp += gather_actions(self._reference_logprobs(b), b)
+                if self.critic is not None:
+                    old_v += gather_actions(self._critic_values(b), b)
+        t_lp = time.perf_counter() - t0
+        # 2. advantages
+        if cfg.algorithm == "ppo":
+            advs, rets = [], []
+            for e, v in zip(episodes, old_v):
+                n = len(v)
+                r = torch.zeros(1, n)
+                if n:
+                    r[0, -1] = e.reward  # the score sits on the last action token
+                a, g = gae_advantages(r, torch.tensor([v]), torch.ones(1, n), cfg.ppo.gamma, cfg.ppo.lam)
+                advs.append(a[0].tolist())
+                rets.append(g[0].tolist())
+                e.advantages = advs[-1]
+        else:
+            advs = [e.advantages for e in episodes]
+            rets = None
+            if any(a is None for a in advs):
+                raise ValueError("VinePPO episodes need advantages before training")
+        canary = self._sync_canary(episodes, old_lp)
+
+        # 3. epochs over shuffled minibatches (generator re-seeded every iteration, spec §1.6)
+        gen = torch.Generator().manual_seed(cfg.seed % (2**63))
+        n_local = len(episodes)
+        per_mb = self.local_minibatch
+        n_mb = n_local // per_mb  # drop_last
+        # every process must take the same number of optimizer steps
+        n_mb_t = torch.tensor([n_mb], device=dev)
+        n_mb = int(acc.gather(n_mb_t).min())
+        logs: list[dict] = []
+        self.actor.train()
+        if self.critic is not None:
+            self.critic.train()
+        total_steps = cfg.ppo.epochs * n_mb
+        bar = tqdm(total=total_steps, desc="train: PPO steps", disable=not self.progress, leave=False)
+        for epoch in range(cfg.ppo.epochs):
+            perm = torch.randperm(n_local, generator=gen).tolist()
+            for m in range(n_mb):
+                idx = perm[m * per_mb: (m + 1) * per_mb]
+                logs.append(self._minibatch_step(episodes, idx, advs, rets, old_lp, ref_lp, old_v))
+                logs[-1]["epoch"] = epoch
+                bar.update(1)
+        bar.close()
+        self.actor.eval()
+        out = {k: float(np.mean([l[k] for l in logs])) for k in logs[0] if k != "epoch"} if logs else {}
+        if logs:
+            out["train/first_minibatch_ratio"] = logs[0]["train/ratio"]
+        out.update(canary)
+        out["train/optimizer_steps"] = self.optimizer_steps
+        out["train/lr"] = self.scheduler.get_last_lr()[0]
+        out["logprobs/seconds"] = t_lp
+        out["train/seconds"] = time.perf_counter() - t0 - t_lp
+        out["train/whiten_stats"] = [l.get("whiten") for l in logs]
+        return out
+
+    def _sync_canary(self, episodes: Sequence[Episode], old_lp: list[list[float]]) -> dict:
+        """Gap between the engine's sampled-token log-probs and the trainer's: a large gap right
+        after a weight sync means the engine is not running the trainer's weights."""
+        gaps, ratios = [], []
+        for e, lp in zip(episodes, old_lp):
+            if e.engine_logprobs is None:
+                continue
+            k = min(len(e.engine_logprobs), len(e.response_ids))
+            if k == 0:
+                continue
+            a = np.array(lp[:k])
+            b = np.array(e.engine_logprobs[:k])
+            gaps.append(np.abs(a - b).mean())
+            ratios.append(np.exp(a - b).mean())
+        if not gaps:
+            return {}
+        return {"sync/logprob_gap": float(np.mean(gaps)), "sync/ratio_trainer_vs_engine": float(np.mean(ratios))}
+
+    def _minibatch_step(self, episodes, idx, advs, rets, old_lp, ref_lp, old_v) -> dict:
+        cfg, acc = self.cfg, self.acc
+        dev = acc.device
+        mb_eps = [episodes[i] for i in idx]
+        # Whitening over the whole global minibatch (every micro-batch, every process): with the
+        # official grad-accum 1 this is the official per-micro-batch whitening (spec §1.4).
+        flat = torch.tensor([x for i in idx for x in advs[i]], dtype=torch.float32, device=dev)
+        if cfg.ppo.whiten_advantages:
+            w, wstats = masked_whiten(flat, torch.ones_like(flat), distributed=acc.num_processes > 1)
+        else:
+            w, wstats = flat, {}
+        pieces, pos = [], 0
+        for i in idx:
+            pieces.append(w[pos: pos + len(advs[i])].tolist())
+            pos += len(advs[i])
+        stats: list[dict] = []
+        mbs = cfg.ppo.micro_batch_size
+        for j in range(0, len(idx), mbs):
+            sub = idx[j: j + mbs]
+            b = collate([episodes[i] for i in sub], self.eos_id, self.pad_id, dev)
+            A = scatter_actions(pieces[j: j + mbs], b)
+            old = scatter_actions([old_lp[i] for i in sub], b)
+            ref = scatter_actions([ref_lp[i] for i in sub], b)
+            models = (self.actor,) if self.critic is None else (self.actor, self.critic)
+            with acc.accumulate(*models):
+                logp = self._logprobs(self.actor, b)
+                pg, st = ppo_policy_loss(logp, old, A, b.action_mask, cfg.ppo.cliprange, cfg.ppo.ratio_threshold)
+                kl_loss, kl = kl_penalty_loss(logp, ref, b.action_mask, cfg.ppo.kl_coef,
+                                              cfg.ppo.kl_clamp_min, cfg.ppo.kl_clamp_max)
+                acc.backward(pg + kl_loss)
+                st = {f"train/{k}": v for k, v in st.items()}
+                st["train/kl"] = kl
+                st["train/loss"] = float(pg.detach() + kl_loss.detach())
+                if self.critic is not None:
+                    v = self._critic_values(b)
+                    G = scatter_actions([rets[i] for i in sub], b)
+                    Vold = scatter_actions([old_v[i] for i in sub], b)
+                    vl, vst = value_loss(v, Vold, G, b.action_mask, cfg.ppo.cliprange_value)
+                    acc.backward(vl)
+                    st.update({f"train/{k}": x for k, x in vst.items()})
+                if acc.sync_gradients:
+                    st["train/grad_norm"] = float(acc.clip_grad_norm_(self.actor.parameters(), cfg.optim.max_grad_norm))
+                    if self.critic is not None:
+                        acc.clip_grad_norm_(self.critic.parameters(), cfg.optim.max_grad_norm)
+                self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
+                if self.critic is not None:
+                    self.critic_opt.step()
+                    self.critic_opt.zero_grad(set_to_none=True)
+            stats.append(st)
+        if not acc.sync_gradients:
+            raise RuntimeError("gradient accumulation out of step with the minibatch")
+        self.scheduler.step()
+        if self.critic is not None:
+            self.critic_scheduler.step()
+        self.optimizer_steps += 1
+        out = {k: float(np.mean([s[k] for s in stats if k in s])) for k in stats[-1]}
+        out["whiten"] = wstats
+        return out
+
+    # ---- checkpoint state ------------------------------------------------------------------
+    def save_state(self, out_dir: Path) -> None:
+        """Optimizer(s), scheduler(s), RNG of every process, model(s) (accelerate's format, so
+        sharded DeepSpeed/FSDP states work too)."""
+        self.acc.save_state(str(out_dir), safe_serialization=True)
+
+    def load_state(self, in_dir: Path) -> None:
+        self.acc.load_state(str(in_dir))
+        self.optimizer_steps = int(self.scheduler.last_epoch)
