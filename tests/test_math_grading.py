@@ -395,7 +395,9 @@ def test_fast_paths_do_not_start_the_pool():
 
 
 def test_pool_context_manager_stops_its_workers():
-    with GraderPool(num_workers=1) as pool:
+    with GraderPool(num_workers=2) as pool:
+        pool.start()
+        assert len(pool._workers) == 2 and all(w.ready and w.alive for w in pool._workers)
         assert pool.math_equal("\\frac{\\sqrt{3}}{3}", "\\frac{1}{\\sqrt{3}}")
         processes = [w.process for w in pool._workers]
         assert pool.stats["worker_cases"] == 1
@@ -428,7 +430,8 @@ def test_math_task_interface(task, test_rows):
     assert task.reward("\\boxed{(3, \\pi)}", row) == 0.0
     for bad in (None, "", "   ", "no answer at all"):
         assert task.reward(bad, row) == 0.0  # type: ignore[arg-type]
-    assert task.grade_many(["\\boxed{(3,\\frac{\\pi}{2})}", None, "\\boxed{3}"], [row, row, row]) == [True, False, False]
+    responses = ["\\boxed{(3,\\frac{\\pi}{2})}", None, "\\boxed{3}"]
+    assert task.grade_many(responses, [row, row, row]) == [True, False, False]  # type: ignore[list-item]
     with pytest.raises(ValueError):
         task.grade_many(["x"], [])
     with pytest.raises(ValueError):

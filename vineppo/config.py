@@ -48,6 +48,8 @@ class DataConfig:
     source: str | None = None
     #: seed of the deterministic train/validation carve
     validation_seed: int = 42
+    #: rows carved from train for validation (None = the paper's: GSM8K 373, MATH 500)
+    validation_size: int | None = None
     #: questions with longer prompts are filtered out (spec §1.1: 1512)
     max_prompt_tokens: int = 1512
     #: keep only the first N train rows (tests / demos); None = all

@@ -15,6 +15,7 @@ import random
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,8 @@ def ensure_tiny_model(cfg: TrainConfig, acc) -> None:
         from vineppo.tiny import save_tiny
 
         task = get_task(cfg.data.task)
-        rows = load_rows(cfg.data.task, "train", cfg.data.source, seed=cfg.data.validation_seed)
+        rows = load_rows(cfg.data.task, "train", cfg.data.source, seed=cfg.data.validation_seed,
+                         validation_size=cfg.data.validation_size)
         texts = [task.prompt(r) + task.sft_target(r) for r in rows[:2000]]
         log.info("model.tiny_init: building a random-init tiny model at %s", path)
         tmp = path.with_name(path.name + ".tmp")
@@ -67,7 +69,8 @@ def load_tokenizer(cfg: TrainConfig):
 def load_train_rows(cfg: TrainConfig, task, tokenizer) -> list[dict]:
     from vineppo.data import filter_by_prompt_length, load_rows
 
-    rows = load_rows(cfg.data.task, "train", cfg.data.source, seed=cfg.data.validation_seed)
+    rows = load_rows(cfg.data.task, "train", cfg.data.source, seed=cfg.data.validation_seed,
+                     validation_size=cfg.data.validation_size)
     if cfg.data.max_train_rows is not None:
         rows = rows[: cfg.data.max_train_rows]
     kept = filter_by_prompt_length(rows, task, tokenizer, cfg.data.max_prompt_tokens).rows
@@ -161,8 +164,16 @@ def dump_episodes(run_dir: Path, iteration: int, rank: int, episodes: list[Episo
             }) + "\n")
 
 
-def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False) -> Path:
-    """Run VinePPO or PPO iterations; returns the run directory."""
+@dataclass
+class TrainResult:
+    run_dir: Path
+    #: the rollout engine, still open (only with `keep_engine=True`; close it when done)
+    engine: object | None = None
+    final_checkpoint: Path | None = None
+
+
+def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, keep_engine: bool = False) -> TrainResult:
+    """Run VinePPO or PPO iterations (resuming from the latest complete checkpoint with `resume`)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -214,6 +225,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False) -> 
         engine.update_weights(trainer.policy_state_dict())
 
     scfg = cfg.sampling
+    final = None
     for it in range(start, cfg.iterations):
         t_iter = time.perf_counter()
         q_all = sample_question_indices(len(rows), cfg.episodes.questions_per_iteration, cfg.seed, it)
@@ -244,8 +256,8 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False) -> 
         row.update(tstats)
         if cfg.logging.dump_episodes:
             dump_episodes(run_dir, it + 1, rank, episodes)
-            if whiten is not None and acc.is_main_process:
-                with open(run_dir / "episodes" / f"iter_{it + 1:06d}.whiten.json", "w") as f:
+            if whiten is not None:
+                with open(run_dir / "episodes" / f"iter_{it + 1:06d}.rank{rank}.whiten.json", "w") as f:
                     json.dump(whiten, f)
         row = _reduce_metrics(acc, row, sums={"episodes/count", "mc/states", "mc/unique_states", "mc/rollouts",
                                               "mc/engine_calls", "generate/tokens", "mc/tokens"})
@@ -260,13 +272,14 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False) -> 
                      f"unique MC states {row['mc/unique_states']:.0f}, " if "mc/unique_states" in row else "",
                      row["seconds"])
         if (it + 1) % cfg.save_every == 0 or it + 1 == cfg.iterations:
-            save_checkpoint(trainer, acc, run_dir, it + 1)
+            final = save_checkpoint(trainer, acc, run_dir, it + 1)
         if os.environ.get(CRASH_ENV) == str(it + 1):
             os.kill(os.getpid(), signal.SIGKILL)
-    engine.close()
+    if not keep_engine:
+        engine.close()
     acc.wait_for_everyone()
     acc.end_training()
-    return run_dir
+    return TrainResult(run_dir, engine if keep_engine else None, final)
 
 
 def save_checkpoint(trainer, acc, run_dir: Path, iteration: int) -> Path:

@@ -270,7 +270,8 @@ class Trainer:
                 bar.update(1)
         bar.close()
         self.actor.eval()
-        out = {k: float(np.mean([l[k] for l in logs])) for k in logs[0] if k != "epoch"} if logs else {}
+        keys = [k for k in (logs[0] if logs else {}) if k not in ("epoch", "whiten")]
+        out = {k: float(np.mean([l[k] for l in logs if k in l])) for k in keys}
         if logs:
             out["train/first_minibatch_ratio"] = logs[0]["train/ratio"]
         out.update(canary)
@@ -356,7 +357,7 @@ class Trainer:
             self.critic_scheduler.step()
         self.optimizer_steps += 1
         out = {k: float(np.mean([s[k] for s in stats if k in s])) for k in stats[-1]}
-        out["whiten"] = wstats
+        out["whiten"] = {**wstats, "episodes": list(idx)}
         return out
 
     # ---- checkpoint state ------------------------------------------------------------------

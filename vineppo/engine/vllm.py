@@ -83,6 +83,7 @@ VLLM_ENV_DEFAULTS = {
 }
 
 DEFAULT_CPU_KV_CACHE_BYTES = 256 * 1024 * 1024
+DEFAULT_CPU_BLOCK_SIZE = 32
 _SEED_MOD = 2**31 - 1
 #: ids of the open `vllm.LLM`s of this process (vLLM's distributed state is process-global)
 _OPEN: set[int] = set()
@@ -179,7 +180,8 @@ class VLLMEngine(Engine):
             `gpu_memory_utilization` of system RAM), vLLM's own sizing on GPUs.
         enforce_eager: default True on CPU, False (CUDA graphs) elsewhere.
         swap_space: passed only to vLLM versions that still have it (removed in V1 engines).
-        block_size: KV block size; vLLM's default (128 on CPU: prefix reuse in 128-token blocks).
+        block_size: KV block size (prefix-cache reuse is per whole block); default 32 on CPU (vLLM's
+            own default there is 128), vLLM's default elsewhere.
         enable_sleep_mode: default True where the platform supports it (CUDA/ROCm/XPU), False on CPU.
         sleep_level: 1 (offload weights, drop KV cache) or 2 (drop both; update_weights before wake).
         cpu_threads: torch threads while generating on CPU (None: leave as is). Restored afterwards.
@@ -238,6 +240,10 @@ class VLLMEngine(Engine):
             enforce_eager = self.is_cpu
         if kv_cache_memory_bytes is None and self.is_cpu:
             kv_cache_memory_bytes = DEFAULT_CPU_KV_CACHE_BYTES
+        if block_size is None and self.is_cpu:
+            # vLLM's CPU default is 128; prefix reuse is per whole block, and MC states share
+            # prefixes at arbitrary lengths: 32 gave 2-3x the hit rate and 1.3-1.5x the tokens/s.
+            block_size = DEFAULT_CPU_BLOCK_SIZE
         if isinstance(dtype, torch.dtype):
             dtype = str(dtype).removeprefix("torch.")
 
@@ -258,6 +264,8 @@ class VLLMEngine(Engine):
         if dropped:
             log.info("vLLM %s has no engine args %s; not passed", self.vllm_version, dropped)
         self.logprobs_mode = args.get("logprobs_mode", "raw_logprobs")
+        #: the vllm.LLM keyword arguments this engine was built with
+        self.llm_args = dict(args)
 
         # vLLM creates a (world-size 1) torch.distributed group unless one exists; only then may
         # the last close() tear it down.
@@ -302,7 +310,8 @@ class VLLMEngine(Engine):
             except Exception as e:  # pragma: no cover - depends on the vLLM version
                 log.debug("could not patch the vLLM sampler: %r", e)
         self._check_tokenizer()
-        self._counters = self._prefix_counters()
+        self._pc = [0, 0]
+        self._pc_hooked = self._hook_prefix_stats()
         log.info("vLLM %s engine on %s ready in %.1fs (dtype %s, in-process worker: %s)", self.vllm_version,
                  current_platform.device_type, self.init_seconds, self.dtype, self._inproc_worker() is not None)
 
@@ -369,8 +378,30 @@ class VLLMEngine(Engine):
                           "prompts are token ids (fine), but stop strings are detected on vLLM's text and may "
                           "cut at other places. Save the tokenizer so that every loader agrees.", stacklevel=3)
 
+    def _hook_prefix_stats(self) -> bool:
+        """Count this engine's prefix-cache queries/hits from the scheduler stats vLLM records each
+        step (the source of get_metrics(); the Prometheus registry is process-global and only
+        follows the newest engine when there are several)."""
+        mgr = getattr(self.llm.llm_engine, "logger_manager", None)
+        inner = getattr(mgr, "record", None)
+        if inner is None:
+            return False
+        counts = self._pc
+
+        def record(scheduler_stats=None, iteration_stats=None, *args, **kwargs):
+            pcs = getattr(scheduler_stats, "prefix_cache_stats", None)
+            if pcs is not None:
+                counts[0] += int(getattr(pcs, "queries", 0) or 0)
+                counts[1] += int(getattr(pcs, "hits", 0) or 0)
+            return inner(scheduler_stats, iteration_stats, *args, **kwargs)
+
+        mgr.record = record
+        return True
+
     def _prefix_counters(self) -> tuple[float, float]:
-        """Cumulative (prefix-cache queried tokens, hit tokens) from vLLM's metrics, or (0, 0)."""
+        """Cumulative (prefix-cache queried tokens, hit tokens) of this engine, or (0, 0)."""
+        if self._pc_hooked:
+            return float(self._pc[0]), float(self._pc[1])
         try:
             metrics = self.llm.get_metrics()
         except Exception:
@@ -464,7 +495,6 @@ class VLLMEngine(Engine):
             results.append(row)
 
         q1, h1 = self._prefix_counters()
-        self._counters = (q1, h1)
         s = self.stats
         s.calls += 1
         s.prompts += len(prompts)
@@ -543,6 +573,10 @@ class VLLMEngine(Engine):
 
     @torch.no_grad()
     def _push(self, items: list[tuple[str, torch.Tensor]]) -> None:
+        with _torch_threads(self.cpu_threads):
+            self._push_unthreaded(items)
+
+    def _push_unthreaded(self, items: list[tuple[str, torch.Tensor]]) -> None:
         t0 = time.perf_counter()
         method = None
         worker = self._inproc_worker() if self.weight_sync != "disk" else None
