@@ -179,3 +179,36 @@ def test_untruncated_logprobs_patch_and_bad_inputs(vllm_engine, short_prompts):
     with pytest.raises(TypeError):  # right names, not tensors: rejected before the engine is touched
         vllm_engine.update_weights({k: "x" for k in vllm_engine._expected})
     assert len(vllm_engine.generate(short_prompts, GREEDY)) == len(short_prompts)
+
+
+def test_gpu_paths_simulated_on_cpu(vllm_engine, perturbed_model, tiny_tokenizer, short_prompts):
+    """Code paths taken on GPUs, driven on CPU (where vLLM's sleep is a no-op and per-request seeds
+    crash): per-request seeds spaced by n, and the deferred push in wake() (weights -> push -> KV)."""
+    eng = vllm_engine
+    saved = eng.is_cpu, eng.sleep_supported, eng.sleep_level
+    try:
+        eng.is_cpu = False
+        params = eng._vllm_params(SamplingParams(n=3, temperature=1.0, seed=7), 4)
+        seeds = [p.seed for p in params]
+        assert len(params) == 4 and all(b - a == 3 for a, b in zip(seeds, seeds[1:]))
+        assert eng._vllm_params(SamplingParams(n=3, temperature=1.0), 4).seed is None
+        eng.is_cpu = saved[0]
+        eng.sleep_supported = True
+        for level in (1, 2):
+            eng.sleep_level = level
+            eng.sleep()
+            version = eng.weights_version
+            eng.update_weights(perturbed_model.state_dict())
+            assert eng.weights_version == version  # deferred while asleep
+            eng.wake()
+            assert eng.weights_version == version + 1 and not eng.sleeping
+        out = eng.generate(short_prompts, GREEDY)
+        for p, row in zip(short_prompts, out):
+            assert row[0].token_ids == hf_greedy_ids(perturbed_model, tiny_tokenizer, p)
+        eng.sleep()
+        with pytest.raises(RuntimeError, match="update_weights"):
+            eng.wake()  # level 2 without new weights: refuse to run on discarded weights
+        eng.update_weights(perturbed_model.state_dict())
+        eng.wake()
+    finally:
+        eng.is_cpu, eng.sleep_supported, eng.sleep_level = saved

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import gc
 import inspect
 import logging
@@ -473,7 +472,10 @@ class VLLMEngine(Engine):
         if use_tqdm:
             from tqdm.auto import tqdm
 
-            use_tqdm = functools.partial(tqdm, desc=desc or "generate (vllm)", leave=False)
+            label = desc or "generate (vllm)"
+
+            def use_tqdm(*a, **k):  # vLLM passes its own desc; show ours
+                return tqdm(*a, **{**k, "desc": label, "leave": False})
         q0, h0 = self._prefix_counters()
         with _torch_threads(self.cpu_threads), self._engine_rng(sampling.seed):
             try:
