@@ -15,6 +15,12 @@ def _gsm8k() -> type[Task]:
     return GSM8KTask
 
 
+def _arithmetic() -> type[Task]:
+    from vineppo.tasks.arithmetic import ArithmeticTask
+
+    return ArithmeticTask
+
+
 def _math() -> type[Task]:
     from vineppo.tasks.math import MathTask
 
@@ -25,7 +31,7 @@ def _math() -> type[Task]:
 _REGISTRY: dict[str, Callable[[], type[Task]]] = {
     "gsm8k": _gsm8k,
     "math": _math,
-    # "arithmetic": the embedded demo task (vineppo/tasks/arithmetic.py) goes here.
+    "arithmetic": _arithmetic,  # the embedded demo task (synthetic, GSM8K answer format)
 }
 
 #: the names get_task accepts
@@ -33,7 +39,7 @@ TASK_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
 
 def get_task(name: str, **kwargs: Any) -> Task:
-    """A new Task instance for `name` ("gsm8k", "math"); `kwargs` go to its constructor."""
+    """A new Task instance for `name` ("gsm8k", "math", "arithmetic"); `kwargs` go to its constructor."""
     try:
         task_class = _REGISTRY[name]
     except (KeyError, TypeError):
