@@ -7,6 +7,7 @@ greedy, and log_softmax(logits / T) from a forward pass over prompt + sampled to
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -14,7 +15,11 @@ import torch
 from vineppo.engine import SamplingParams, trim_at_stop
 from vineppo.tokens import decode_response, encode_prompt
 
-from conftest import read_jsonl
+
+def read_jsonl(path, limit):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for _, line in zip(range(limit), f)]
+
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -166,8 +166,9 @@ def test_accelerate_two_processes_whitening_is_global(sft_gsm8k, tmp_path):
     model_dir, data_dir = sft_gsm8k
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("{}\n")
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    launcher = [accelerate, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
     r = _run_cli(["--config", str(cfg_file), "--output-dir", str(tmp_path / "run")]
                  + _cli_overrides(model_dir, data_dir) + ["iterations=1", "save_every=1"], launcher=launcher)
     assert r.returncode == 0, r.stderr[-4000:]

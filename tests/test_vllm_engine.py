@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,11 @@ import torch
 from vineppo.engine import SamplingParams, default_backend, vllm_available
 from vineppo.tokens import encode_prompt
 
-from conftest import read_jsonl
+
+def read_jsonl(path, limit):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for _, line in zip(range(limit), f)]
+
 
 pytestmark = [pytest.mark.vllm, pytest.mark.usefixtures("one_torch_thread")]
 

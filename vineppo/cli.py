@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 
 
@@ -15,6 +17,84 @@ def _train(args) -> int:
     return 0
 
 
+def _eval(args) -> int:
+    import logging
+
+    from vineppo.data import DataError
+    from vineppo.evaluate import (EvalError, data_spec, engine_config, evaluate_checkpoint, evaluate_run,
+                                  read_run_config, run_dir_of)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sampling = dict(n_samples=args.n_samples, temperature=args.temperature, top_p=args.top_p,
+                    max_new_tokens=args.max_new_tokens, seed=args.seed,
+                    max_sequence_length=args.max_sequence_length, max_problems=args.max_problems)
+    try:
+        if args.run is not None:
+            if args.output_dir is not None:
+                raise EvalError("--output-dir is for --checkpoint; a run's results go under each checkpoint")
+            where = f"{args.run}/config.yaml"
+            ecfg = engine_config(read_run_config(args.run), where, backend=args.backend)
+            done = evaluate_run(args.run, args.task, args.split, data_source=args.data_source, engine_cfg=ecfg,
+                                force=args.force, include_initial=args.include_initial, **sampling)
+            for r in done:
+                print(f"{r['checkpoint']} {r['split']}: pass@1 {100 * r['pass@1']:.2f} "
+                      f"maj@{r['n_samples']} {100 * r[f'maj@{args.n_samples}']:.2f}")
+            print(f"evaluated {len(done)} (checkpoint, split) pairs; already evaluated ones were skipped")
+            return 0
+        run = run_dir_of(args.checkpoint)
+        run_cfg = read_run_config(run) if run is not None else {}
+        where = f"{run}/config.yaml" if run is not None else "--checkpoint"
+        spec = data_spec(run_cfg, task=args.task, source=args.data_source, where=where)
+        ecfg = engine_config(run_cfg, where, backend=args.backend)
+        for split in args.split:
+            r = evaluate_checkpoint(args.checkpoint, spec.task, split, data_source=spec.source,
+                                    out_dir=f"{args.output_dir}/{split}" if args.output_dir else None,
+                                    engine_cfg=ecfg, validation_size=spec.validation_size,
+                                    validation_seed=spec.validation_seed, **sampling)
+            print(f"{args.checkpoint} {split}: pass@1 {100 * r['pass@1']:.2f} "
+                  f"maj@{args.n_samples} {100 * r[f'maj@{args.n_samples}']:.2f} "
+                  f"pass@{args.n_samples} {100 * r[f'pass@{args.n_samples}']:.2f}")
+        return 0
+    except (EvalError, DataError, FileNotFoundError) as e:
+        print(f"vineppo eval: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _compare(args) -> int:
+    import logging
+
+    from vineppo.compare import CompareError, compare
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        compare(args.runs, args.output_dir, labels=args.labels)
+    except CompareError as e:
+        print(f"vineppo compare: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _sft(args) -> int:
+    import logging
+
+    from vineppo.sft import SFTConfig, sft_from_pretrained
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = SFTConfig(epochs=args.epochs, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
+                    lr=args.lr, warmup_ratio=args.warmup_ratio, max_length=args.max_length, seed=args.seed,
+                    max_steps=args.max_steps, autocast_dtype=None if args.autocast == "none" else args.autocast)
+    try:
+        info = sft_from_pretrained(args.model, args.task, args.output_dir, cfg, data_source=args.data_source,
+                                   validation_size=args.validation_size, max_train_rows=args.max_train_rows,
+                                   dtype=args.dtype, gradient_checkpointing=args.gradient_checkpointing,
+                                   attn_implementation=args.attn_implementation, overwrite=args.overwrite)
+    except (FileExistsError, FileNotFoundError) as e:
+        print(f"vineppo sft: error: {e}", file=sys.stderr)
+        return 2
+    print(f"sft: {info['steps']} steps, final loss {info['final_loss']:.4f}, {info['seconds']:.0f}s -> {args.output_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vineppo", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -24,10 +104,112 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. iterations=2 mc.k=3 optim.lr=1e-5")
     t.set_defaults(func=_train)
+    _add_eval_parser(sub)
+    _add_compare_parser(sub)
+    _add_sft_parser(sub)
     return p
 
 
+def _add_eval_parser(sub) -> None:
+    e = sub.add_parser("eval", help="evaluate checkpoints: pass@1 over n samples, maj@n, pass@n")
+    what = e.add_mutually_exclusive_group(required=True)
+    what.add_argument("--run", help="run directory: every complete checkpoint not yet evaluated")
+    what.add_argument("--checkpoint", help="one model directory (a run checkpoint or any HF model dir)")
+    e.add_argument("--task", choices=["gsm8k", "math"], help="default: the run's data.task")
+    e.add_argument("--split", nargs="+", default=["test"], choices=["test", "validation"],
+                   help="one or more splits (default test; select checkpoints with validation)")
+    e.add_argument("--data-source", help="directory of JSONL files (default: the run's data.source, else the hub)")
+    e.add_argument("--n-samples", type=int, default=16)
+    e.add_argument("--temperature", type=float, default=0.35)
+    e.add_argument("--top-p", type=float, default=0.9)
+    e.add_argument("--max-new-tokens", type=int, default=1024)
+    e.add_argument("--seed", type=int, default=42)
+    e.add_argument("--max-sequence-length", type=int, default=None,
+                   help="prompt + response budget (spec §4: 2047; 4095 for DeepSeek MATH); default none")
+    e.add_argument("--max-problems", type=int, default=None, help="only the first N problems (smoke tests)")
+    e.add_argument("--backend", choices=["auto", "hf", "vllm"], default=None,
+                   help="engine backend (default: the run's engine.backend, else auto = vLLM when installed)")
+    e.add_argument("--output-dir", help="with --checkpoint: write DIR/<split>/ instead of <checkpoint>/eval/<split>/")
+    e.add_argument("--force", action="store_true", help="re-evaluate checkpoints that already have results")
+    e.add_argument("--include-initial", action="store_true",
+                   help="with --run: also evaluate the starting model (iteration 0) into RUN/initial/eval/")
+    e.set_defaults(func=_eval)
+
+
+def _add_compare_parser(sub) -> None:
+    c = sub.add_parser("compare", help="table + plots comparing runs (metrics.jsonl + eval results)")
+    c.add_argument("runs", nargs="+", help="run directories")
+    c.add_argument("--output-dir", default="compare", help="where compare.md, compare.json and the PNGs go")
+    c.add_argument("--labels", nargs="+", help="one display name per run (default: directory names)")
+    c.set_defaults(func=_compare)
+
+
+def _add_sft_parser(sub) -> None:
+    s = sub.add_parser("sft", help="supervised fine-tuning: make the starting checkpoint (spec §4 recipe)")
+    s.add_argument("--model", required=True, help="base model: local directory or hub id")
+    s.add_argument("--task", required=True, choices=["gsm8k", "math"])
+    s.add_argument("--output-dir", required=True)
+    s.add_argument("--data-source", help="directory of JSONL files (default: the hub)")
+    s.add_argument("--epochs", type=float, default=2.0)
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--micro-batch-size", type=int, default=8, help="per forward pass (gradient accumulation)")
+    s.add_argument("--lr", type=float, default=1e-5, help="1e-5 (RhoMath 1.1B); the paper used 5e-5 for DeepSeekMath 7B")
+    s.add_argument("--warmup-ratio", type=float, default=0.03)
+    s.add_argument("--max-length", type=int, default=2048, help="longer prompt + target examples are dropped")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    s.add_argument("--max-train-rows", type=int, default=None)
+    s.add_argument("--validation-size", type=int, default=None,
+                   help="rows held out from train (default: the paper's GSM8K 373 / MATH 500)")
+    s.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="weights dtype")
+    s.add_argument("--autocast", choices=["none", "bfloat16", "float16"], default="none",
+                   help="mixed-precision forward passes (bfloat16 on GPUs)")
+    s.add_argument("--gradient-checkpointing", action="store_true")
+    s.add_argument("--attn-implementation", default=None, help="e.g. flash_attention_2")
+    s.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
+    s.set_defaults(func=_sft)
+
+
+def _requested_cpu_processes() -> int | None:
+    """Processes asked of `accelerate launch --cpu --num_processes N`, if that launched us alone.
+
+    accelerate's CPU launcher starts N processes only through mpirun; without a hostfile it starts
+    one process (with MASTER_ADDR set, its sign that N > 1 was asked). We then read N from the
+    launcher's command line and start the N processes ourselves with torch's own launcher."""
+    env = os.environ
+    if env.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true", "yes") or "MASTER_ADDR" not in env:
+        return None
+    if any(k in env for k in ("WORLD_SIZE", "LOCAL_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")):
+        return None
+    try:
+        import psutil
+        cmd = psutil.Process().parent().cmdline()
+    except Exception:  # noqa: BLE001 - no parent info: run as launched
+        return None
+    if not any("accelerate" in c for c in cmd[:3]):
+        return None
+    for i, c in enumerate(cmd):
+        if c in ("--num_processes", "--num-processes") and i + 1 < len(cmd):
+            return int(cmd[i + 1])
+        if c.startswith(("--num_processes=", "--num-processes=")):
+            return int(c.split("=", 1)[1])
+    return None
+
+
+def _relaunch(n: int, argv: list[str]) -> int:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
+           "--master_addr", os.environ.get("MASTER_ADDR", "127.0.0.1"),
+           "--master_port", os.environ.get("MASTER_PORT", "29500"), "-m", "vineppo", *argv]
+    print(f"vineppo: starting {n} CPU processes (gloo) for `accelerate launch --cpu --num_processes {n}`",
+          file=sys.stderr)
+    return subprocess.call(cmd)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    n = _requested_cpu_processes()
+    if n is not None and n > 1:
+        return _relaunch(n, argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     from vineppo.config import ConfigError

@@ -139,6 +139,7 @@ def episode_metrics(episodes: Sequence[Episode]) -> dict:
         by_q.setdefault(e.question_index, []).append(e.reward)
     return {
         "reward/mean": float(rewards.mean()),
+        "reward/pass_rate": float((rewards > 0).mean()),
         "reward/pass_rate_any": float(np.mean([max(v) > 0 for v in by_q.values()])),
         "episodes/count": len(episodes),
         "episodes/finished_frac": float(np.mean([e.finished for e in episodes])),

@@ -183,7 +183,8 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
 
     run_dir = Path(output_dir)
     mixed = "bf16" if (cfg.model.dtype == "bfloat16" and torch.cuda.is_available()) else "no"
-    acc = Accelerator(mixed_precision=mixed)
+    # cpu=True without CUDA: under torchrun / `accelerate launch` the processes form a gloo group.
+    acc = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
     rank, world = acc.process_index, acc.num_processes
     logging.basicConfig(level=logging.INFO if acc.is_main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -6,9 +6,11 @@ Paper recipe: 2 epochs, batch 64, LR 1e-5 (Rho) / 5e-5 (DeepSeek), warmup 3 %, m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -35,6 +37,9 @@ class SFTConfig:
     #: stop after this many optimizer steps (None = the epochs)
     max_steps: int | None = None
     weight_decay: float = 0.0
+    #: run forward passes under torch.autocast in this dtype ("bfloat16" on GPUs); weights and
+    #: optimizer stay in the model's dtype (fp32 master weights). None = no autocast.
+    autocast_dtype: str | None = None
 
 
 def sft_examples(task: Task, tokenizer, rows: Sequence[Row], max_length: int) -> list[tuple[list[int], int]]:
@@ -46,6 +51,15 @@ def sft_examples(task: Task, tokenizer, rows: Sequence[Row], max_length: int) ->
         if len(p) + len(r) <= max_length:
             out.append((p + list(r), len(p)))
     return out
+
+
+def _autocast(device: torch.device, dtype: str | None):
+    """torch.autocast for `dtype` ("bfloat16", "float16") on `device`, or a no-op context."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    if dtype not in ("bfloat16", "float16"):
+        raise ValueError(f"SFTConfig.autocast_dtype must be bfloat16, float16 or None, got {dtype!r}")
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
 
 
 def sft(model, tokenizer, task: Task, rows: Sequence[Row], cfg: SFTConfig, *, progress: bool = True,
@@ -85,7 +99,8 @@ def sft(model, tokenizer, task: Task, rows: Sequence[Row], cfg: SFTConfig, *, pr
                 attn[r, : len(seq)] = 1
                 labels[r, p: len(seq)] = torch.tensor(seq[p:])
             ids, attn, labels = ids.to(device), attn.to(device), labels.to(device)
-            logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
+            with _autocast(device, cfg.autocast_dtype):
+                logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                                                      ignore_index=-100, reduction="sum") / n_tok
             loss.backward()
@@ -99,3 +114,64 @@ def sft(model, tokenizer, task: Task, rows: Sequence[Row], cfg: SFTConfig, *, pr
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
     return {"steps": total, "final_loss": float(np.mean(losses[-10:])), "seconds": time.perf_counter() - t0}
+
+
+def sft_from_pretrained(model_name_or_path: str, task_name: str, output_dir: str | Path, cfg: SFTConfig, *,
+                        data_source: str | None = None, validation_size: int | None = None,
+                        validation_seed: int = 42, max_train_rows: int | None = None,
+                        dtype: str = "float32", gradient_checkpointing: bool = False,
+                        attn_implementation: str | None = None, device: str | None = None,
+                        overwrite: bool = False, progress: bool = True) -> dict:
+    """`vineppo sft`: fine-tune a base model on a task's train rows and save it to `output_dir`.
+
+    The train rows are the same as RL training's (`vineppo.data.load_rows(..., "train")`, i.e.
+    with the validation set carved out by `validation_size` / `validation_seed`), so validation
+    stays held out. The model and tokenizer are assembled in `<output_dir>.tmp` and renamed into
+    place when done, with `sft_info.json` (recipe and statistics) beside them.
+    dtype: the weights' dtype (keep float32 and set `cfg.autocast_dtype="bfloat16"` on GPUs).
+    """
+    import json
+    import os
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from vineppo.data import load_rows
+    from vineppo.tasks import get_task
+
+    out = Path(output_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"output directory {out} is not empty; pass --overwrite or choose another one")
+    task = get_task(task_name)
+    rows = load_rows(task_name, "train", data_source, validation_size=validation_size, seed=validation_seed)
+    if max_train_rows is not None:
+        rows = rows[:max_train_rows]
+    tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"tokenizer of {model_name_or_path} has no EOS token; the SFT target ends with EOS")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    kwargs: dict = {"dtype": getattr(torch, dtype)}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
+    model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    kept = len(sft_examples(task, tokenizer, rows, cfg.max_length))
+    log.info("sft: %d %s train rows, %d fit max_length %d", len(rows), task_name, kept, cfg.max_length)
+    stats = sft(model, tokenizer, task, rows, cfg, progress=progress)
+    model.config.use_cache = True
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    info = {"base_model": model_name_or_path, "task": task_name, "data_source": data_source or "hub",
+            "train_rows": len(rows), "examples": kept, "config": dataclasses.asdict(cfg), **stats}
+    (tmp / "sft_info.json").write_text(json.dumps(info, indent=1) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return info

@@ -277,8 +277,11 @@ class Trainer:
         out.update(canary)
         out["train/optimizer_steps"] = self.optimizer_steps
         out["train/lr"] = self.scheduler.get_last_lr()[0]
+        n_tokens = sum(len(a) for a in old_lp)
         out["logprobs/seconds"] = t_lp
         out["train/seconds"] = time.perf_counter() - t0 - t_lp
+        out["logprobs/tokens_per_s"] = n_tokens / max(t_lp, 1e-9)
+        out["train/tokens_per_s"] = n_tokens * cfg.ppo.epochs / max(out["train/seconds"], 1e-9)
         out["train/whiten_stats"] = [l.get("whiten") for l in logs]
         return out
 

