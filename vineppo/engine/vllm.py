@@ -127,15 +127,15 @@ def _engine_arg_names() -> set[str]:
 
 
 def _checkpoint_dtype(model_path: str) -> str | None:
-    """The dtype recorded in the checkpoint's config.json ("dtype" / "torch_dtype"), if any."""
-    import json
-
+    """The dtype recorded in the checkpoint's config ("dtype" / "torch_dtype"), if any."""
     try:
-        with open(Path(model_path) / "config.json", encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, ValueError):
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model_path)
+    except Exception:  # offline hub id, custom code: let vLLM decide
         return None
-    dtype = config.get("dtype") or config.get("torch_dtype")
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    dtype = str(dtype).removeprefix("torch.") if dtype is not None else None
     return dtype if dtype in ("float32", "bfloat16", "float16") else None
 
 
