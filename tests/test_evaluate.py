@@ -231,3 +231,35 @@ def test_eval_cli_run_and_checkpoint(tiny_model_dir, shared_data_dir, tmp_path, 
     res = json.loads((out / "validation" / "results.json").read_text())
     assert res["task"] == "gsm8k" and res["iteration"] == 5 and res["num_problems"] == 2
     assert main(["eval", "--checkpoint", str(tmp_path / "missing"), "--task", "gsm8k", *args]) == 2
+
+
+@pytest.mark.vllm
+def test_evaluate_run_with_vllm_matches_transformers(tiny_model_dir, shared_data_dir, tmp_path):
+    """One vLLM engine serves both checkpoints (the second one's weights pushed in place); greedy
+    float32 responses equal the transformers backend's."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    run = _fake_run(tmp_path, tiny_model_dir, shared_data_dir / "gsm8k", [1, 2])
+    second = run / "checkpoints" / "iter_000002"
+    model = AutoModelForCausalLM.from_pretrained(second)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)
+    model.save_pretrained(second)
+    (second / "MANIFEST.json").unlink()  # re-list the changed files (a manifest would list itself)
+    write_manifest(second, 2)
+    greedy = dict(n_samples=1, temperature=0.0, max_new_tokens=12, max_problems=3, progress=False)
+
+    def responses() -> dict[int, list[str]]:
+        return {it: [json.loads(line)["response"] for line in
+                     (run / "checkpoints" / f"iter_{it:06d}" / "eval" / "test" / "samples.jsonl").open()]
+                for it in (1, 2)}
+
+    vllm_cfg = EngineConfig(backend="vllm", dtype="float32", kv_cache_memory_bytes=256 * 2**20)
+    done = evaluate_run(run, split="test", engine_cfg=vllm_cfg, **greedy)
+    assert [r["engine"] for r in done] == ["vllm", "vllm"]
+    from_vllm = responses()
+    evaluate_run(run, split="test", engine_cfg=HF, force=True, **greedy)
+    assert responses() == from_vllm
+    assert from_vllm[1] != from_vllm[2]  # the checkpoints really differ

@@ -217,3 +217,12 @@ def test_gpu_paths_simulated_on_cpu(vllm_engine, perturbed_model, tiny_tokenizer
         eng.wake()
     finally:
         eng.is_cpu, eng.sleep_supported, eng.sleep_level = saved
+
+
+def test_auto_dtype_is_the_checkpoints(vllm_engine, tiny_model_dir):
+    """dtype="auto" means the checkpoint's dtype (vLLM's own "auto" serves float32 as bfloat16,
+    whose log-probs do not match a float32 trainer)."""
+    from vineppo.engine.vllm import _checkpoint_dtype
+
+    assert _checkpoint_dtype(str(tiny_model_dir)) == "float32"
+    assert vllm_engine.dtype == torch.float32

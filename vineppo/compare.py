@@ -27,7 +27,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from vineppo import checkpoint as ckpt
 from vineppo.evaluate import INITIAL_DIR, checkpoint_iteration, eval_dir, read_results, read_run_config

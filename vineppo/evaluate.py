@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -118,31 +119,37 @@ def majority_vote(answers: Sequence[str | None], verdicts: Sequence[bool]) -> bo
     return bool(verdicts[i]) if i is not None else False
 
 
+#: a plain decimal number, as the GSM8K grader accepts it (no exponents, inf or nan)
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+
+
 def _canonical_number(text: str) -> str | None:
+    """`text` as a canonical decimal string if it is a plain number (`+18.0` -> `18`), else None."""
+    if not _PLAIN_NUMBER.fullmatch(text):
+        return None
     try:
-        value = Decimal(text)
-    except InvalidOperation:
+        value = Decimal(text).normalize()
+    except InvalidOperation:  # pragma: no cover - the regex admits only valid literals
         return None
-    if not value.is_finite():
-        return None
-    value = value.normalize()
     return format(value, "f") if value != 0 else "0"
 
 
 def vote_key(task: Task, answer: str | None) -> str | None:
     """The canonical form in which answers are compared for majority voting.
 
-    Whitespace runs collapse to one space. For GSM8K (answers are numbers graded as numbers), the
+    Whitespace runs collapse to one space. For GSM8K-format tasks (numbers graded as numbers), the
     grader's normalisation also applies: commas removed, lower case, and plain numbers by value
     (`18.0`, `18` and `+18` vote together). MATH answers are already normalised by the
     extractor (`strip_string`); they are compared as strings. Empty answers do not vote.
     """
     if answer is None:
         return None
+    from vineppo.tasks.gsm8k import GSM8KTask
+
     key = " ".join(answer.split())
-    if task.name == "gsm8k":
+    if isinstance(task, GSM8KTask):  # GSM8K and tasks in its answer format (the demo's arithmetic)
         key = key.replace(",", "").lower()
-        number = _canonical_number(key) if key and key[-1].isdigit() else None
+        number = _canonical_number(key)
         key = number if number is not None else key
     return key or None
 
@@ -172,11 +179,16 @@ class EvalSettings:
 
     def __post_init__(self):
         if self.n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {self.n_samples}")
+            raise EvalError(f"n_samples must be >= 1, got {self.n_samples}")
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise EvalError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise EvalError(f"temperature must be >= 0, got {self.temperature}")
+        if self.temperature == 0 and self.n_samples > 1:
+            raise EvalError(f"temperature 0 (greedy) makes all {self.n_samples} samples identical; "
+                             f"use n_samples 1 (--n-samples 1) for greedy evaluation")
         if self.max_sequence_length is not None and self.max_sequence_length < 2:
-            raise ValueError(f"max_sequence_length must be >= 2, got {self.max_sequence_length}")
+            raise EvalError(f"max_sequence_length must be >= 2, got {self.max_sequence_length}")
 
 
 def _token_budget(prompt_len: int, settings: EvalSettings) -> int:

@@ -250,9 +250,10 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
         tstats = trainer.step(episodes)
         whiten = tstats.pop("train/whiten_stats", None)
         t_sync = time.perf_counter()
+        # push while asleep, then wake: the engine applies the safe wake order (weights, then KV cache)
+        engine.update_weights(trainer.policy_state_dict())
         if cfg.engine.sleep_during_training:
             engine.wake()
-        engine.update_weights(trainer.policy_state_dict())
         row["sync/seconds"] = time.perf_counter() - t_sync
         row.update(tstats)
         if cfg.logging.dump_episodes:

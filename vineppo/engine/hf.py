@@ -58,7 +58,6 @@ class HFEngine(Engine):
         greedy = sampling.temperature == 0
         batches = [jobs[k:k + self.max_batch_size] for k in range(0, len(jobs), self.max_batch_size)]
         bar = tqdm(batches, desc=desc or "generate (hf)", disable=not self.progress or len(batches) < 2, leave=False)
-        suppress = [t for t in {self.tokenizer.pad_token_id, self.tokenizer.bos_token_id} if t is not None and t != self.eos_id]
         gen_tokens = 0
         for b, batch in enumerate(bar):
             seqs = [list(prompts[i]) for i, _ in batch]
@@ -73,7 +72,6 @@ class HFEngine(Engine):
                 max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
                 pad_token_id=self.pad_id, eos_token_id=self.eos_id,
                 return_dict_in_generate=True, output_logits=sampling.logprobs, use_cache=True,
-                suppress_tokens=suppress or None,
             )
             if not greedy:
                 kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)

@@ -100,6 +100,8 @@ VLLM_ENV_DEFAULTS = {
 
 DEFAULT_CPU_KV_CACHE_BYTES = 256 * 1024 * 1024
 DEFAULT_CPU_BLOCK_SIZE = 32
+#: environment vLLM sets for its worker processes only (restored when the engine is in-process)
+_CHILD_ONLY_ENV = ("LD_PRELOAD", "LOCAL_WORLD_SIZE")
 _SEED_MOD = 2**31 - 1
 #: ids of the open `vllm.LLM`s of this process (vLLM's distributed state is process-global)
 _OPEN: set[int] = set()
@@ -308,6 +310,7 @@ class VLLMEngine(Engine):
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             _VLLM_OWNS_DIST = True
         caller_threads = torch.get_num_threads()
+        child_env = {k: os.environ.get(k) for k in _CHILD_ONLY_ENV}
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         t0 = time.perf_counter()
         # vLLM seeds the global RNGs at start-up: keep the trainer's streams as they were.
@@ -321,6 +324,14 @@ class VLLMEngine(Engine):
             fin.detach()
         _OPEN.add(id(self.llm))
         self._finalizer = weakref.finalize(self, _shutdown_llm, self.llm, self._tmp_dirs)
+        if self._inproc_worker() is not None:
+            # vLLM's CPU platform sets these for worker processes it would spawn; in-process they
+            # would only leak into the trainer's own subprocesses.
+            for k, v in child_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
         # The engine core gc.freeze()s the whole heap at start-up (the trainer's objects too);
         # in-process that would keep any cyclic garbage alive for good.
         gc.unfreeze()
@@ -674,9 +685,9 @@ class VLLMEngine(Engine):
         tensors = {}
         for k, v in items:
             t = v.detach().to("cpu", dtype=self.dtype).contiguous()
-            if t.data_ptr() in seen or t.data_ptr() == v.data_ptr():
-                t = t.clone()  # safetensors refuses shared storage
-            seen.add(t.data_ptr())
+            if t.untyped_storage().data_ptr() in seen:
+                t = t.clone()  # safetensors refuses tensors sharing storage (tied weights, views)
+            seen.add(t.untyped_storage().data_ptr())
             tensors[k] = t
         path = Path(self._weights_dir)
         for old in path.glob("*.safetensors"):
