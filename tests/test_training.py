@@ -82,10 +82,11 @@ def _greedy_equal(engine, model_dir: Path, data_dir: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", ["vineppo", "ppo"])
-def test_two_iterations_train_and_sync(algorithm, sft_gsm8k, tmp_path):
+@pytest.mark.parametrize("algorithm,backend", [
+    ("vineppo", "hf"), ("ppo", "hf"), pytest.param("vineppo", "vllm", marks=pytest.mark.vllm)])
+def test_two_iterations_train_and_sync(algorithm, backend, sft_gsm8k, tmp_path):
     model_dir, data_dir = sft_gsm8k
-    cfg = tiny_cfg(model_dir, data_dir, algorithm)
+    cfg = tiny_cfg(model_dir, data_dir, algorithm, f"engine.backend={backend}")
     res = train(cfg, tmp_path / "run", keep_engine=True)
     try:
         rows = [json.loads(l) for l in open(res.run_dir / "metrics.jsonl")]

@@ -21,7 +21,8 @@ def checkpoint_name(iteration: int) -> str:
 
 
 def write_manifest(path: Path, iteration: int, extra: dict | None = None) -> None:
-    files = {str(p.relative_to(path)): p.stat().st_size for p in sorted(path.rglob("*")) if p.is_file()}
+    files = {str(p.relative_to(path)): p.stat().st_size for p in sorted(path.rglob("*"))
+             if p.is_file() and p.name not in (MANIFEST, MANIFEST + ".tmp")}
     data = {"iteration": iteration, "files": files, **(extra or {})}
     tmp = path / (MANIFEST + ".tmp")
     with open(tmp, "w") as f:

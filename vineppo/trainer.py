@@ -110,6 +110,12 @@ class Trainer:
                              f"is not a multiple of ppo.micro_batch_size {cfg.ppo.micro_batch_size}")
         self.accum = self.local_minibatch // cfg.ppo.micro_batch_size
         accelerator.gradient_accumulation_steps = self.accum
+        ds = getattr(accelerator.state, "deepspeed_plugin", None)
+        if ds is not None:
+            # no dataloader is prepared, so DeepSpeed cannot infer its batch sizes: give them
+            ds.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.ppo.micro_batch_size
+            ds.deepspeed_config["gradient_accumulation_steps"] = self.accum
+            ds.deepspeed_config["train_batch_size"] = cfg.ppo.minibatch_size
 
         mcfg = cfg.model
         kw = {"dtype": torch.float32}  # fp32 master weights; bf16 runs under accelerate autocast
