@@ -10,25 +10,13 @@ Prints naive states, unique states, engine calls per iteration; the last number 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import tempfile
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def sft_tiny_gsm8k(out: Path, steps: int) -> Path:
-    from vineppo.sft import SFTConfig, sft
-    from vineppo.tasks import get_task
-    from vineppo.tiny import TinyModelConfig, build_model, build_tokenizer
-
-    task = get_task("gsm8k")
-    rows = [json.loads(l) for l in open(DATA / "train.jsonl")][:2000]
-    rows = sorted(rows, key=lambda r: len(task.gold_solution(r)))[:1000]
-    tok = build_tokenizer([task.prompt(r) + task.sft_target(r) for r in rows], 640)
-    model = build_model(tok, TinyModelConfig(num_layers=2))
-    sft(model, tok, task, rows, SFTConfig(max_steps=steps, batch_size=16, micro_batch_size=16, lr=3e-3), out_dir=out)
-    return out
+from benchmarks._common import gsm8k_rows, sft_tiny_gsm8k  # noqa: E402
 
 
 def main() -> None:
@@ -52,7 +40,7 @@ def main() -> None:
     model_dir = Path(args.model) if args.model else sft_tiny_gsm8k(Path(tmp.name) / "m", args.sft_steps)
     tok = AutoTokenizer.from_pretrained(model_dir)
     task = get_task("gsm8k")
-    rows = [json.loads(l) for l in open(DATA / "train.jsonl")][: args.questions]
+    rows = gsm8k_rows("train", args.questions)
     engine = make_engine(EngineConfig(backend=args.backend, kv_cache_memory_bytes=256 << 20),
                          model_path=str(model_dir), tokenizer=tok, seed=0)
     episodes, _ = generate_episodes(engine, task, tok, rows, list(range(len(rows))), samples_per_question=args.samples,

@@ -24,25 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k"
-
-
-def gsm8k_rows(split: str = "train", limit: int = 500) -> list[dict]:
-    """Rows from ../shared/data/gsm8k if present, else synthetic arithmetic rows (offline)."""
-    path = DATA / f"{split}.jsonl"
-    if path.is_file():
-        with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for _, line in zip(range(limit), f)]
-    return [{"question": f"Tom has {3 + i % 17} apples and buys {5 + i * 7 % 23} more. How many apples now?",
-             "answer": f"Tom has {3 + i % 17} + {5 + i * 7 % 23} = {8 + i % 17 + i * 7 % 23} apples.\n"
-                       f"#### {8 + i % 17 + i * 7 % 23}"} for i in range(limit)]
-
-
-def build_tiny(out_dir) -> Path:
-    """A tiny random-init Llama + tokenizer (vineppo.tiny) trained on 500 rows, saved to out_dir."""
-    from vineppo.tiny import save_tiny
-
-    return save_tiny(out_dir, [r["question"] + "\n" + r["answer"] for r in gsm8k_rows("train", 500)])
+from benchmarks._common import build_tiny, gsm8k_rows  # noqa: E402
 
 
 def main() -> None:

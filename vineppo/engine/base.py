@@ -99,6 +99,19 @@ class Engine(ABC):
         """Release the engine."""
 
 
+def cut_generation(token_ids: Sequence[int], eos_id: int | None, decode, stop: Sequence[str]
+                   ) -> tuple[list[int], str, bool]:
+    """Both backends' end-of-generation rule: cut at the first EOS (dropped), then at the first
+    stop string (`trim_at_stop`). Returns (token_ids, text, ended_by_itself)."""
+    ids = list(token_ids)
+    ended = False
+    if eos_id is not None and eos_id in ids:
+        ids = ids[: ids.index(eos_id)]
+        ended = True
+    ids, text, stopped = trim_at_stop(ids, decode, stop)
+    return ids, text, ended or stopped
+
+
 def trim_at_stop(token_ids: Sequence[int], decode, stop: Sequence[str]) -> tuple[list[int], str, bool]:
     """Cut a generation at the first stop string.
 

@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from vineppo.engine.base import Completion, Engine, EngineStats, SamplingParams, trim_at_stop
+from vineppo.engine.base import Completion, Engine, EngineStats, SamplingParams, cut_generation
 from vineppo.tokens import decode_response
 
 
@@ -86,17 +86,8 @@ class HFEngine(Engine):
                 logits = torch.stack(out.logits, dim=1).float()  # (B, T, V), raw model logits
                 lp = torch.log_softmax(logits / max(sampling.temperature, 1e-6), dim=-1)
             for r, (i, j) in enumerate(batch):
-                toks = new[r]
-                finish = "length"
-                if self.eos_id is not None and self.eos_id in toks:
-                    toks = toks[:toks.index(self.eos_id)]
-                    finish = "stop"
-                toks, text, stopped = trim_at_stop(toks, self._decode, sampling.stop)
-                if stopped:
-                    finish = "stop"
-                elif finish == "length" and len(toks) < sampling.max_new_tokens:
-                    # Ended early without EOS/stop: only possible through padding; treat as stopped.
-                    finish = "stop"
+                toks, text, ended = cut_generation(new[r], self.eos_id, self._decode, sampling.stop)
+                finish = "stop" if ended else "length"
                 logp = None
                 if sampling.logprobs:
                     logp = lp[r, torch.arange(len(toks)), torch.tensor(toks, dtype=torch.long)].tolist() if toks else []

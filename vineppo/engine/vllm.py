@@ -85,7 +85,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
-from vineppo.engine.base import Completion, Engine, EngineStats, SamplingParams, trim_at_stop
+from vineppo.engine.base import Completion, Engine, EngineStats, SamplingParams, cut_generation
 from vineppo.tokens import decode_response
 
 log = logging.getLogger(__name__)
@@ -587,12 +587,9 @@ class VLLMEngine(Engine):
             # EOS (stop_reason None) or a stop token id: vLLM keeps it as the last token.
             if toks[-1] in self.stop_token_ids or toks[-1] == c.stop_reason:
                 toks = toks[:-1]
-        if self.eos_id is not None and self.eos_id in toks:
-            toks = toks[:toks.index(self.eos_id)]
-            finish = "stop"
         # vLLM stops at the token completing a stop string; cut exactly like the HF backend.
-        toks, text, stopped = trim_at_stop(toks, self._decode, sampling.stop)
-        if stopped:
+        toks, text, ended = cut_generation(toks, self.eos_id, self._decode, sampling.stop)
+        if ended:
             finish = "stop"
         logp = None
         if sampling.logprobs:

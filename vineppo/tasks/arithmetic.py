@@ -2,15 +2,16 @@
 
 A problem starts from a number of things a person has and applies 2–4 operations to it: adding or
 taking away 1..30 of them, and at most one multiplication by 2, 3 or 4 ("the number doubles"). The
-worked solution has one line per operation (`12 + 7 = 19`) and ends with `#### <answer>`, exactly
+worked solution has one line per operation (`12+7=19`: compact, since every character is a
+token for the tiny demo model and CPU time is the budget) and ends with `#### <answer>`, exactly
 like a GSM8K `answer` field, so answer extraction, grading and the newline step splitter are
 GSM8K's (`ArithmeticTask` is a `GSM8KTask`). Every intermediate value stays non-negative.
 
-    Question: Mia has 12 shells. She finds 7 more. She gives away 5. Then the number of shells
-              triples. How many shells does Mia have now?
-    Answer:   12 + 7 = 19
-              19 - 5 = 14
-              14 * 3 = 42
+    Question: Mia has 12 shells. She finds 7 more. She gives away 5. Her shells triple.
+              How many shells does Mia have?
+    Answer:   12+7=19
+              19-5=14
+              14*3=42
               #### 42
 
 `generate_problems(n, seed)` is a seeded generator; `make_splits(train_n, test_n, seed)` gives
@@ -22,6 +23,7 @@ computation is ever seen in training.
 from __future__ import annotations
 
 import random
+import re
 from typing import Iterator
 
 from vineppo.tasks.gsm8k import GSM8KTask
@@ -34,10 +36,12 @@ NAMES = (
 OBJECTS = ("apples", "marbles", "coins", "stickers", "books", "cards", "pens", "shells", "stamps", "cookies")
 ADD_PHRASES = ("{p} finds {n} more.", "{p} buys {n} more.", "{p} gets {n} more.")
 SUB_PHRASES = ("{p} gives away {n}.", "{p} loses {n}.", "{p} sells {n}.")
-MUL_WORDS = {2: "doubles", 3: "triples", 4: "quadruples"}
+MUL_WORDS = {2: "double", 3: "triple", 4: "quadruple"}
 #: largest starting number and largest operand of + and -
 MAX_NUMBER = 30
 MIN_OPS, MAX_OPS = 2, 4
+
+_LINE = re.compile(r"(\d+)([-+*])(\d+)=(\d+)")
 
 #: (op, operand): op is "+", "-" or "*"
 Op = tuple[str, int]
@@ -76,12 +80,12 @@ def sample_key(rng: random.Random, *, min_ops: int = MIN_OPS, max_ops: int = MAX
 
 
 def solve(key: ProblemKey) -> tuple[list[str], int]:
-    """(solution lines, answer) of a computation: one `a op b = c` line per operation."""
+    """(solution lines, answer) of a computation: one `a<op>b=c` line per operation."""
     value, ops = key
     lines = []
     for sym, n in ops:
         new = apply_op(value, (sym, n))
-        lines.append(f"{value} {sym} {n} = {new}")
+        lines.append(f"{value}{sym}{n}={new}")
         value = new
     return lines, value
 
@@ -90,6 +94,7 @@ def render(key: ProblemKey, rng: random.Random) -> dict:
     """A GSM8K-style row {"question", "answer"} for the computation `key` (wording drawn from rng)."""
     start, ops = key
     name, pronoun = rng.choice(NAMES)
+    possessive = "His" if pronoun == "He" else "Her"
     thing = rng.choice(OBJECTS)
     sentences = [f"{name} has {start} {thing}."]
     for sym, n in ops:
@@ -98,8 +103,8 @@ def render(key: ProblemKey, rng: random.Random) -> dict:
         elif sym == "-":
             sentences.append(rng.choice(SUB_PHRASES).format(p=pronoun, n=n))
         else:
-            sentences.append(f"Then the number of {thing} {MUL_WORDS[n]}.")
-    sentences.append(f"How many {thing} does {name} have now?")
+            sentences.append(f"{possessive} {thing} {MUL_WORDS[n]}.")
+    sentences.append(f"How many {thing} does {name} have?")
     lines, answer = solve(key)
     return {"question": " ".join(sentences), "answer": "\n".join(lines) + f"\n#### {answer}"}
 
@@ -110,7 +115,10 @@ def problem_key(row: dict) -> ProblemKey:
     ops: list[Op] = []
     start = None
     for line in body:
-        a, sym, b, _eq, _c = line.split()
+        m = _LINE.fullmatch(line)
+        if m is None:
+            raise ValueError(f"not a solution line: {line!r}")
+        a, sym, b = m.group(1), m.group(2), m.group(3)
         if start is None:
             start = int(a)
         ops.append((sym, int(b)))
