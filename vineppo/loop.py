@@ -280,7 +280,10 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
     if not keep_engine:
         engine.close()
     acc.wait_for_everyone()
-    acc.end_training()
+    if acc.num_processes > 1:
+        # our process group; in one process leave torch.distributed alone (an in-process vLLM
+        # engine may own a world group of its own)
+        acc.end_training()
     return TrainResult(run_dir, engine if keep_engine else None, final)
 
 
