@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_parser(sub)
     _add_compare_parser(sub)
     _add_sft_parser(sub)
+    _add_demo_parser(sub)
     return p
 
 
@@ -168,6 +169,26 @@ def _add_sft_parser(sub) -> None:
     s.add_argument("--attn-implementation", default=None, help="e.g. flash_attention_2")
     s.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
     s.set_defaults(func=_sft)
+
+
+def _demo(args) -> int:
+    from vineppo.demo import run_demo
+
+    run_demo(args.output_dir, config_path=args.config, overrides=args.overrides, include_ppo=not args.no_ppo,
+             progress=args.progress)
+    return 0
+
+
+def _add_demo_parser(sub) -> None:
+    d = sub.add_parser("demo", help="offline CPU demo: synthetic arithmetic, tiny model, SFT, VinePPO vs PPO")
+    d.add_argument("--output-dir", default="vineppo-demo",
+                   help="where data/, runs/, compare/, demo.png and summary.json go (default ./vineppo-demo)")
+    d.add_argument("--no-ppo", action="store_true", help="skip the PPO baseline run")
+    d.add_argument("--config", default=None, help="demo YAML (default configs/demo.yaml)")
+    d.add_argument("--progress", action="store_true", help="show progress bars (SFT)")
+    d.add_argument("overrides", nargs="*",
+                   help="dotted overrides, e.g. iterations=20 mc.k=5 demo.eval.n_samples=16 demo.sft.max_steps=600")
+    d.set_defaults(func=_demo)
 
 
 def _requested_cpu_processes() -> int | None:

@@ -1,14 +1,13 @@
 """The embedded demo task: synthetic multi-step arithmetic word problems in GSM8K's answer format.
 
 A problem starts from a number of things a person has and applies 2–4 operations to it: adding or
-taking away 1..30 of them, and at most one multiplication by 2, 3 or 4 ("the number doubles"). The
+taking away 1..30 of them, and at most one multiplication by 2, 3 or 4 ("doubles them"). The
 worked solution has one line per operation (`12+7=19`: compact, since every character is a
 token for the tiny demo model and CPU time is the budget) and ends with `#### <answer>`, exactly
 like a GSM8K `answer` field, so answer extraction, grading and the newline step splitter are
 GSM8K's (`ArithmeticTask` is a `GSM8KTask`). Every intermediate value stays non-negative.
 
-    Question: Mia has 12 shells. She finds 7 more. She gives away 5. Her shells triple.
-              How many shells does Mia have?
+    Question: Mia has 12 shells. She finds 7, gives away 5, triples them. How many shells now?
     Answer:   12+7=19
               19-5=14
               14*3=42
@@ -34,9 +33,10 @@ NAMES = (
     ("Mia", "She"), ("Ann", "She"), ("Zoe", "She"), ("Lily", "She"), ("Emma", "She"), ("Kate", "She"),
 )
 OBJECTS = ("apples", "marbles", "coins", "stickers", "books", "cards", "pens", "shells", "stamps", "cookies")
-ADD_PHRASES = ("{p} finds {n} more.", "{p} buys {n} more.", "{p} gets {n} more.")
-SUB_PHRASES = ("{p} gives away {n}.", "{p} loses {n}.", "{p} sells {n}.")
-MUL_WORDS = {2: "double", 3: "triple", 4: "quadruple"}
+#: the wording is terse on purpose: every token costs CPU time in the demo
+ADD_VERBS = ("finds {n}", "buys {n}", "gets {n}")
+SUB_VERBS = ("gives away {n}", "loses {n}", "sells {n}")
+MUL_VERBS = {2: "doubles them", 3: "triples them", 4: "quadruples them"}
 #: largest starting number and largest operand of + and -
 MAX_NUMBER = 30
 MIN_OPS, MAX_OPS = 2, 4
@@ -94,19 +94,18 @@ def render(key: ProblemKey, rng: random.Random) -> dict:
     """A GSM8K-style row {"question", "answer"} for the computation `key` (wording drawn from rng)."""
     start, ops = key
     name, pronoun = rng.choice(NAMES)
-    possessive = "His" if pronoun == "He" else "Her"
     thing = rng.choice(OBJECTS)
-    sentences = [f"{name} has {start} {thing}."]
+    actions = []
     for sym, n in ops:
         if sym == "+":
-            sentences.append(rng.choice(ADD_PHRASES).format(p=pronoun, n=n))
+            actions.append(rng.choice(ADD_VERBS).format(n=n))
         elif sym == "-":
-            sentences.append(rng.choice(SUB_PHRASES).format(p=pronoun, n=n))
+            actions.append(rng.choice(SUB_VERBS).format(n=n))
         else:
-            sentences.append(f"{possessive} {thing} {MUL_WORDS[n]}.")
-    sentences.append(f"How many {thing} does {name} have?")
+            actions.append(MUL_VERBS[n])
+    question = f"{name} has {start} {thing}. {pronoun} {', '.join(actions)}. How many {thing} now?"
     lines, answer = solve(key)
-    return {"question": " ".join(sentences), "answer": "\n".join(lines) + f"\n#### {answer}"}
+    return {"question": question, "answer": "\n".join(lines) + f"\n#### {answer}"}
 
 
 def problem_key(row: dict) -> ProblemKey:

@@ -1,0 +1,179 @@
+"""The embedded demo: the synthetic arithmetic task and a fast smoke run of `run_demo`."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from vineppo.tasks import get_task
+from vineppo.tasks.arithmetic import (ArithmeticTask, generate_problems, make_splits, problem_key, sample_key,
+                                      solve)
+
+LINE = re.compile(r"(\d+)([-+*])(\d+)=(\d+)")
+
+
+def test_registered():
+    task = get_task("arithmetic")
+    assert isinstance(task, ArithmeticTask)
+    assert task.name == "arithmetic"
+    assert task.required_fields == ("question", "answer")
+
+
+def test_format_and_operations():
+    rows = generate_problems(500, seed=3)
+    task = get_task("arithmetic")
+    n_ops_seen = set()
+    for r in rows:
+        assert set(r) == {"question", "answer"}
+        *lines, last = r["answer"].split("\n")
+        assert last.startswith("#### ")
+        assert 2 <= len(lines) <= 4
+        n_ops_seen.add(len(lines))
+        value = None
+        muls = 0
+        for line in lines:
+            m = LINE.fullmatch(line)
+            assert m, line
+            a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
+            assert value is None or a == value  # each line continues from the previous result
+            if value is None:
+                assert 2 <= a <= 30
+            if op == "*":
+                muls += 1
+                assert 2 <= b <= 4
+            else:
+                assert 1 <= b <= 30
+            value = {"+": a + b, "-": a - b, "*": a * b}[op]
+            assert c == value and value >= 0
+        assert muls <= 1
+        assert last == f"#### {value}"
+        assert task.gold_answer(r) == str(value)
+        # the question names every operand and asks for the result
+        assert r["question"].endswith("now?")
+        start, ops = problem_key(r)
+        for n in [start] + [b for op, b in ops if op != "*"]:
+            assert re.search(rf"\b{n}\b", r["question"]), (n, r["question"])
+    assert n_ops_seen == {2, 3, 4}
+    assert any("*" in r["answer"] for r in rows) and any("*" not in r["answer"] for r in rows)
+
+
+def test_deterministic_with_seed():
+    assert generate_problems(50, seed=1) == generate_problems(50, seed=1)
+    assert generate_problems(50, seed=1) != generate_problems(50, seed=2)
+    a, b = make_splits(300, 50, seed=5), make_splits(300, 50, seed=5)
+    assert a == b
+
+
+def test_train_test_disjoint():
+    train, test = make_splits(5000, 200, seed=0)
+    assert len(train) == 5000 and len(test) == 200
+    train_keys = {problem_key(r) for r in train}
+    test_keys = {problem_key(r) for r in test}
+    assert len(train_keys) == 5000 and len(test_keys) == 200  # no duplicate computation either
+    assert not train_keys & test_keys
+    # test does not depend on the train size
+    assert make_splits(10, 200, seed=0)[1] == test
+
+
+def test_gold_graded_correct_and_wrong_answers_rejected():
+    task = get_task("arithmetic")
+    train, test = make_splits(1000, 100, seed=1)
+    for r in train + test:
+        assert task.is_correct(r["answer"], r)
+        assert task.reward(task.sft_target(r), r) == 1.0
+        wrong = r["answer"].rsplit("#### ", 1)[0] + f"#### {int(task.gold_answer(r)) + 1}"
+        assert not task.is_correct(wrong, r)
+        assert not task.is_correct(r["answer"].rsplit("\n#### ", 1)[0], r)  # no answer line
+        assert task.prompt(r).startswith("[MATH_TASK] Problem:\n")
+
+
+def test_splitter_one_step_per_line():
+    task = get_task("arithmetic")
+    for r in generate_problems(200, seed=4):
+        response = task.sft_target(r)  # "\n{solution}\n": what the model is trained to produce
+        o = task.split_steps(response)
+        steps = [response[a:b] for a, b in zip(o, o[1:])]
+        n_lines = len(r["answer"].split("\n")) - 1  # the "####" tail joins the last line's step
+        assert len(steps) == n_lines
+        assert "".join(steps) == response
+        assert steps[-1].rstrip("\n").endswith(f"#### {task.gold_answer(r)}")
+        for s, line in zip(steps, r["answer"].split("\n")):
+            assert line in s
+
+
+def test_solve_and_key_roundtrip():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(200):
+        key = sample_key(rng)
+        lines, answer = solve(key)
+        row = {"question": "q", "answer": "\n".join(lines) + f"\n#### {answer}"}
+        assert problem_key(row) == key
+
+
+def test_demo_config_loads():
+    from vineppo.demo import load_demo_config
+
+    dc = load_demo_config(None, ["iterations=3", "demo.eval.n_samples=2", "mc.k=2"])
+    assert dc.train.iterations == 3 and dc.train.mc.k == 2 and dc.demo.eval.n_samples == 2
+    assert dc.train.data.task == "arithmetic"
+    assert dc.demo.sft.max_steps and dc.demo.model.hidden_size == 128 and dc.demo.model.num_layers == 4
+    from vineppo.config import ConfigError
+    with pytest.raises(ConfigError):
+        load_demo_config(None, ["demo.nope=1"])
+
+
+# ----------------------------------------------------------------------------- smoke run
+
+SMOKE = [
+    "iterations=2", "save_every=1", "episodes.questions_per_iteration=4", "episodes.samples_per_question=4",
+    "mc.k=2", "ppo.minibatch_size=16", "ppo.micro_batch_size=16", "data.validation_size=8",
+    "sampling.max_new_tokens=48",
+    "demo.data.train_problems=300", "demo.data.test_problems=8", "demo.sft.max_steps=6", "demo.sft.batch_size=16",
+    "demo.sft.micro_batch_size=16", "demo.model.num_layers=1", "demo.model.intermediate_size=128",
+    "demo.eval.n_samples=2", "demo.eval.max_new_tokens=48",
+]
+
+
+@pytest.mark.slow
+def test_run_demo_smoke(tmp_path, capsys):
+    """Two short demos in a row: the second reuses the cached SFT start (and its evaluation)."""
+    from vineppo.demo import PLOT_FILE, SUMMARY_FILE, run_demo
+
+    cache = tmp_path / "cache"
+    out = tmp_path / "demo"
+    res = run_demo(out, overrides=SMOKE + ["engine.backend=hf"], cache_dir=cache)
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    assert set(summary) == {"sft", "ppo", "vineppo", "seconds"}
+    for k in ("sft", "ppo", "vineppo"):
+        assert 0.0 <= summary[k] <= 100.0
+    assert summary["seconds"] > 0
+    assert {k: res[k] for k in summary} == summary
+    assert (out / PLOT_FILE).stat().st_size > 1000
+    assert (out / "compare" / "compare.md").is_file()
+    for algo in ("vineppo", "ppo"):
+        run = out / "runs" / algo
+        assert [json.loads(l)["iteration"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+        assert (run / "checkpoints" / "iter_000002" / "eval" / "test" / "results.json").is_file()
+        assert (run / "initial" / "eval" / "test" / "results.json").is_file()
+    sft_dirs = list(cache.glob("demo-sft-*"))
+    assert len(sft_dirs) == 1
+    first = capsys.readouterr().out
+    assert "trained and cached" in first and "SFT start" in first and "VinePPO" in first
+
+    # second run, same output dir: SFT (and its evaluation) come from the cache; runs are replaced
+    stamp = (sft_dirs[0] / "model.safetensors").stat().st_mtime_ns
+    res2 = run_demo(out, overrides=SMOKE + ["engine.backend=hf"], cache_dir=cache, include_ppo=False)
+    second = capsys.readouterr().out
+    assert "reused from the cache" in second and str(sft_dirs[0]) in second
+    assert (sft_dirs[0] / "model.safetensors").stat().st_mtime_ns == stamp
+    assert res2["sft"] == summary["sft"]  # same start, same evaluation
+    assert res2["ppo"] is None
+    assert not (out / "runs" / "ppo").exists()  # the earlier PPO run is not left behind
+    assert json.loads((out / SUMMARY_FILE).read_text())["ppo"] is None
+    assert res2["details"]["sft_cached"] is True
