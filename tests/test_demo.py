@@ -136,8 +136,60 @@ SMOKE = [
     "sampling.max_new_tokens=48",
     "demo.data.train_problems=300", "demo.data.test_problems=8", "demo.sft.max_steps=6", "demo.sft.batch_size=16",
     "demo.sft.micro_batch_size=16", "demo.model.num_layers=1", "demo.model.intermediate_size=128",
-    "demo.eval.n_samples=2", "demo.eval.max_new_tokens=48",
+    "demo.eval.n_samples=2", "demo.eval.max_new_tokens=48", "demo.torch_threads=1",
+    # the stop-at-accuracy check runs (steps 3 and 5) but a 100 % target is never met
+    "demo.sft_stop.validation_pass=1.0", "demo.sft_stop.min_steps=3", "demo.sft_stop.every=2",
+    "demo.sft_stop.problems=4",
 ]
+
+
+def test_pick_torch_threads():
+    import torch
+
+    from vineppo.demo import pick_torch_threads
+    from vineppo.tiny import TinyModelConfig
+
+    before = torch.get_num_threads()
+    n, timing = pick_torch_threads(TinyModelConfig(hidden_size=64, num_layers=1, num_heads=2, intermediate_size=128),
+                                   seq_len=16, batch=4, repeats=1)
+    assert n >= 1 and torch.get_num_threads() == before
+    assert not timing or (set(timing) <= {1, before} and all(t > 0 for t in timing.values()))
+
+
+def test_sft_should_stop_ends_early_and_greedy_check_runs(one_torch_thread):
+    from vineppo.demo import greedy_pass_rate
+    from vineppo.sft import SFTConfig, sft
+    from vineppo.tiny import TinyModelConfig, build_model, build_tokenizer
+
+    task = get_task("arithmetic")
+    rows = generate_problems(64, seed=2)
+    tok = build_tokenizer([task.prompt(r) + task.sft_target(r) for r in rows], 320)
+    model = build_model(tok, TinyModelConfig(hidden_size=64, num_layers=1, num_heads=2, intermediate_size=128))
+    seen = []
+
+    def stop(step, loss):
+        seen.append((step, loss, model.training))
+        return step == 3
+
+    stats = sft(model, tok, task, rows, SFTConfig(max_steps=10, batch_size=8, micro_batch_size=8, lr=1e-3,
+                                                  lr_schedule="constant", group_by_length=True),
+                progress=False, should_stop=stop)
+    assert stats["steps"] == 3 and stats["planned_steps"] == 10
+    assert [s for s, _, _ in seen] == [1, 2, 3] and all(training for _, _, training in seen)
+    assert all(loss > 0 for _, loss, _ in seen)
+    rate = greedy_pass_rate(model, tok, rows[:4], max_new_tokens=8)
+    assert rate == 0.0  # 3 steps of a random model, 8 tokens: cannot write a solution
+
+
+def test_demo_config_rejects_bad_sft_stop():
+    from vineppo.config import ConfigError
+    from vineppo.demo import load_demo_config
+
+    with pytest.raises(ConfigError, match="validation_pass"):
+        load_demo_config(None, ["demo.sft_stop.validation_pass=1.5"])
+    with pytest.raises(ConfigError, match="validation_size"):
+        load_demo_config(None, ["data.validation_size=0"])
+    assert load_demo_config(None, ["data.validation_size=0", "demo.sft_stop.validation_pass=null"])
 
 
 @pytest.mark.slow
@@ -165,6 +217,15 @@ def test_run_demo_smoke(tmp_path, capsys):
     assert len(sft_dirs) == 1
     first = capsys.readouterr().out
     assert "trained and cached" in first and "SFT start" in first and "VinePPO" in first
+    # the stop check ran at steps 3 and 5, the 100 % target was not met: all 6 steps ran
+    info = json.loads((sft_dirs[0] / "demo_sft.json").read_text())
+    assert [s for s, _ in info["validation_checks"]] == [3, 5] and info["steps"] == 6
+    assert not info["stopped_at_target"]
+    # PPO trained in a second process (parallel_runs: auto on a >= 2-core machine)
+    import os
+    if (os.cpu_count() or 1) >= 2:
+        assert "training in a second process" in first
+        assert (out / "runs" / "ppo.log").is_file() and (out / "runs" / "ppo.config.yaml").is_file()
 
     # second run, same output dir: SFT (and its evaluation) come from the cache; runs are replaced
     stamp = (sft_dirs[0] / "model.safetensors").stat().st_mtime_ns

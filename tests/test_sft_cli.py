@@ -53,3 +53,37 @@ def test_sft_cli_writes_loadable_checkpoint(tiny_model_dir, shared_data_dir, tmp
     # a non-empty output directory is not overwritten without --overwrite
     assert main(argv) == 2
     assert main([*argv, "--overwrite"]) == 0
+
+
+def test_lr_schedules_linear_decays_to_zero_constant_holds():
+    import pytest
+
+    from vineppo.trainer import lr_lambda
+
+    lin, const = lr_lambda(100, 0.03), lr_lambda(100, 0.03, "constant")
+    # ceil(0.03 * 100) = 3 warmup steps, identical in both
+    assert [lin(s) for s in range(3)] == [const(s) for s in range(3)] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert lin(3) == 1.0 and lin(51) == pytest.approx(49 / 97) and lin(100) == 0.0
+    assert all(const(s) == 1.0 for s in range(3, 200))
+    with pytest.raises(ValueError, match="cosine"):
+        lr_lambda(10, 0.0, "cosine")
+
+
+def test_sft_epoch_batches_cover_each_example_once_and_group_lengths():
+    import numpy as np
+
+    from vineppo.sft import _epoch_batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(10, 100, size=1000).tolist()
+    for grouped in (False, True):
+        batches = _epoch_batches(np.random.default_rng(1), lengths, 32, grouped)
+        flat = [i for b in batches for i in b]
+        assert len(batches) == 1000 // 32 and all(len(b) == 32 for b in batches)
+        assert len(set(flat)) == len(flat) and set(flat) <= set(range(1000))
+    pad = {g: np.mean([max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b)
+                       for b in _epoch_batches(np.random.default_rng(1), lengths, 32, g)]) for g in (False, True)}
+    assert pad[True] < 0.2 * pad[False]
+    # grouped batches still come in a shuffled order of lengths, not shortest-first
+    means = [np.mean([lengths[i] for i in b]) for b in _epoch_batches(np.random.default_rng(1), lengths, 32, True)]
+    assert means != sorted(means)

@@ -82,7 +82,8 @@ def _sft(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = SFTConfig(epochs=args.epochs, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
                     lr=args.lr, warmup_ratio=args.warmup_ratio, max_length=args.max_length, seed=args.seed,
-                    max_steps=args.max_steps, autocast_dtype=None if args.autocast == "none" else args.autocast)
+                    max_steps=args.max_steps, autocast_dtype=None if args.autocast == "none" else args.autocast,
+                    lr_schedule=args.lr_schedule, group_by_length=args.group_by_length)
     try:
         info = sft_from_pretrained(args.model, args.task, args.output_dir, cfg, data_source=args.data_source,
                                    validation_size=args.validation_size, max_train_rows=args.max_train_rows,
@@ -156,6 +157,9 @@ def _add_sft_parser(sub) -> None:
     s.add_argument("--micro-batch-size", type=int, default=8, help="per forward pass (gradient accumulation)")
     s.add_argument("--lr", type=float, default=1e-5, help="1e-5 (RhoMath 1.1B); the paper used 5e-5 for DeepSeekMath 7B")
     s.add_argument("--warmup-ratio", type=float, default=0.03)
+    s.add_argument("--lr-schedule", choices=["linear", "constant"], default="linear",
+                   help="after warmup: linear decay to 0 (the paper) or constant")
+    s.add_argument("--group-by-length", action="store_true", help="batch examples of similar length (less padding)")
     s.add_argument("--max-length", type=int, default=2048, help="longer prompt + target examples are dropped")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")

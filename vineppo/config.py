@@ -111,6 +111,8 @@ class OptimConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     warmup_ratio: float = 0.03
+    #: "linear": warmup then linear decay to 0 at the last step (the paper); "constant": no decay
+    schedule: Literal["linear", "constant"] = "linear"
 
 
 @dataclass

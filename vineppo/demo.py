@@ -66,16 +66,36 @@ class DemoEval:
 
 
 @dataclass
+class DemoSFTStop:
+    """Stop SFT at a target accuracy instead of a fixed step count. A tiny model's SFT curve on
+    this task is a cliff (shared notes: ~10 % to ~60 % within ~150 steps), so a step count that
+    gives a mediocre start on one machine can give a strong one on another (float reductions differ
+    with thread counts). The check is greedy pass@1 on validation problems (held out from SFT and
+    RL, never the test set)."""
+    #: stop once greedy validation pass@1 reaches this (null: always run sft.max_steps)
+    validation_pass: float | None = 0.3
+    #: first check after this many steps, then every `every` steps
+    min_steps: int = 400
+    every: int = 25
+    #: how many validation problems the check uses (the first ones of the carve)
+    problems: int = 100
+
+
+@dataclass
 class DemoSettings:
     data: DemoData = field(default_factory=DemoData)
     model: TinyModelConfig = field(default_factory=TinyModelConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    sft_stop: DemoSFTStop = field(default_factory=DemoSFTStop)
     eval: DemoEval = field(default_factory=DemoEval)
     #: torch intra-op threads for SFT and RL training: a number, null (torch's default) or "auto":
     #: time a few training steps of the tiny model with 1 thread and with all cores, keep the
     #: faster. On an idle 2-core machine 2 threads are ~1.8x faster; when other processes keep a
     #: core busy, 2 threads spin-wait and are 2-5x *slower* than 1.
     torch_threads: int | Literal["auto"] | None = "auto"
+    #: train PPO in a second process while VinePPO trains (one torch thread each): true, false, or
+    #: "auto" (when the machine has at least 2 cores)
+    parallel_runs: bool | Literal["auto"] = "auto"
     #: where the SFT start is cached (null: $VINEPPO_CACHE_DIR, else ~/.cache/vineppo)
     cache_dir: str | None = None
 
@@ -108,7 +128,16 @@ def load_demo_config(path: str | Path | None = None, overrides: Sequence[str] = 
     if demo.eval.n_samples < 1:
         raise ConfigError(f"{path}: demo.eval.n_samples must be >= 1")
     if demo.sft.max_steps is None:
-        raise ConfigError(f"{path}: demo.sft.max_steps is required (the demo stops SFT by step count)")
+        raise ConfigError(f"{path}: demo.sft.max_steps is required (the demo's SFT is capped by step count)")
+    stop = demo.sft_stop
+    if stop.validation_pass is not None:
+        if not 0 < stop.validation_pass <= 1:
+            raise ConfigError(f"{path}: demo.sft_stop.validation_pass must be in (0, 1] or null, got {stop.validation_pass}")
+        if not train.data.validation_size:
+            raise ConfigError(f"{path}: demo.sft_stop needs validation problems: set data.validation_size > 0 "
+                              "or demo.sft_stop.validation_pass: null")
+        if stop.every < 1 or stop.problems < 1:
+            raise ConfigError(f"{path}: demo.sft_stop.every and .problems must be >= 1")
     return DemoConfig(demo, train, path)
 
 
@@ -201,19 +230,44 @@ class _TorchThreads:
 # ----------------------------------------------------------------------------- SFT start (cached)
 
 
-def sft_cache_key(demo: DemoSettings, sft_rows: Sequence[dict]) -> str:
-    """Everything that determines the SFT start: the rows it is trained on, model size, SFT recipe."""
+def sft_cache_key(demo: DemoSettings, sft_rows: Sequence[dict], stop_rows: Sequence[dict] = ()) -> str:
+    """Everything that determines the SFT start: the rows it is trained on, model size, SFT recipe,
+    and the stopping rule with the problems it checks."""
     return _sha({"version": CACHE_VERSION, "rows": _sha(list(sft_rows)), "model": asdict(demo.model),
-                 "sft": asdict(demo.sft)})[:16]
+                 "sft": asdict(demo.sft), "stop": asdict(demo.sft_stop),
+                 "stop_rows": _sha(list(stop_rows)[: demo.sft_stop.problems])})[:16]
+
+
+def greedy_pass_rate(model, tokenizer, rows: Sequence[dict], max_new_tokens: int = 64) -> float:
+    """Greedy pass@1 of an in-memory model on `rows` (transformers engine; used to stop SFT)."""
+    from vineppo.engine.base import SamplingParams
+    from vineppo.engine.hf import HFEngine
+    from vineppo.tasks import get_task
+    from vineppo.tasks.base import STOP_STRINGS
+    from vineppo.tokens import encode_prompt
+
+    task = get_task(TASK)
+    engine = HFEngine(model, tokenizer, max_batch_size=len(rows), progress=False)
+    try:
+        prompts = [encode_prompt(tokenizer, task.prompt(r)) for r in rows]
+        outs = engine.generate(prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens,
+                                                       stop=STOP_STRINGS))
+    finally:
+        engine.close()
+    ok = [c.finish_reason == "stop" and task.is_correct(c.text, r) for r, (c,) in zip(rows, outs)]
+    return sum(ok) / max(1, len(ok))
 
 
 def ensure_sft_start(demo: DemoSettings, sft_rows: Sequence[dict], cache_root: Path, *,
-                     progress: bool = False) -> tuple[Path, dict, bool]:
-    """(model dir, info, cached): build tokenizer + tiny model, SFT it, save it under the cache;
+                     stop_rows: Sequence[dict] = (), progress: bool = False) -> tuple[Path, dict, bool]:
+    """(model dir, info, cached): build tokenizer + tiny model, SFT it (to `demo.sft_stop`'s target
+    validation accuracy on `stop_rows`, at most `demo.sft.max_steps`), save it under the cache;
     reuse a complete cached copy when the key matches."""
     from vineppo.tasks import get_task
 
-    key = sft_cache_key(demo, sft_rows)
+    stop = demo.sft_stop
+    check_rows = list(stop_rows)[: stop.problems] if stop.validation_pass is not None else []
+    key = sft_cache_key(demo, sft_rows, check_rows)
     final = cache_root / f"demo-sft-{key}"
     info_file = final / "demo_sft.json"
     if info_file.is_file() and (final / "config.json").is_file():
@@ -237,14 +291,26 @@ def ensure_sft_start(demo: DemoSettings, sft_rows: Sequence[dict], cache_root: P
     tmp = cache_root / f".tmp-demo-sft-{key}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    checks: list[tuple[int, float]] = []
+
+    def should_stop(step: int, loss: float) -> bool:
+        if not check_rows or step < stop.min_steps or (step - stop.min_steps) % stop.every:
+            return False
+        acc = greedy_pass_rate(model, tokenizer, check_rows)
+        checks.append((step, acc))
+        _say(f"  SFT step {step}: loss {loss:.3f}, greedy validation pass@1 {100 * acc:.0f}%")
+        return acc >= stop.validation_pass
+
     try:
-        stats = sft(model, tokenizer, task, sft_rows, demo.sft, progress=progress, out_dir=tmp)
+        stats = sft(model, tokenizer, task, sft_rows, demo.sft, progress=progress, out_dir=tmp,
+                    should_stop=should_stop)
         # The tokenizer trap (shared notes): every loader must give the same ids as training did.
         probe = task.prompt(sft_rows[0]) + task.sft_target(sft_rows[0])
         reloaded = AutoTokenizer.from_pretrained(tmp)
         if reloaded(probe)["input_ids"] != tokenizer(probe)["input_ids"]:
             raise RuntimeError("the saved tokenizer does not reload to the same token ids")
         info = {"key": key, "steps": stats["steps"], "final_loss": stats["final_loss"],
+                "validation_checks": checks, "stopped_at_target": bool(checks) and checks[-1][1] >= (stop.validation_pass or 0),
                 "seconds": time.perf_counter() - t0, "parameters": n_params, "vocab": len(tokenizer),
                 "rows": len(sft_rows), "model": asdict(demo.model), "sft": asdict(demo.sft),
                 "torch": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -375,29 +441,117 @@ def _fresh_run_dir(run_dir: Path) -> None:
     shutil.rmtree(run_dir)
 
 
-def _train_and_evaluate(cfg: TrainConfig, run_dir: Path, splits, data_dir, ev, sft_results) -> dict:
-    from vineppo.evaluate import load_tokenizer
-    from vineppo.loop import train
-
-    _fresh_run_dir(run_dir)
-    t0 = time.perf_counter()
-    res = train(cfg, run_dir, keep_engine=True)
-    t_train = time.perf_counter() - t0
-    try:
-        tok = load_tokenizer(cfg.model.name_or_path)
-        t1 = time.perf_counter()
-        curve = evaluate_run_checkpoints(run_dir, res.engine, tok, splits, data_dir, ev, cfg)
-        t_eval = time.perf_counter() - t1
-    finally:
-        if res.engine is not None:
-            res.engine.close()
-    _copy_initial(sft_results, run_dir)
+def _run_summary(cfg: TrainConfig, run_dir: Path, curve: dict, t_train: float, t_eval: float) -> dict:
     last = max(curve)
     metrics = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if l.strip()]
     return {"run_dir": str(run_dir), "iterations": cfg.iterations, "final_iteration": last,
             "test": curve[last]["test"], "curve": curve, "train_seconds": t_train, "eval_seconds": t_eval,
             "iteration_seconds": sum(float(m.get("seconds", 0.0)) for m in metrics),
             "reward": [(m["iteration"], m.get("reward/mean")) for m in metrics]}
+
+
+def _evaluate_run(cfg: TrainConfig, run_dir: Path, engine, splits, data_dir, ev, sft_results,
+                  t_train: float) -> dict:
+    from vineppo.evaluate import load_tokenizer
+
+    tok = load_tokenizer(cfg.model.name_or_path)
+    t1 = time.perf_counter()
+    curve = evaluate_run_checkpoints(run_dir, engine, tok, splits, data_dir, ev, cfg)
+    _copy_initial(sft_results, run_dir)
+    return _run_summary(cfg, run_dir, curve, t_train, time.perf_counter() - t1)
+
+
+class _BackgroundRun:
+    """A `vineppo train` in a second process (its log in RUN_DIR.log), so the two RL runs share the
+    cores: a tiny model's training step gains little from a second thread (~1.5x), two runs at
+    one thread each gain ~2x."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path):
+        import subprocess
+        import sys
+
+        _fresh_run_dir(run_dir)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.cfg, self.run_dir = cfg, run_dir
+        self.config_file = run_dir.parent / f"{run_dir.name}.config.yaml"
+        self.config_file.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        self.log_file = run_dir.parent / f"{run_dir.name}.log"
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+        self.t0 = time.perf_counter()
+        with open(self.log_file, "w") as log_fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "vineppo", "train", "--config", str(self.config_file),
+                 "--output-dir", str(run_dir)], stdout=log_fh, stderr=subprocess.STDOUT, env=env)
+
+    def wait(self) -> float:
+        """Block until the run ends; its training seconds. Raises with the log's tail on failure."""
+        rc = self.proc.wait()
+        if rc != 0:
+            tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-25:])
+            raise RuntimeError(f"the {self.cfg.algorithm} run failed (exit code {rc}); "
+                               f"log {self.log_file}:\n{tail}")
+        return time.perf_counter() - self.t0
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _train_runs(base: TrainConfig, algos: list[str], sft_dir: Path, out: Path, splits, data_dir, ev,
+                sft_results, parallel: bool) -> dict[str, dict]:
+    """Train and evaluate each algorithm's run from the SFT start. With `parallel`, the second run
+    trains in a background process while the first trains here; every checkpoint of both is then
+    evaluated with the first run's (still open) rollout engine."""
+    from vineppo.loop import train
+
+    cfgs = {a: _run_config(base, a, sft_dir, data_dir) for a in algos}
+    for a, cfg in cfgs.items():
+        what = (f"K={cfg.mc.k} continuations from every step boundary" if a == "vineppo" else "critic + GAE")
+        _say(f"{a}: {cfg.iterations} iterations x {cfg.episodes.questions_per_iteration} questions x "
+             f"{cfg.episodes.samples_per_question} samples, {what}, lr {cfg.optim.lr:g} ({cfg.optim.schedule}), "
+             f"{cfg.ppo.epochs} epoch(s) of minibatch {cfg.ppo.minibatch_size}")
+    first, rest = algos[0], algos[1:]
+    background = {}
+    runs: dict[str, dict] = {}
+    res = None
+    try:
+        if parallel:
+            for a in rest:
+                background[a] = _BackgroundRun(cfgs[a], out / "runs" / a)
+                _say(f"{a}: training in a second process (log {background[a].log_file})")
+        _fresh_run_dir(out / "runs" / first)
+        t0 = time.perf_counter()
+        res = train(cfgs[first], out / "runs" / first, keep_engine=True)
+        t_train = time.perf_counter() - t0
+        try:
+            runs[first] = _evaluate_run(cfgs[first], out / "runs" / first, res.engine, splits, data_dir, ev,
+                                        sft_results, t_train)
+            _report(first, runs[first])
+            for a in rest:
+                if a in background:
+                    t_a = background[a].wait()
+                else:
+                    res.engine.close()
+                    _fresh_run_dir(out / "runs" / a)
+                    t0 = time.perf_counter()
+                    res = train(cfgs[a], out / "runs" / a, keep_engine=True)
+                    t_a = time.perf_counter() - t0
+                runs[a] = _evaluate_run(cfgs[a], out / "runs" / a, res.engine, splits, data_dir, ev,
+                                        sft_results, t_a)
+                _report(a, runs[a])
+        finally:
+            if res is not None and res.engine is not None:
+                res.engine.close()
+    finally:
+        for b in background.values():
+            b.kill()
+    return runs
+
+
+def _report(algo: str, r: dict) -> None:
+    _say(f"{algo}: test pass@1 {100 * r['test']:.1f}% after {r['final_iteration']} iterations "
+         f"(training {_fmt_seconds(r['train_seconds'])}, evaluation {_fmt_seconds(r['eval_seconds'])})")
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -515,16 +669,18 @@ def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path
         _write_jsonl(data_dir / "test.jsonl", test_rows)
         vsize = base.data.validation_size or 0
         rl_rows = load_rows(TASK, "train", data_dir, validation_size=vsize, seed=base.data.validation_seed)
+        val_rows = (load_rows(TASK, "validation", data_dir, validation_size=vsize, seed=base.data.validation_seed)
+                    if vsize > 0 else [])
         splits = {"test": test_rows}
-        if demo.eval.validation and vsize > 0:
-            splits["validation"] = load_rows(TASK, "validation", data_dir, validation_size=vsize,
-                                             seed=base.data.validation_seed)
+        if demo.eval.validation and val_rows:
+            splits["validation"] = val_rows
         _say(f"data: {len(train_rows)} train problems ({vsize} held out as validation), {len(test_rows)} test "
              f"problems, disjoint by computation -> {data_dir}")
 
         # 2. SFT start
         t0 = time.perf_counter()
-        sft_dir, sft_info, sft_cached = ensure_sft_start(demo, rl_rows, cache_root, progress=progress)
+        sft_dir, sft_info, sft_cached = ensure_sft_start(demo, rl_rows, cache_root, stop_rows=val_rows,
+                                                         progress=progress)
         t_sft = time.perf_counter() - t0
         _say(f"SFT start {'reused from the cache' if sft_cached else 'trained and cached'}: {sft_dir} "
              f"({sft_info['steps']} steps, final loss {sft_info['final_loss']:.3f}"
@@ -542,21 +698,15 @@ def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path
              f"{' (cached)' if eval_cached else f', {_fmt_seconds(time.perf_counter() - t0)}'}")
 
         # 4. RL runs
-        runs: dict[str, dict] = {}
         algos = ["vineppo"] + (["ppo"] if include_ppo else [])
         if not include_ppo:
             _fresh_run_dir(out / "runs" / "ppo")  # no stale PPO run from an earlier demo
-        for algo in algos:
-            cfg = _run_config(base, algo, sft_dir, data_dir)
-            what = (f"K={cfg.mc.k} continuations from every step boundary" if algo == "vineppo"
-                    else "critic + GAE")
-            _say(f"{algo}: {cfg.iterations} iterations x {cfg.episodes.questions_per_iteration} questions x "
-                 f"{cfg.episodes.samples_per_question} samples, {what}, lr {cfg.optim.lr:g}, "
-                 f"{cfg.ppo.epochs} epoch(s) of minibatch {cfg.ppo.minibatch_size}")
-            runs[algo] = _train_and_evaluate(cfg, out / "runs" / algo, splits, data_dir, demo.eval, sft_results)
-            r = runs[algo]
-            _say(f"{algo}: test pass@1 {100 * r['test']:.1f}% after {r['final_iteration']} iterations "
-                 f"(training {_fmt_seconds(r['train_seconds'])}, evaluation {_fmt_seconds(r['eval_seconds'])})")
+        parallel = demo.parallel_runs
+        if parallel == "auto":
+            parallel = (os.cpu_count() or 1) >= 2
+        parallel = bool(parallel) and len(algos) > 1
+        with _TorchThreads(1 if parallel else None):
+            runs = _train_runs(base, algos, sft_dir, out, splits, data_dir, demo.eval, sft_results, parallel)
 
     # 5. compare table, plots, summary
     if compare:

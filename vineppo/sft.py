@@ -13,7 +13,7 @@ import time
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +40,11 @@ class SFTConfig:
     #: run forward passes under torch.autocast in this dtype ("bfloat16" on GPUs); weights and
     #: optimizer stay in the model's dtype (fp32 master weights). None = no autocast.
     autocast_dtype: str | None = None
+    #: "linear" (warmup, then decay to 0: the paper) or "constant" after warmup
+    lr_schedule: str = "linear"
+    #: draw batches from length-sorted pools of 16 batches (less padding; batches stay random
+    #: in order and membership up to length), like transformers' `group_by_length`
+    group_by_length: bool = False
 
 
 def sft_examples(task: Task, tokenizer, rows: Sequence[Row], max_length: int) -> list[tuple[list[int], int]]:
@@ -53,6 +58,25 @@ def sft_examples(task: Task, tokenizer, rows: Sequence[Row], max_length: int) ->
     return out
 
 
+def _epoch_batches(rng: np.random.Generator, lengths: Sequence[int], batch_size: int,
+                   group_by_length: bool, pool_batches: int = 16) -> list[list[int]]:
+    """One epoch of batches of example indices (the last partial batch is dropped unless it is the
+    only one). With `group_by_length`, each pool of `pool_batches` shuffled batches is sorted by
+    length before being cut, and the batches are shuffled again, so a batch pads to similar lengths.
+    (transformers' LengthGroupedSampler does the same for its Trainer; this loop has no Trainer.)"""
+    perm = rng.permutation(len(lengths)).tolist()
+    if group_by_length:
+        pool = batch_size * pool_batches
+        perm = [i for s in range(0, len(perm), pool)
+                for i in sorted(perm[s: s + pool], key=lambda i: lengths[i])]
+    batches = [perm[s: s + batch_size] for s in range(0, len(perm), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < batch_size:
+        batches.pop()
+    if group_by_length:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
 def _autocast(device: torch.device, dtype: str | None):
     """torch.autocast for `dtype` ("bfloat16", "float16") on `device`, or a no-op context."""
     if dtype is None:
@@ -63,8 +87,12 @@ def _autocast(device: torch.device, dtype: str | None):
 
 
 def sft(model, tokenizer, task: Task, rows: Sequence[Row], cfg: SFTConfig, *, progress: bool = True,
-        out_dir: str | Path | None = None) -> dict:
-    """Fine-tune `model` in place on the rows' gold solutions; optionally save to `out_dir`."""
+        out_dir: str | Path | None = None, should_stop: Callable[[int, float], bool] | None = None) -> dict:
+    """Fine-tune `model` in place on the rows' gold solutions; optionally save to `out_dir`.
+
+    `should_stop(step, loss)`, if given, is called after every optimizer step (1-based step count,
+    that step's loss) with the model in train mode; returning True ends SFT there (the LR schedule
+    is still laid out over `max_steps` / the epochs)."""
     from vineppo.trainer import lr_lambda
 
     examples = sft_examples(task, tokenizer, rows, cfg.max_length)
@@ -74,17 +102,17 @@ def sft(model, tokenizer, task: Task, rows: Sequence[Row], cfg: SFTConfig, *, pr
     steps_per_epoch = max(1, len(examples) // cfg.batch_size)
     total = cfg.max_steps or max(1, int(math.ceil(cfg.epochs * steps_per_epoch)))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.warmup_ratio))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.warmup_ratio, cfg.lr_schedule))
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model.train()
-    order: list[int] = []
+    batches: list[list[int]] = []
     losses = []
     t0 = time.perf_counter()
     for _ in tqdm(range(total), desc="sft", disable=not progress):
-        if len(order) < cfg.batch_size:
-            order += rng.permutation(len(examples)).tolist()
-        batch, order = order[: cfg.batch_size], order[cfg.batch_size:]
+        if not batches:
+            batches = _epoch_batches(rng, [len(ids) for ids, _ in examples], cfg.batch_size, cfg.group_by_length)
+        batch = batches.pop(0)
         opt.zero_grad(set_to_none=True)
         n_tok = sum(len(examples[i][0]) - examples[i][1] for i in batch)
         step_loss = 0.0
@@ -109,11 +137,14 @@ def sft(model, tokenizer, task: Task, rows: Sequence[Row], cfg: SFTConfig, *, pr
         opt.step()
         sched.step()
         losses.append(step_loss)
+        if should_stop is not None and should_stop(len(losses), step_loss):
+            model.train()  # in case the callback evaluated
+            break
     model.eval()
     if out_dir is not None:
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
-    return {"steps": total, "final_loss": float(np.mean(losses[-10:])), "seconds": time.perf_counter() - t0}
+    return {"steps": len(losses), "planned_steps": total, "final_loss": float(np.mean(losses[-10:])), "seconds": time.perf_counter() - t0}
 
 
 def sft_from_pretrained(model_name_or_path: str, task_name: str, output_dir: str | Path, cfg: SFTConfig, *,

@@ -37,14 +37,20 @@ def disable_dropout(model: nn.Module) -> None:
             m.p = 0.0
 
 
-def lr_lambda(total_steps: int, warmup_ratio: float):
+def lr_lambda(total_steps: int, warmup_ratio: float, schedule: str = "linear"):
     """Linear warmup over ceil(warmup_ratio × total) steps, then linear decay to 0 at `total`
-    (spec §1.6; DeepSpeed's warmup is log-shaped, linear is fine per §8)."""
+    (spec §1.6; DeepSpeed's warmup is log-shaped, linear is fine per §8), or, with
+    `schedule="constant"`, the full LR after warmup (short CPU runs, where a decay to 0 over a
+    few dozen steps leaves half of them with almost no LR)."""
+    if schedule not in ("linear", "constant"):
+        raise ValueError(f"lr schedule must be 'linear' or 'constant', got {schedule!r}")
     warmup = math.ceil(warmup_ratio * total_steps)
 
     def f(step: int) -> float:
         if warmup > 0 and step < warmup:
             return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
     return f
 
@@ -143,7 +149,7 @@ class Trainer:
         total = cfg.total_optimizer_steps
         # The scheduler is stepped by hand once per optimizer step (accelerate's prepared scheduler
         # would step num_processes times per step).
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, ocfg.warmup_ratio))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, ocfg.warmup_ratio, ocfg.schedule))
         self.critic = None
         if cfg.algorithm == "ppo":
             backbone = AutoModel.from_pretrained(mcfg.name_or_path, **kw)
@@ -153,7 +159,7 @@ class Trainer:
                 critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             copt = torch.optim.AdamW(critic.parameters(), lr=ocfg.lr, betas=tuple(ocfg.betas), eps=ocfg.eps,
                                      weight_decay=ocfg.weight_decay)
-            self.critic_scheduler = torch.optim.lr_scheduler.LambdaLR(copt, lr_lambda(total, ocfg.warmup_ratio))
+            self.critic_scheduler = torch.optim.lr_scheduler.LambdaLR(copt, lr_lambda(total, ocfg.warmup_ratio, ocfg.schedule))
             self.actor, self.opt, self.critic, self.critic_opt = accelerator.prepare(actor, opt, critic, copt)
             accelerator.register_for_checkpointing(self.scheduler, self.critic_scheduler)
         else:
