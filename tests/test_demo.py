@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from vineppo.tasks import get_task
-from vineppo.tasks.arithmetic import (ArithmeticTask, generate_problems, make_splits, problem_key, sample_key,
-                                      solve)
+from vineppo.tasks.arithmetic import (MAX_NUMBER, ArithmeticTask, generate_problems, make_splits, problem_key,
+                                      sample_key, solve)
 
 LINE = re.compile(r"(\d+)([-+*])(\d+)=(\d+)")
 
@@ -41,12 +41,12 @@ def test_format_and_operations():
             a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
             assert value is None or a == value  # each line continues from the previous result
             if value is None:
-                assert 2 <= a <= 30
+                assert 2 <= a <= MAX_NUMBER
             if op == "*":
                 muls += 1
                 assert 2 <= b <= 4
             else:
-                assert 1 <= b <= 30
+                assert 1 <= b <= MAX_NUMBER
             value = {"+": a + b, "-": a - b, "*": a * b}[op]
             assert c == value and value >= 0
         assert muls <= 1

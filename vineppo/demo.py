@@ -73,7 +73,7 @@ class DemoSFTStop:
     with thread counts). The check is greedy pass@1 on validation problems (held out from SFT and
     RL, never the test set)."""
     #: stop once greedy validation pass@1 reaches this (null: always run sft.max_steps)
-    validation_pass: float | None = 0.3
+    validation_pass: float | None = 0.45
     #: first check after this many steps, then every `every` steps
     min_steps: int = 400
     every: int = 25

@@ -1,7 +1,7 @@
 """The embedded demo task: synthetic multi-step arithmetic word problems in GSM8K's answer format.
 
 A problem starts from a number of things a person has and applies 2–4 operations to it: adding or
-taking away 1..30 of them, and at most one multiplication by 2, 3 or 4 ("doubles them"). The
+taking away 1..20 of them, and at most one multiplication by 2, 3 or 4 ("doubles them"). The
 worked solution has one line per operation (`12+7=19`: compact, since every character is a
 token for the tiny demo model and CPU time is the budget) and ends with `#### <answer>`, exactly
 like a GSM8K `answer` field, so answer extraction, grading and the newline step splitter are
@@ -38,7 +38,7 @@ ADD_VERBS = ("finds {n}", "buys {n}", "gets {n}")
 SUB_VERBS = ("gives away {n}", "loses {n}", "sells {n}")
 MUL_VERBS = {2: "doubles them", 3: "triples them", 4: "quadruples them"}
 #: largest starting number and largest operand of + and -
-MAX_NUMBER = 30
+MAX_NUMBER = 20
 MIN_OPS, MAX_OPS = 2, 4
 
 _LINE = re.compile(r"(\d+)([-+*])(\d+)=(\d+)")
