@@ -394,15 +394,19 @@ def _copy_initial(results_dirs: dict[str, Path], run_dir: Path) -> None:
 
 
 def evaluate_run_checkpoints(run_dir: Path, engine, tokenizer, splits: dict[str, list[dict]], data_dir: Path,
-                             ev: DemoEval, train_cfg: TrainConfig) -> dict[int, dict[str, float]]:
-    """Evaluate every checkpoint of a finished run with its (still open) rollout engine: the
-    weights of each checkpoint are pushed into the engine in place. {iteration: {split: pass@1}}."""
+                             ev: DemoEval, train_cfg: TrainConfig,
+                             done: dict[int, dict[str, float]] | None = None) -> dict[int, dict[str, float]]:
+    """Evaluate the run's complete checkpoints that are not in `done` with an open rollout engine
+    (each checkpoint's weights are pushed into it in place); returns `done` updated,
+    {iteration: {split: pass@1}}. The run may still be training (checkpoints appear atomically)."""
     from vineppo import checkpoint as ckpt
     from vineppo.evaluate import checkpoint_iteration, eval_dir, load_hf_weights
 
-    out: dict[int, dict[str, float]] = {}
+    out: dict[int, dict[str, float]] = {} if done is None else done
     for path in ckpt.list_checkpoints(run_dir):
         it = checkpoint_iteration(path)
+        if it in out or not ckpt.verify_checkpoint(path)[0]:
+            continue
         weights = load_hf_weights(path)
         if weights is None:
             raise RuntimeError(f"{path} has no safetensors weights")
@@ -451,14 +455,14 @@ def _run_summary(cfg: TrainConfig, run_dir: Path, curve: dict, t_train: float, t
 
 
 def _evaluate_run(cfg: TrainConfig, run_dir: Path, engine, splits, data_dir, ev, sft_results,
-                  t_train: float) -> dict:
+                  t_train: float, done: dict | None = None, t_eval_before: float = 0.0) -> dict:
     from vineppo.evaluate import load_tokenizer
 
     tok = load_tokenizer(cfg.model.name_or_path)
     t1 = time.perf_counter()
-    curve = evaluate_run_checkpoints(run_dir, engine, tok, splits, data_dir, ev, cfg)
+    curve = evaluate_run_checkpoints(run_dir, engine, tok, splits, data_dir, ev, cfg, done)
     _copy_initial(sft_results, run_dir)
-    return _run_summary(cfg, run_dir, curve, t_train, time.perf_counter() - t1)
+    return _run_summary(cfg, run_dir, curve, t_train, t_eval_before + time.perf_counter() - t1)
 
 
 class _BackgroundRun:
@@ -483,6 +487,9 @@ class _BackgroundRun:
                 [sys.executable, "-m", "vineppo", "train", "--config", str(self.config_file),
                  "--output-dir", str(run_dir)], stdout=log_fh, stderr=subprocess.STDOUT, env=env)
 
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
     def wait(self) -> float:
         """Block until the run ends; its training seconds. Raises with the log's tail on failure."""
         rc = self.proc.wait()
@@ -498,28 +505,62 @@ class _BackgroundRun:
             self.proc.wait()
 
 
+def _describe_run(algo: str, cfg: TrainConfig) -> None:
+    what = (f"K={cfg.mc.k} continuations from every step boundary" if algo == "vineppo" else "critic + GAE")
+    _say(f"{algo}: {cfg.iterations} iterations x {cfg.episodes.questions_per_iteration} questions x "
+         f"{cfg.episodes.samples_per_question} samples, {what}, lr {cfg.optim.lr:g} ({cfg.optim.schedule}), "
+         f"{cfg.ppo.epochs} epoch(s) of minibatch {cfg.ppo.minibatch_size}")
+
+
+def _start_background_runs(base: TrainConfig, algos: list[str], sft_dir: Path, out: Path,
+                           data_dir: Path) -> dict[str, _BackgroundRun]:
+    """Start every run but the first in its own process (called as soon as the SFT start exists,
+    so their start-up overlaps the SFT evaluation)."""
+    background = {}
+    for a in algos[1:]:
+        cfg = _run_config(base, a, sft_dir, data_dir)
+        _describe_run(a, cfg)
+        background[a] = _BackgroundRun(cfg, out / "runs" / a)
+        _say(f"{a}: training in a second process (log {background[a].log_file})")
+    return background
+
+
+def _evaluate_while_training(bg: _BackgroundRun, cfg: TrainConfig, engine, splits, data_dir, ev,
+                             sft_results) -> dict:
+    """Evaluate a background run's checkpoints as they appear, then the rest once it has ended."""
+    from vineppo.evaluate import load_tokenizer
+
+    tok = load_tokenizer(cfg.model.name_or_path)
+    done: dict[int, dict[str, float]] = {}
+    t_eval = 0.0
+    while bg.running():
+        t1 = time.perf_counter()
+        n = len(done)
+        evaluate_run_checkpoints(bg.run_dir, engine, tok, splits, data_dir, ev, cfg, done)
+        t_eval += time.perf_counter() - t1
+        if len(done) == n:
+            time.sleep(2.0)
+    t_train = bg.wait()
+    return _evaluate_run(cfg, bg.run_dir, engine, splits, data_dir, ev, sft_results, t_train, done, t_eval)
+
+
 def _train_runs(base: TrainConfig, algos: list[str], sft_dir: Path, out: Path, splits, data_dir, ev,
-                sft_results, parallel: bool) -> dict[str, dict]:
-    """Train and evaluate each algorithm's run from the SFT start. With `parallel`, the second run
-    trains in a background process while the first trains here; every checkpoint of both is then
-    evaluated with the first run's (still open) rollout engine."""
+                sft_results, background: dict[str, _BackgroundRun]) -> dict[str, dict]:
+    """Train and evaluate each algorithm's run from the SFT start. Runs in `background` are already
+    training in their own processes; the others train here one after the other. Every checkpoint
+    is evaluated with the rollout engine of the run trained here (weights pushed in place), the
+    background runs' checkpoints as soon as they are written."""
     from vineppo.loop import train
 
     cfgs = {a: _run_config(base, a, sft_dir, data_dir) for a in algos}
-    for a, cfg in cfgs.items():
-        what = (f"K={cfg.mc.k} continuations from every step boundary" if a == "vineppo" else "critic + GAE")
-        _say(f"{a}: {cfg.iterations} iterations x {cfg.episodes.questions_per_iteration} questions x "
-             f"{cfg.episodes.samples_per_question} samples, {what}, lr {cfg.optim.lr:g} ({cfg.optim.schedule}), "
-             f"{cfg.ppo.epochs} epoch(s) of minibatch {cfg.ppo.minibatch_size}")
     first, rest = algos[0], algos[1:]
-    background = {}
+    _describe_run(first, cfgs[first])
+    for a in rest:
+        if a not in background:
+            _describe_run(a, cfgs[a])
     runs: dict[str, dict] = {}
     res = None
     try:
-        if parallel:
-            for a in rest:
-                background[a] = _BackgroundRun(cfgs[a], out / "runs" / a)
-                _say(f"{a}: training in a second process (log {background[a].log_file})")
         _fresh_run_dir(out / "runs" / first)
         t0 = time.perf_counter()
         res = train(cfgs[first], out / "runs" / first, keep_engine=True)
@@ -530,15 +571,15 @@ def _train_runs(base: TrainConfig, algos: list[str], sft_dir: Path, out: Path, s
             _report(first, runs[first])
             for a in rest:
                 if a in background:
-                    t_a = background[a].wait()
+                    runs[a] = _evaluate_while_training(background[a], cfgs[a], res.engine, splits, data_dir, ev,
+                                                       sft_results)
                 else:
                     res.engine.close()
                     _fresh_run_dir(out / "runs" / a)
                     t0 = time.perf_counter()
                     res = train(cfgs[a], out / "runs" / a, keep_engine=True)
-                    t_a = time.perf_counter() - t0
-                runs[a] = _evaluate_run(cfgs[a], out / "runs" / a, res.engine, splits, data_dir, ev,
-                                        sft_results, t_a)
+                    runs[a] = _evaluate_run(cfgs[a], out / "runs" / a, res.engine, splits, data_dir, ev,
+                                            sft_results, time.perf_counter() - t0)
                 _report(a, runs[a])
         finally:
             if res is not None and res.engine is not None:
@@ -686,27 +727,33 @@ def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path
              f"({sft_info['steps']} steps, final loss {sft_info['final_loss']:.3f}"
              f"{'' if sft_cached else f', {_fmt_seconds(t_sft)}'})")
 
-        # 3. evaluate it
-        t0 = time.perf_counter()
-        sft_results, eval_cached = evaluate_sft(sft_dir, splits, data_dir, demo.eval,
-                                                _run_config(base, "vineppo", sft_dir, data_dir))
-        from vineppo.evaluate import read_results
-
-        sft_pass = {s: float(read_results(d)["pass@1"]) for s, d in sft_results.items()}
-        _say(f"SFT start test pass@1 {100 * sft_pass['test']:.1f}% ({len(test_rows)} problems x "
-             f"{demo.eval.n_samples} samples, T={demo.eval.temperature}, top_p={demo.eval.top_p})"
-             f"{' (cached)' if eval_cached else f', {_fmt_seconds(time.perf_counter() - t0)}'}")
-
-        # 4. RL runs
+        # RL runs in other processes start now: their start-up overlaps the SFT evaluation
         algos = ["vineppo"] + (["ppo"] if include_ppo else [])
         if not include_ppo:
             _fresh_run_dir(out / "runs" / "ppo")  # no stale PPO run from an earlier demo
         parallel = demo.parallel_runs
         if parallel == "auto":
             parallel = (os.cpu_count() or 1) >= 2
-        parallel = bool(parallel) and len(algos) > 1
-        with _TorchThreads(1 if parallel else None):
-            runs = _train_runs(base, algos, sft_dir, out, splits, data_dir, demo.eval, sft_results, parallel)
+        background = _start_background_runs(base, algos, sft_dir, out, data_dir) if parallel else {}
+        try:
+            # 3. evaluate it
+            t0 = time.perf_counter()
+            sft_results, eval_cached = evaluate_sft(sft_dir, splits, data_dir, demo.eval,
+                                                    _run_config(base, "vineppo", sft_dir, data_dir))
+            from vineppo.evaluate import read_results
+
+            sft_pass = {s: float(read_results(d)["pass@1"]) for s, d in sft_results.items()}
+            _say(f"SFT start test pass@1 {100 * sft_pass['test']:.1f}% ({len(test_rows)} problems x "
+                 f"{demo.eval.n_samples} samples, T={demo.eval.temperature}, top_p={demo.eval.top_p})"
+                 f"{' (cached)' if eval_cached else f', {_fmt_seconds(time.perf_counter() - t0)}'}")
+
+            # 4. RL runs
+            with _TorchThreads(1 if background else None):
+                runs = _train_runs(base, algos, sft_dir, out, splits, data_dir, demo.eval, sft_results,
+                                   background)
+        finally:
+            for b in background.values():
+                b.kill()
 
     # 5. compare table, plots, summary
     if compare:
