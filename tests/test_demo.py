@@ -226,6 +226,8 @@ def test_run_demo_smoke(tmp_path, capsys):
     if (os.cpu_count() or 1) >= 2:
         assert "training in a second process" in first
         assert (out / "runs" / "ppo.log").is_file() and (out / "runs" / "ppo.config.yaml").is_file()
+        # ... and evaluated its own checkpoints there
+        assert "evaluated: {" in (out / "runs" / "ppo.log").read_text()
 
     # second run, same output dir: SFT (and its evaluation) come from the cache; runs are replaced
     stamp = (sft_dirs[0] / "model.safetensors").stat().st_mtime_ns

@@ -466,11 +466,13 @@ def _evaluate_run(cfg: TrainConfig, run_dir: Path, engine, splits, data_dir, ev,
 
 
 class _BackgroundRun:
-    """A `vineppo train` in a second process (its log in RUN_DIR.log), so the two RL runs share the
-    cores: a tiny model's training step gains little from a second thread (~1.5x), two runs at
-    one thread each gain ~2x."""
+    """An RL run in a second process (`python -m vineppo.demo`, see `_background_main`; its log in
+    RUN_DIR.log) that trains and then evaluates its own checkpoints with its own engine, so the two
+    runs share the cores: a tiny model's step gains little from a second thread (~1.5x), two runs
+    at one thread each gain ~2x."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path):
+    def __init__(self, cfg: TrainConfig, run_dir: Path, splits: dict[str, list[dict]], data_dir: Path,
+                 ev: DemoEval):
         import subprocess
         import sys
 
@@ -479,13 +481,15 @@ class _BackgroundRun:
         self.cfg, self.run_dir = cfg, run_dir
         self.config_file = run_dir.parent / f"{run_dir.name}.config.yaml"
         self.config_file.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        self.eval_file = run_dir.parent / f"{run_dir.name}.eval.json"
+        self.eval_file.write_text(json.dumps({"splits": splits, "data_dir": str(data_dir), "eval": asdict(ev)}))
         self.log_file = run_dir.parent / f"{run_dir.name}.log"
         env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
         self.t0 = time.perf_counter()
         with open(self.log_file, "w") as log_fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "vineppo", "train", "--config", str(self.config_file),
-                 "--output-dir", str(run_dir)], stdout=log_fh, stderr=subprocess.STDOUT, env=env)
+                [sys.executable, "-m", "vineppo.demo", str(self.config_file), str(run_dir), str(self.eval_file)],
+                stdout=log_fh, stderr=subprocess.STDOUT, env=env)
 
     def running(self) -> bool:
         return self.proc.poll() is None
@@ -512,36 +516,64 @@ def _describe_run(algo: str, cfg: TrainConfig) -> None:
          f"{cfg.ppo.epochs} epoch(s) of minibatch {cfg.ppo.minibatch_size}")
 
 
-def _start_background_runs(base: TrainConfig, algos: list[str], sft_dir: Path, out: Path,
-                           data_dir: Path) -> dict[str, _BackgroundRun]:
+def _start_background_runs(base: TrainConfig, algos: list[str], sft_dir: Path, out: Path, data_dir: Path,
+                           splits: dict[str, list[dict]], ev: DemoEval) -> dict[str, _BackgroundRun]:
     """Start every run but the first in its own process (called as soon as the SFT start exists,
     so their start-up overlaps the SFT evaluation)."""
     background = {}
     for a in algos[1:]:
         cfg = _run_config(base, a, sft_dir, data_dir)
         _describe_run(a, cfg)
-        background[a] = _BackgroundRun(cfg, out / "runs" / a)
+        background[a] = _BackgroundRun(cfg, out / "runs" / a, splits, data_dir, ev)
         _say(f"{a}: training in a second process (log {background[a].log_file})")
     return background
 
 
-def _evaluate_while_training(bg: _BackgroundRun, cfg: TrainConfig, engine, splits, data_dir, ev,
-                             sft_results) -> dict:
-    """Evaluate a background run's checkpoints as they appear, then the rest once it has ended."""
-    from vineppo.evaluate import load_tokenizer
+def _background_main(config_file: str, run_dir: str, eval_file: str) -> int:
+    """The second process of `_BackgroundRun`: train, then evaluate every checkpoint (results in
+    each checkpoint's eval/ directory, read back by the demo)."""
+    import torch
 
-    tok = load_tokenizer(cfg.model.name_or_path)
-    done: dict[int, dict[str, float]] = {}
-    t_eval = 0.0
-    while bg.running():
-        t1 = time.perf_counter()
-        n = len(done)
-        evaluate_run_checkpoints(bg.run_dir, engine, tok, splits, data_dir, ev, cfg, done)
-        t_eval += time.perf_counter() - t1
-        if len(done) == n:
-            time.sleep(2.0)
+    from vineppo.config import load_config
+    from vineppo.evaluate import load_tokenizer
+    from vineppo.loop import train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(1)
+    _quiet_logs()
+    cfg = load_config(config_file)
+    spec = json.loads(Path(eval_file).read_text())
+    ev = from_dict(DemoEval, spec["eval"], where=eval_file)
+    res = train(cfg, Path(run_dir), keep_engine=True)
+    try:
+        done = evaluate_run_checkpoints(Path(run_dir), res.engine, load_tokenizer(cfg.model.name_or_path),
+                                        spec["splits"], Path(spec["data_dir"]), ev, cfg)
+    finally:
+        res.engine.close()
+    print(f"evaluated: {json.dumps(done)}", flush=True)
+    return 0
+
+
+def _evaluated(run_dir: Path, splits: dict) -> dict[int, dict[str, float]]:
+    """{iteration: {split: pass@1}} of the run's checkpoints evaluated on every split."""
+    from vineppo import checkpoint as ckpt
+    from vineppo.evaluate import checkpoint_iteration, eval_dir, read_results
+
+    out = {}
+    for path in ckpt.list_checkpoints(run_dir):
+        res = {s: read_results(eval_dir(path, s)) for s in splits}
+        if all(r is not None for r in res.values()):
+            out[checkpoint_iteration(path)] = {s: float(r["pass@1"]) for s, r in res.items()}
+    return out
+
+
+def _collect_background(bg: _BackgroundRun, cfg: TrainConfig, engine, splits, data_dir, ev, sft_results) -> dict:
+    """Wait for a background run (it evaluates its own checkpoints); evaluate any it left out."""
     t_train = bg.wait()
-    return _evaluate_run(cfg, bg.run_dir, engine, splits, data_dir, ev, sft_results, t_train, done, t_eval)
+    t1 = time.perf_counter()
+    done = _evaluated(bg.run_dir, splits)
+    return _evaluate_run(cfg, bg.run_dir, engine, splits, data_dir, ev, sft_results, t_train, done,
+                         time.perf_counter() - t1)
 
 
 def _train_runs(base: TrainConfig, algos: list[str], sft_dir: Path, out: Path, splits, data_dir, ev,
@@ -571,8 +603,8 @@ def _train_runs(base: TrainConfig, algos: list[str], sft_dir: Path, out: Path, s
             _report(first, runs[first])
             for a in rest:
                 if a in background:
-                    runs[a] = _evaluate_while_training(background[a], cfgs[a], res.engine, splits, data_dir, ev,
-                                                       sft_results)
+                    runs[a] = _collect_background(background[a], cfgs[a], res.engine, splits, data_dir, ev,
+                                                  sft_results)
                 else:
                     res.engine.close()
                     _fresh_run_dir(out / "runs" / a)
@@ -734,7 +766,8 @@ def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path
         parallel = demo.parallel_runs
         if parallel == "auto":
             parallel = (os.cpu_count() or 1) >= 2
-        background = _start_background_runs(base, algos, sft_dir, out, data_dir) if parallel else {}
+        background = (_start_background_runs(base, algos, sft_dir, out, data_dir, splits, demo.eval)
+                      if parallel else {})
         try:
             # 3. evaluate it
             t0 = time.perf_counter()
@@ -782,3 +815,9 @@ def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path
     print(f"total {_fmt_seconds(seconds)}; SFT start cached in {sft_dir}")
     print(f"wrote {out / SUMMARY_FILE}, {plot}" + (f", {out / 'compare'}/" if compare else ""), flush=True)
     return {**summary, "details": details}
+
+
+if __name__ == "__main__":  # the background RL run of `vineppo demo` (see _BackgroundRun)
+    import sys
+
+    sys.exit(_background_main(*sys.argv[1:4]))
