@@ -491,9 +491,6 @@ class _BackgroundRun:
                 [sys.executable, "-m", "vineppo.demo", str(self.config_file), str(run_dir), str(self.eval_file)],
                 stdout=log_fh, stderr=subprocess.STDOUT, env=env)
 
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
     def wait(self) -> float:
         """Block until the run ends; its training seconds. Raises with the log's tail on failure."""
         rc = self.proc.wait()
