@@ -240,22 +240,17 @@ def sft_cache_key(demo: DemoSettings, sft_rows: Sequence[dict], stop_rows: Seque
 
 def greedy_pass_rate(model, tokenizer, rows: Sequence[dict], max_new_tokens: int = 64) -> float:
     """Greedy pass@1 of an in-memory model on `rows` (transformers engine; used to stop SFT)."""
-    from vineppo.engine.base import SamplingParams
     from vineppo.engine.hf import HFEngine
+    from vineppo.evaluate import evaluate_model
     from vineppo.tasks import get_task
-    from vineppo.tasks.base import STOP_STRINGS
-    from vineppo.tokens import encode_prompt
 
-    task = get_task(TASK)
     engine = HFEngine(model, tokenizer, max_batch_size=len(rows), progress=False)
     try:
-        prompts = [encode_prompt(tokenizer, task.prompt(r)) for r in rows]
-        outs = engine.generate(prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens,
-                                                       stop=STOP_STRINGS))
+        summary, _ = evaluate_model(engine, tokenizer, get_task(TASK), rows, n_samples=1, temperature=0.0,
+                                    max_new_tokens=max_new_tokens, progress=False)
     finally:
         engine.close()
-    ok = [c.finish_reason == "stop" and task.is_correct(c.text, r) for r, (c,) in zip(rows, outs)]
-    return sum(ok) / max(1, len(ok))
+    return float(summary["pass@1"])
 
 
 def ensure_sft_start(demo: DemoSettings, sft_rows: Sequence[dict], cache_root: Path, *,
