@@ -12,11 +12,16 @@ Fixtures
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: `.ci/run` sets this: there every optional piece (vLLM's CPU build, peft, ../shared/data) is
+#: installed, so a test that would be skipped for want of one is a failure, not a silent skip.
+STRICT = os.environ.get("VINEPPO_TEST_STRICT") == "1"
+pytest_plugins = ["pytester"]
 SHARED_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 TINY_TRAIN_ROWS = 500
 
@@ -39,6 +44,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "vllm" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under VINEPPO_TEST_STRICT=1 a skipped test fails, with the skip's reason."""
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"VINEPPO_TEST_STRICT=1: this test would be skipped ({reason}); CI installs everything it needs"
 
 
 def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:

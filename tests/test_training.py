@@ -96,6 +96,10 @@ def test_two_iterations_train_and_sync(algorithm, backend, sft_gsm8k, tmp_path):
                         "train/ratio", "generate/seconds", "train/seconds", "generate/tokens_per_s"):
                 assert key in r, key
             assert r["train/optimizer_steps"] > 0
+            # the first minibatch is on-policy (old log-probs = current ones) and the engine sampled
+            # with the trainer's weights: both canaries are tight, after every weight push too
+            assert r["train/first_minibatch_ratio"] == pytest.approx(1.0, abs=1e-5)
+            assert r["sync/logprob_gap"] < 1e-4, r["sync/logprob_gap"]
         assert (res.run_dir / "config.yaml").is_file()
         if algorithm == "vineppo":
             assert rows[0]["mc/unique_states"] < rows[0]["mc/states"]  # V(s0) shared at least
@@ -115,6 +119,15 @@ def test_two_iterations_train_and_sync(algorithm, backend, sft_gsm8k, tmp_path):
             res.engine.close()
 
 
+def _free_port() -> int:
+    """A free TCP port for the launcher's rendezvous (29500 may be taken by another run)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _run_cli(args: list[str], env_extra: dict | None = None, launcher: list[str] | None = None):
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     cmd = (launcher or [sys.executable, "-m"]) + ["vineppo", "train"] + args
@@ -131,12 +144,41 @@ def _cli_overrides(model_dir, data_dir, algorithm="vineppo"):
         "logging.progress=false", "logging.dump_episodes=true", "seed=11"]
 
 
+def _state_tensors(d: Path) -> dict[str, torch.Tensor]:
+    """Every tensor under a trainer_state directory (weights, optimizer moments, schedulers, RNG)."""
+    from safetensors.torch import load_file
+
+    out: dict[str, torch.Tensor] = {}
+
+    def walk(prefix, obj):
+        if isinstance(obj, torch.Tensor):
+            out[prefix] = obj
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                walk(f"{prefix}.{i}", v)
+        elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+            out[prefix] = torch.tensor(float(obj), dtype=torch.float64)
+
+    for f in sorted(d.rglob("*")):
+        rel = str(f.relative_to(d))
+        if f.suffix == ".safetensors":
+            walk(rel, load_file(str(f)))
+        elif f.suffix in (".bin", ".pt", ".pth", ".pkl"):
+            walk(rel, torch.load(f, map_location="cpu", weights_only=False))
+    return out
+
+
 @pytest.mark.slow
-def test_resume_after_kill_equals_straight_run(sft_gsm8k, tmp_path):
+@pytest.mark.parametrize("algorithm", ["vineppo", "ppo"])
+def test_resume_after_kill_equals_straight_run(algorithm, sft_gsm8k, tmp_path):
     model_dir, data_dir = sft_gsm8k
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("{}\n")
-    common = ["--config", str(cfg_file)] + _cli_overrides(model_dir, data_dir) + ["iterations=3", "save_every=1"]
+    common = (["--config", str(cfg_file)] + _cli_overrides(model_dir, data_dir, algorithm)
+              + ["iterations=3", "save_every=1"])
     a = _run_cli(["--output-dir", str(tmp_path / "a")] + common)
     assert a.returncode == 0, a.stderr[-3000:]
     b = _run_cli(["--output-dir", str(tmp_path / "b")] + common, {"VINEPPO_DEBUG_KILL_AFTER_ITERATION": "2"})
@@ -147,12 +189,30 @@ def test_resume_after_kill_equals_straight_run(sft_gsm8k, tmp_path):
     ea = [json.loads(l) for l in open(tmp_path / "a" / "episodes" / "iter_000003.rank0.jsonl")]
     eb = [json.loads(l) for l in open(tmp_path / "b" / "episodes" / "iter_000003.rank0.jsonl")]
     assert [e["response_ids"] for e in ea] == [e["response_ids"] for e in eb]
+    assert [e["advantages"] for e in ea] == [pytest.approx(e["advantages"], abs=1e-5) for e in eb]
     wa = _weights(tmp_path / "a" / "checkpoints" / "iter_000003")
     wb = _weights(tmp_path / "b" / "checkpoints" / "iter_000003")
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+    # the whole trainer state — the policy's and (PPO) the critic's weights, both optimizers'
+    # moments, both LR schedulers — equals the straight run's
+    sa = _state_tensors(tmp_path / "a" / "checkpoints" / "iter_000003" / "trainer_state")
+    sb = _state_tensors(tmp_path / "b" / "checkpoints" / "iter_000003" / "trainer_state")
+    assert sa.keys() == sb.keys() and len(sa) > 0
+    if algorithm == "ppo":
+        assert any("value_head" in k for k in sa), "the critic must be saved with the run"
+        first_moments = sum(k.endswith(".exp_avg") for k in sa)
+        assert first_moments > len(wa), "and its optimizer (AdamW moments for policy + critic)"
+    for k in sa:
+        if "random_states" in k:
+            continue
+        torch.testing.assert_close(sa[k].double(), sb[k].double(), rtol=1e-5, atol=1e-6, msg=k)
     ma = [json.loads(l)["iteration"] for l in open(tmp_path / "b" / "metrics.jsonl")]
     assert ma == [1, 2, 3]
+    rows_b = [json.loads(l) for l in open(tmp_path / "b" / "metrics.jsonl")]
+    assert rows_b[2]["sync/logprob_gap"] < 1e-4  # the resumed engine holds the trainer's weights
+    if algorithm == "ppo":
+        assert all(torch.isfinite(torch.tensor(r["train/value_loss"])) for r in rows_b)
 
     # a corrupted newest checkpoint is skipped (with a warning) and the previous one is used
     from vineppo.checkpoint import latest_checkpoint
@@ -169,7 +229,7 @@ def test_accelerate_two_processes_whitening_is_global(sft_gsm8k, tmp_path):
     cfg_file.write_text("{}\n")
     accelerate = str(Path(sys.executable).with_name("accelerate"))
     launcher = [accelerate, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
+                "--main_process_port", str(_free_port()), "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
     r = _run_cli(["--config", str(cfg_file), "--output-dir", str(tmp_path / "run")]
                  + _cli_overrides(model_dir, data_dir) + ["iterations=1", "save_every=1"], launcher=launcher)
     assert r.returncode == 0, r.stderr[-4000:]

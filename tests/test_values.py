@@ -83,16 +83,20 @@ def test_state_prefix_follows_the_first_character_rule():
 
 
 def test_estimate_mc_values_means_of_rewards_in_one_call():
+    """Rollouts are graded on prefix + continuation (spec §1.3): from s1 the continuation " 4" is right
+    only because s1's prefix ends in "####"; graded alone it has no answer. From s0 it is wrong."""
     task = get_task("gsm8k")
     prompt = "Q\nSolution:"
-    episodes = [char_episode(task, 0, prompt, "\nx = 2\ny = 4\n#### 4", j=j) for j in range(3)]
+    episodes = [char_episode(task, 0, prompt, "\nx = 2 ####\ny = 4\n#### 4", j=j) for j in range(3)]
+    assert episodes[0].step_boundaries == [0, len("\nx = 2 ####"), len("\nx = 2 ####\ny = 4\n#### 4")]
     rows = [{"question": "Q", "answer": "x\n#### 4"}]
 
     def cont(prefix_text, n):
-        # from s0: 1 of 3 continuations right; from s1: 2 of 3 right
+        # the same " 4" continuation from both states: right from s1 only
         if prefix_text.endswith("Solution:"):
-            return ["\nx = 2\n#### 4", "\n#### 5", "no answer"][:n]
-        return ["\n#### 4", "\n#### 4", "\n#### 7"][:n]
+            return ["\nx = 2\n#### 4", " 4", "no answer"][:n]
+        assert prefix_text.endswith("Solution:\nx = 2 ####")
+        return [" 4", " 4", " 7"][:n]
 
     eng = ScriptedEngine(cont)
     stats = estimate_mc_values(eng, task, CharTokenizer(), rows, episodes, k=3, cap=None, temperature=0.6,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vineppo.engine import SamplingParams, default_backend, vllm_available
+from vineppo.engine import SamplingParams
 from vineppo.tokens import encode_prompt
 
 
@@ -64,11 +64,6 @@ def hf_greedy_ids(model, tokenizer, prompt, max_new=16):
 
 def ids_of(results):
     return [[c.token_ids for c in row] for row in results]
-
-
-def test_vllm_is_the_default_backend_here():
-    assert vllm_available()
-    assert default_backend() == "vllm"
 
 
 def test_update_in_place_same_llm_no_disk_read(vllm_engine, tiny_model_dir, perturbed_model, tiny_tokenizer,

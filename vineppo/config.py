@@ -113,6 +113,9 @@ class OptimConfig:
     warmup_ratio: float = 0.03
     #: "linear": warmup then linear decay to 0 at the last step (the paper); "constant": no decay
     schedule: Literal["linear", "constant"] = "linear"
+    #: warm-up shape: "log" = DeepSpeed WarmupDecayLR's default, `log(step+1)/log(warmup)` (the
+    #: paper's runs); "linear" = `(step+1)/warmup`
+    warmup_shape: Literal["log", "linear"] = "log"
 
 
 @dataclass
@@ -309,9 +312,39 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"save_every must be >= 1, got {cfg.save_every}")
     if cfg.mc.k < 1:
         raise ConfigError(f"mc.k must be >= 1, got {cfg.mc.k}")
+    episodes = cfg.episodes.questions_per_iteration * cfg.episodes.samples_per_question
+    if episodes < cfg.ppo.minibatch_size:
+        raise ConfigError(
+            f"an iteration makes {episodes} episodes (episodes.questions_per_iteration "
+            f"{cfg.episodes.questions_per_iteration} × episodes.samples_per_question "
+            f"{cfg.episodes.samples_per_question}), fewer than ppo.minibatch_size ({cfg.ppo.minibatch_size}): "
+            f"no optimizer step would ever happen; lower ppo.minibatch_size or sample more episodes")
     if cfg.ppo.minibatch_size % cfg.ppo.micro_batch_size:
         raise ConfigError(f"ppo.minibatch_size ({cfg.ppo.minibatch_size}) must be a multiple of "
                           f"ppo.micro_batch_size ({cfg.ppo.micro_batch_size})")
+
+
+def validate_world(cfg: TrainConfig, world_size: int) -> None:
+    """Checks that need the number of processes: every process must hold at least one local
+    minibatch (questions are sharded contiguously, all samples of a question on one process),
+    else the iteration would take no optimizer step."""
+    if cfg.ppo.minibatch_size % world_size:
+        raise ConfigError(f"ppo.minibatch_size ({cfg.ppo.minibatch_size}) is not divisible by the "
+                          f"{world_size} processes")
+    local_minibatch = cfg.ppo.minibatch_size // world_size
+    if local_minibatch % cfg.ppo.micro_batch_size:
+        raise ConfigError(f"per-process minibatch {local_minibatch} (= ppo.minibatch_size {cfg.ppo.minibatch_size} "
+                          f"/ {world_size} processes) is not a multiple of ppo.micro_batch_size "
+                          f"{cfg.ppo.micro_batch_size}")
+    q = cfg.episodes.questions_per_iteration
+    per = -(-q // world_size)
+    fewest = max(0, min(per, q - (world_size - 1) * per)) * cfg.episodes.samples_per_question
+    if fewest < local_minibatch:
+        raise ConfigError(
+            f"with {world_size} processes the smallest shard holds {fewest} episodes "
+            f"(episodes.questions_per_iteration {q} split {per} per process × "
+            f"{cfg.episodes.samples_per_question} samples), fewer than the per-process minibatch "
+            f"{local_minibatch}: no optimizer step would happen; use a multiple of {world_size} questions")
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:

@@ -28,7 +28,9 @@ class Episode:
     #: generated tokens, without EOS (possibly cut to fit max_sequence_length)
     response_ids: list[int]
     response_text: str
-    #: the response ended by itself (EOS / stop string) and fits: EOS is appended to its actions
+    #: the response ended by itself (EOS / stop string), fits, and has a final answer
+    #: (`Task.has_final_answer`): EOS is appended to its actions. A stopped response without an
+    #: answer is unfinished, as in the official code: reward 0, no EOS (spec §1.3)
     finished: bool
     #: cut to fit max_sequence_length (reward 0, no EOS)
     truncated: bool
@@ -96,7 +98,8 @@ def generate_episodes(engine: Engine, task: Task, tokenizer, rows: Sequence[Row]
         for j, c in enumerate(completions):
             ids = list(c.token_ids)
             text = c.text
-            finished = c.finish_reason == "stop"
+            stopped = c.finish_reason == "stop"
+            finished = stopped and task.has_final_answer(text)
             truncated = False
             budget = max_sequence_length - len(prompt) - (1 if finished else 0)
             if len(ids) > budget:
@@ -109,7 +112,7 @@ def generate_episodes(engine: Engine, task: Task, tokenizer, rows: Sequence[Row]
                 question_index=int(q), sample_index=j, prompt_ids=list(prompt), response_ids=ids,
                 response_text=text, finished=finished, truncated=truncated, reward=0.0,
                 step_boundaries=task.split_steps(text), token_starts=token_char_starts(tokenizer, ids, text),
-                engine_logprobs=logp,
+                engine_logprobs=logp, meta={"stopped": stopped},
             ))
     t1 = time.perf_counter()
     # Unfinished (length-stopped) or truncated responses score 0 (spec §3, `penalize_unfinished_response`).
@@ -143,6 +146,9 @@ def episode_metrics(episodes: Sequence[Episode]) -> dict:
         "reward/pass_rate_any": float(np.mean([max(v) > 0 for v in by_q.values()])),
         "episodes/count": len(episodes),
         "episodes/finished_frac": float(np.mean([e.finished for e in episodes])),
+        # stopped by itself but no final answer (GSM8K: no `####`): unfinished, reward 0, no EOS
+        "episodes/no_answer_frac": float(np.mean([bool(e.meta.get("stopped")) and not e.finished
+                                                  and not e.truncated for e in episodes])),
         "episodes/truncated_frac": float(np.mean([e.truncated for e in episodes])),
         "response/length_tokens": float(np.mean([len(e.response_ids) for e in episodes])),
         "response/num_steps": float(np.mean([e.num_steps for e in episodes])),

@@ -25,6 +25,7 @@ from vineppo import checkpoint as ckpt
 from vineppo.advantages import token_advantages, vine_step_advantages
 from vineppo.config import TrainConfig, save_config
 from vineppo.episodes import (Episode, episode_metrics, generate_episodes, sample_question_indices, shard)
+from vineppo.seeds import derive_seed
 from vineppo.values import estimate_mc_values
 
 log = logging.getLogger("vineppo")
@@ -220,7 +221,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
     max_len = cfg.sampling.max_sequence_length
     engine = make_engine(cfg.engine, model_path=cfg.model.name_or_path, tokenizer=tokenizer,
                          model=trainer.unwrapped_policy() if cfg.model.lora is None else None,
-                         seed=(cfg.seed + 100 * rank) % (2**31), max_model_len=max_len,
+                         seed=derive_seed(cfg.seed, rank, 0, "engine"), max_model_len=max_len,
                          progress=cfg.logging.progress and acc.is_local_main_process)
     if start > 0 or cfg.model.lora is not None:
         engine.update_weights(trainer.policy_state_dict())
@@ -234,7 +235,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
         episodes, gstats = generate_episodes(
             engine, task, tokenizer, rows, q_local, samples_per_question=cfg.episodes.samples_per_question,
             temperature=scfg.temperature, top_p=scfg.top_p, max_new_tokens=scfg.max_new_tokens,
-            max_sequence_length=max_len, stop=scfg.stop, seed=cfg.seed + 100 * rank + it, want_logprobs=True)
+            max_sequence_length=max_len, stop=scfg.stop, seed=derive_seed(cfg.seed, rank, it, "episodes"), want_logprobs=True)
         row: dict = {}
         row.update(episode_metrics(episodes))
         row.update(gstats)
@@ -242,7 +243,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
             mstats = estimate_mc_values(
                 engine, task, tokenizer, rows, episodes, k=cfg.mc.k, cap=cfg.mc.max_states_per_response,
                 temperature=scfg.temperature, top_p=scfg.top_p, max_new_tokens=scfg.max_new_tokens,
-                max_sequence_length=max_len, stop=scfg.stop, seed=cfg.seed + 100 * rank + it + 1)
+                max_sequence_length=max_len, stop=scfg.stop, seed=derive_seed(cfg.seed, rank, it, "mc"))
             assign_vine_advantages(episodes)
             row.update(mstats)
         if cfg.engine.sleep_during_training:

@@ -6,7 +6,16 @@ import torch
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum() / mask.sum().clamp(min=1)
+    """Mean of `x` over the positions where `mask` is set. Masked positions are selected away
+    (`torch.where`), not multiplied by 0, so an inf/NaN there reaches neither value nor gradient."""
+    return torch.where(mask > 0, x, torch.zeros_like(x)).sum() / mask.sum().clamp(min=1)
+
+
+def _masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`x` where `mask` is set, 0 elsewhere — applied *before* any exp/log so that a masked
+    position's value (e.g. a prompt log-prob of −100) never enters a non-linearity: its gradient is
+    exactly 0 instead of `0 · inf = NaN` (the official code masks log-probs first too)."""
+    return torch.where(mask > 0, x, torch.zeros_like(x))
 
 
 def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -21,9 +30,10 @@ def ppo_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torc
     """PPO-clip, token-mean over every response token of the micro-batch.
 
     ratio = exp((logp − old) · mask); pg = max(−A·ratio, −A·clip(ratio, 1−ε, 1+ε)). When the
-    micro-batch's mean ratio exceeds `ratio_threshold` its policy loss is multiplied by 0.
+    micro-batch's mean ratio exceeds `ratio_threshold` its policy loss is multiplied by 0 and
+    `stats["ratio_skipped"]` is 1: the caller zeroes the rest of the actor loss too (`actor_loss`).
     """
-    ratio = torch.exp((logp - old_logp) * mask)
+    ratio = torch.exp(_masked(logp - old_logp, mask))
     pg1 = -advantages * ratio
     pg2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
     pg = torch.max(pg1, pg2)
@@ -45,10 +55,11 @@ def ppo_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torc
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
           clamp_min: float = 0.0, clamp_max: float = 10.0) -> torch.Tensor:
     """Per-token k3 ("control variate") KL estimate to the reference, `exp(r) − r − 1` with
-    r = ref_logp − logp, clamped to [clamp_min, clamp_max] and zero outside the mask."""
-    r = ref_logp - logp
+    r = ref_logp − logp, clamped to [clamp_min, clamp_max] and zero outside the mask. r is masked
+    before the exponential: a masked position contributes 0 and gets an exactly-zero gradient."""
+    r = _masked(ref_logp - logp, mask)
     kl = torch.exp(r) - r - 1.0
-    return torch.clamp(kl, clamp_min, clamp_max) * mask
+    return _masked(torch.clamp(kl, clamp_min, clamp_max), mask)
 
 
 def kl_penalty_loss(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, coef: float = 1e-4,
@@ -60,9 +71,18 @@ def kl_penalty_loss(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tens
     return coef * kl, float(kl.detach())
 
 
+def actor_loss(pg_loss: torch.Tensor, kl_loss: torch.Tensor, ratio_skipped: bool) -> torch.Tensor:
+    """The actor's loss of one micro-batch: PPO-clip + KL penalty, or 0 (same graph, zero gradient)
+    when the micro-batch's mean ratio exceeded `ratio_threshold` — the official code skips the
+    *whole* actor loss then, the KL term included (spec §1.4)."""
+    loss = pg_loss + kl_loss
+    return loss * 0.0 if ratio_skipped else loss
+
+
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
                cliprange_value: float = 0.2) -> tuple[torch.Tensor, dict]:
     """Clipped critic loss `0.5 · masked_mean(max((V − G)², (clip(V, V_old ± c) − G)²))` (spec §1.5)."""
+    values, old_values, returns = (_masked(t, mask) for t in (values, old_values, returns))
     clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
     l1 = (values - returns) ** 2
     l2 = (clipped - returns) ** 2

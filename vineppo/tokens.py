@@ -44,7 +44,12 @@ def token_char_starts(tokenizer, token_ids: Sequence[int], text: str | None = No
         starts = []
         for i in range(len(ids)):
             prefix = decode_response(tokenizer, ids[:i])
-            starts.append(len(prefix))
+            n = len(prefix)
+            # A prefix ending inside a multi-byte character decodes its partial bytes to U+FFFD; the
+            # token then starts at the character that holds its first byte, not after the stand-ins.
+            while n > 0 and prefix[n - 1] == "\ufffd" and (n > len(text) or text[n - 1] != "\ufffd"):
+                n -= 1
+            starts.append(n)
     # Enforce a valid, non-decreasing sequence within [0, len(text)] (multi-byte characters split
     # across byte-level tokens can make decoded prefix lengths wobble).
     out, prev = [], 0

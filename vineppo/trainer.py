@@ -22,9 +22,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vineppo.advantages import gae_advantages, masked_whiten
-from vineppo.config import TrainConfig
+from vineppo.config import TrainConfig, validate_world
 from vineppo.episodes import Episode
-from vineppo.losses import kl_penalty_loss, logprobs_from_logits, ppo_policy_loss, value_loss
+from vineppo.losses import actor_loss, kl_penalty_loss, logprobs_from_logits, ppo_policy_loss, value_loss
 from vineppo.values import CriticModel
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -37,17 +37,27 @@ def disable_dropout(model: nn.Module) -> None:
             m.p = 0.0
 
 
-def lr_lambda(total_steps: int, warmup_ratio: float, schedule: str = "linear"):
-    """Linear warmup over ceil(warmup_ratio × total) steps, then linear decay to 0 at `total`
-    (spec §1.6; DeepSpeed's warmup is log-shaped, linear is fine per §8), or, with
-    `schedule="constant"`, the full LR after warmup (short CPU runs, where a decay to 0 over a
-    few dozen steps leaves half of them with almost no LR)."""
+def lr_lambda(total_steps: int, warmup_ratio: float, schedule: str = "linear", warmup_shape: str = "linear"):
+    """LR factor of optimizer step `step` (0-based): warm-up over ceil(warmup_ratio × total) steps,
+    then linear decay to 0 at `total` (spec §1.6) or, with `schedule="constant"`, the full LR after
+    warm-up (short CPU runs, where a decay to 0 over a few dozen steps idles half of them).
+
+    Warm-up shapes: `"log"` is DeepSpeed `WarmupDecayLR`'s default, which the paper's runs used:
+    `log(step + 1) / log(warmup)` (0 at the first step, ~45 % of the peak after 16 of 480 steps; like
+    DeepSpeed, a log warm-up lasts at least 2 steps); `"linear"` is `(step + 1) / warmup`.
+    """
     if schedule not in ("linear", "constant"):
         raise ValueError(f"lr schedule must be 'linear' or 'constant', got {schedule!r}")
+    if warmup_shape not in ("log", "linear"):
+        raise ValueError(f"warmup shape must be 'log' or 'linear', got {warmup_shape!r}")
     warmup = math.ceil(warmup_ratio * total_steps)
+    if warmup_shape == "log" and warmup > 0:
+        warmup = max(2, warmup)  # log(1) = 0: DeepSpeed clamps its warm-up to >= 2 steps the same way
 
     def f(step: int) -> float:
         if warmup > 0 and step < warmup:
+            if warmup_shape == "log":
+                return math.log(step + 1) / math.log(warmup)
             return (step + 1) / warmup
         if schedule == "constant":
             return 1.0
@@ -108,12 +118,8 @@ class Trainer:
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos_id or 0)
         world = accelerator.num_processes
-        if cfg.ppo.minibatch_size % world:
-            raise ValueError(f"ppo.minibatch_size {cfg.ppo.minibatch_size} is not divisible by {world} processes")
+        validate_world(cfg, world)
         self.local_minibatch = cfg.ppo.minibatch_size // world
-        if self.local_minibatch % cfg.ppo.micro_batch_size:
-            raise ValueError(f"per-process minibatch {self.local_minibatch} (= {cfg.ppo.minibatch_size} / {world}) "
-                             f"is not a multiple of ppo.micro_batch_size {cfg.ppo.micro_batch_size}")
         self.accum = self.local_minibatch // cfg.ppo.micro_batch_size
         accelerator.gradient_accumulation_steps = self.accum
         ds = getattr(accelerator.state, "deepspeed_plugin", None)
@@ -149,7 +155,7 @@ class Trainer:
         total = cfg.total_optimizer_steps
         # The scheduler is stepped by hand once per optimizer step (accelerate's prepared scheduler
         # would step num_processes times per step).
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, ocfg.warmup_ratio, ocfg.schedule))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, ocfg.warmup_ratio, ocfg.schedule, ocfg.warmup_shape))
         self.critic = None
         if cfg.algorithm == "ppo":
             backbone = AutoModel.from_pretrained(mcfg.name_or_path, **kw)
@@ -159,7 +165,7 @@ class Trainer:
                 critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             copt = torch.optim.AdamW(critic.parameters(), lr=ocfg.lr, betas=tuple(ocfg.betas), eps=ocfg.eps,
                                      weight_decay=ocfg.weight_decay)
-            self.critic_scheduler = torch.optim.lr_scheduler.LambdaLR(copt, lr_lambda(total, ocfg.warmup_ratio, ocfg.schedule))
+            self.critic_scheduler = torch.optim.lr_scheduler.LambdaLR(copt, lr_lambda(total, ocfg.warmup_ratio, ocfg.schedule, ocfg.warmup_shape))
             self.actor, self.opt, self.critic, self.critic_opt = accelerator.prepare(actor, opt, critic, copt)
             accelerator.register_for_checkpointing(self.scheduler, self.critic_scheduler)
         else:
@@ -344,10 +350,11 @@ class Trainer:
                 pg, st = ppo_policy_loss(logp, old, A, b.action_mask, cfg.ppo.cliprange, cfg.ppo.ratio_threshold)
                 kl_loss, kl = kl_penalty_loss(logp, ref, b.action_mask, cfg.ppo.kl_coef,
                                               cfg.ppo.kl_clamp_min, cfg.ppo.kl_clamp_max)
-                acc.backward(pg + kl_loss)
+                loss = actor_loss(pg, kl_loss, bool(st["ratio_skipped"]))
+                acc.backward(loss)
                 st = {f"train/{k}": v for k, v in st.items()}
                 st["train/kl"] = kl
-                st["train/loss"] = float(pg.detach() + kl_loss.detach())
+                st["train/loss"] = float(loss.detach())
                 if self.critic is not None:
                     v = self._critic_values(b)
                     G = scatter_actions([rets[i] for i in sub], b)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 
 from vineppo.config import EngineConfig
@@ -14,7 +13,9 @@ log = logging.getLogger(__name__)
 def resolve_backend(cfg: EngineConfig) -> str:
     if cfg.backend != "auto":
         return cfg.backend
-    return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+    from vineppo.engine import default_backend
+
+    return default_backend()
 
 
 def make_engine(cfg: EngineConfig, *, model_path: str, tokenizer, model=None, seed: int = 0,

@@ -54,6 +54,12 @@ class Task(ABC):
     def is_correct(self, response: str, row: Row) -> bool:
         """Whether `response` (the text after `Solution:`) answers `row` correctly."""
 
+    def has_final_answer(self, response: str) -> bool:
+        """Whether a final answer can be read off `response`. A response that stopped by itself but
+        has none is *unfinished* in the official reward function's sense: reward 0 and no EOS
+        appended or trained (spec §1.3). GSM8K: a `####` is present."""
+        return self.extract_answer(response) is not None
+
     def reward(self, response: str, row: Row) -> float:
         """1.0 if correct, else 0.0 (unparseable, empty, wrong). Spec §3: no format reward."""
         return 1.0 if self.is_correct(response, row) else 0.0

@@ -60,6 +60,11 @@ class MathTask(Task):
         question = row.get(self.query_field) if row is not None else None
         return extract_math_answer(response, question if isinstance(question, str) else None)
 
+    def has_final_answer(self, response: str) -> bool:
+        """Always true: the official MATH extraction falls back to the last number (or the whole
+        text) and never reports "no answer", so every stopped MATH response gets EOS (spec §1.3)."""
+        return True
+
     def extract_answer(self, response: str) -> str | None:
         """The answers of `response` joined by ", " (usually just one), or None if there is none.
 
