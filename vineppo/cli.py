@@ -12,8 +12,17 @@ def _train(args) -> int:
     from vineppo.config import load_config
     from vineppo.loop import train
 
+    from vineppo.data import DataError
+    from vineppo.tasks.custom import MissingSolutionError
+
     cfg = load_config(args.config, args.overrides)
-    train(cfg, args.output_dir, resume=args.resume)
+    try:
+        train(cfg, args.output_dir, resume=args.resume)
+    except (DataError, MissingSolutionError, FileNotFoundError, FileExistsError) as e:
+        # Bad data (file, line, field) or paths: one line for the user, not a traceback.
+        kind = "data error" if isinstance(e, (DataError, MissingSolutionError)) else "error"
+        print(f"vineppo train: {kind}: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -502,6 +502,9 @@ class VLLMEngine(Engine):
             skip_special_tokens=True, spaces_between_special_tokens=False,
             # Text is only needed for stop-string detection; responses are re-decoded with our tokenizer.
             detokenize=bool(sampling.stop),
+            # Our tokenizer's EOS (for chat prompts: the template's end-of-turn token) may differ
+            # from the one vLLM read from the model dir.
+            stop_token_ids=sorted(self.stop_token_ids),
         )
         if sampling.stop:
             kw.update(stop=list(sampling.stop), include_stop_str_in_output=True)
