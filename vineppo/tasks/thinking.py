@@ -5,9 +5,9 @@ final answer is read only after the close tag; a response that opens the block a
 has no answer (reward 0). Templates of such models often open the block in the generation prompt
 (the response then starts inside it and only closes it): `opened_in_prompt` says so.
 
-Step layout of a closed block: the inner splitter's steps of `<think>` + reasoning (the open tag,
-if in the response, joins the first step), then ONE more step from the close tag to the end, so
-the last MC state sits where the model stops reasoning and starts answering.
+Step layout of a closed block: the inner splitter's steps of the reasoning text (the open tag, if
+in the response, joins the first step), then ONE more step from the close tag (with the whitespace
+before it) to the end, so the last MC state sits where the model stops reasoning and answers.
 """
 
 from __future__ import annotations
@@ -65,10 +65,18 @@ class ThinkingTask(TaskWrapper):
         s = self._split(response)
         if not s.thinking:
             return self.inner.split_steps(response)
-        reasoning = self.inner.split_steps(response[:s.close_start])
-        if s.close_start == len(response):
+        # The inner splitter sees the reasoning only: the open tag (and anything before it) joins
+        # the first step; with a closed block, whitespace before the close tag joins the answer step.
+        opened_at = response.find(self.open_tag, 0, s.close_start)
+        begin = opened_at + len(self.open_tag) if opened_at >= 0 else 0
+        end = s.close_start
+        if s.answer_start is not None:
+            end = max(begin, len(response[:end].rstrip()))
+        inner = self.inner.split_steps(response[begin:end])
+        reasoning = [0] + [begin + o for o in inner[1:]]
+        if s.answer_start is None:
             return reasoning  # unclosed: every step is reasoning
-        if reasoning[-1] == 0:  # empty reasoning: the answer part is the only step
+        if reasoning[-1] == 0:  # no reasoning text: the whole response is one step
             return [0, len(response)]
         return reasoning + [len(response)]
 
