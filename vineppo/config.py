@@ -21,6 +21,9 @@ class LoraConfig:
     alpha: int = 32
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    #: how the policy reaches a vLLM engine: "merged" weights pushed in place, or "adapter" only
+    #: (vLLM's LoRA support); see vineppo/lora_sync.py and benchmarks/lora_sync.py
+    sync: Literal["merged", "adapter"] = "merged"
 
 
 @dataclass

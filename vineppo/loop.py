@@ -178,7 +178,8 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from vineppo.engine.factory import make_engine
+    from vineppo.engine.factory import make_engine, resolve_backend
+    from vineppo.lora_sync import PolicySync, uses_adapter_sync, vllm_lora_engine_kwargs
     from vineppo.prompting import PromptBuilder, make_task, stop_strings, use_end_of_turn_as_eos
     from vineppo.trainer import Trainer
 
@@ -222,12 +223,15 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
     acc.wait_for_everyone()
 
     max_len = cfg.sampling.max_sequence_length
+    adapter_sync = uses_adapter_sync(cfg.model.lora, resolve_backend(cfg.engine))
     engine = make_engine(cfg.engine, model_path=cfg.model.name_or_path, tokenizer=tokenizer,
                          model=trainer.unwrapped_policy() if cfg.model.lora is None else None,
                          seed=(cfg.seed + 100 * rank) % (2**31), max_model_len=max_len,
-                         progress=cfg.logging.progress and acc.is_local_main_process)
+                         progress=cfg.logging.progress and acc.is_local_main_process,
+                         vllm_kwargs=vllm_lora_engine_kwargs(cfg.model.lora) if adapter_sync else None)
+    policy_sync = PolicySync(adapter=adapter_sync)
     if start > 0 or cfg.model.lora is not None:
-        engine.update_weights(trainer.policy_state_dict())
+        policy_sync.push(engine, trainer)
 
     scfg = cfg.sampling
     stop = stop_strings(cfg)
@@ -257,7 +261,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
         whiten = tstats.pop("train/whiten_stats", None)
         t_sync = time.perf_counter()
         # push while asleep, then wake: the engine applies the safe wake order (weights, then KV cache)
-        engine.update_weights(trainer.policy_state_dict())
+        policy_sync.push(engine, trainer)
         if cfg.engine.sleep_during_training:
             engine.wake()
         row["sync/seconds"] = time.perf_counter() - t_sync
@@ -283,6 +287,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
             final = save_checkpoint(trainer, acc, run_dir, it + 1)
         if os.environ.get(CRASH_ENV) == str(it + 1):
             os.kill(os.getpid(), signal.SIGKILL)
+    policy_sync.close()
     if not keep_engine:
         engine.close()
     acc.wait_for_everyone()
