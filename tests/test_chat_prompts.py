@@ -311,3 +311,12 @@ def test_done_when_command_with_vllm(tmp_path, gsm8k_rows):
     assert len(episodes) == 8 * 4
     for e in episodes:
         assert tok.decode(e["prompt_ids"]).endswith(suffix)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "examples").glob("*.yaml")) +
+                         [REPO / "configs/tiny/gsm8k_chat_vineppo.yaml"], ids=lambda p: p.name)
+def test_chat_configs_load(path):
+    cfg = load_config(path)
+    assert cfg.prompt.chat and cfg.sampling.stop == []
+    total = cfg.episodes.questions_per_iteration * cfg.episodes.samples_per_question
+    assert total % cfg.ppo.minibatch_size == 0
