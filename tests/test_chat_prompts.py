@@ -320,3 +320,39 @@ def test_chat_configs_load(path):
     assert cfg.prompt.chat and cfg.sampling.stop == []
     total = cfg.episodes.questions_per_iteration * cfg.episodes.samples_per_question
     assert total % cfg.ppo.minibatch_size == 0
+
+
+def test_eval_uses_the_runs_chat_prompt_fields_and_answer_format(chat_tokenizer, custom_dir, tmp_path):
+    """`vineppo eval` of a chat run: same prompt ids as training, custom fields, \\boxed grading."""
+    from vineppo.engine.base import Completion, Engine
+    from vineppo.evaluate import data_spec, evaluate_checkpoint
+
+    class Recorder(Engine):
+        def __init__(self, answers):
+            self.prompts, self.stops, self.answers = [], [], answers
+
+        def generate(self, prompts, sampling, desc=None):
+            self.prompts += [list(p) for p in prompts]
+            self.stops.append(sampling.stop)
+            return [[Completion([5], f"<think>hm</think> \\boxed{{{self.answers[len(self.prompts) - len(prompts) + i]}}}",
+                                "stop") for _ in range(sampling.n)] for i in range(len(prompts))]
+
+        def update_weights(self, state_dict):
+            pass
+
+    run_cfg = {"data": {"task": "gsm8k", "source": str(custom_dir), "question_field": "prompt_text",
+                        "answer_field": "target", "answer_format": "boxed"},
+               "prompt": {"chat": True, "system": "S", "instruction": "Box it."}}
+    spec = data_spec(run_cfg, task=None, source=None, where="run")
+    rows = [json.loads(l) for l in (custom_dir / "test.jsonl").read_text().splitlines()]
+    engine = Recorder([r["target"] for r in rows])
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    res = evaluate_checkpoint(model_dir, spec.task, "test", spec=spec, engine=engine, tokenizer=chat_tokenizer,
+                              out_dir=tmp_path / "eval", n_samples=2)
+    assert res["pass@1"] == 1.0 and res["num_problems"] == 5
+    assert engine.stops == [()]
+    builder = PromptBuilder(chat_tokenizer, spec.make_task(chat_tokenizer), spec.prompt)
+    assert engine.prompts == [builder.ids(r) for r in rows]
+    assert chat_tokenizer.decode(engine.prompts[0]).startswith("<s><|im_start|>system\nS<|im_end|>")

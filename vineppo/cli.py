@@ -59,7 +59,7 @@ def _eval(args) -> int:
             r = evaluate_checkpoint(args.checkpoint, spec.task, split, data_source=spec.source,
                                     out_dir=f"{args.output_dir}/{split}" if args.output_dir else None,
                                     engine_cfg=ecfg, validation_size=spec.validation_size,
-                                    validation_seed=spec.validation_seed, **sampling)
+                                    validation_seed=spec.validation_seed, spec=spec, **sampling)
             print(f"{args.checkpoint} {split}: pass@1 {100 * r['pass@1']:.2f} "
                   f"maj@{args.n_samples} {100 * r[f'maj@{args.n_samples}']:.2f} "
                   f"pass@{args.n_samples} {100 * r[f'pass@{args.n_samples}']:.2f}")
