@@ -210,6 +210,13 @@ def test_custom_solution_field_serves_sft(tmp_path, gsm8k_rows):
     assert task.is_correct(got[0]["sol"], got[0])
 
 
+def test_numeric_answer_field():
+    task = make_task(DataConfig(question_field="q", answer_field="a"))
+    row = {"q": "How many?", "a": 18}
+    task.validate_row(row)
+    assert task.gold_answer(row) == "18" and task.is_correct("#### 18", row)
+
+
 def test_custom_math_answer_field():
     task = make_task(DataConfig(task="math", question_field="q", answer_field="a"))
     row = {"q": "What is 1/2 + 1/2?", "a": "1"}
@@ -221,6 +228,7 @@ def test_custom_math_answer_field():
     ({"prompt_text": "What?"}, "'target' is missing"),
     ({"prompt_text": "What?", "target": "  "}, "'target' is empty"),
     ({"prompt_text": 7, "target": "1"}, "'prompt_text' must be a string"),
+    ({"prompt_text": "What?", "target": [1]}, "'target' must be a string or a number"),
 ])
 def test_malformed_custom_row_names_file_line_field(custom_dir, bad, problem):
     lines = (custom_dir / "train.jsonl").read_text().splitlines()
@@ -356,3 +364,27 @@ def test_eval_uses_the_runs_chat_prompt_fields_and_answer_format(chat_tokenizer,
     builder = PromptBuilder(chat_tokenizer, spec.make_task(chat_tokenizer), spec.prompt)
     assert engine.prompts == [builder.ids(r) for r in rows]
     assert chat_tokenizer.decode(engine.prompts[0]).startswith("<s><|im_start|>system\nS<|im_end|>")
+
+
+def test_sft_without_solution_field_says_so(custom_dir, tmp_path, tiny_model_dir, capsys):
+    from vineppo.cli import main
+
+    rc = main(["sft", "--model", str(tiny_model_dir), "--task", "gsm8k", "--output-dir", str(tmp_path / "sft"),
+               "--data-source", str(custom_dir), "--question-field", "prompt_text", "--answer-field", "target"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--solution-field" in err[0] and "worked solutions" in err[0]
+
+
+def test_sft_on_custom_solution_field(tmp_path, gsm8k_rows, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from vineppo.sft import sft_examples
+    from vineppo.tasks import get_task
+
+    _write(tmp_path / "train.jsonl", [{"q": r["question"], "sol": r["answer"]} for r in gsm8k_rows[:10]])
+    task = CustomFieldsTask(get_task("gsm8k"), "q", None, "sol")
+    rows = load_rows("gsm8k", "train", str(tmp_path), task=task)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ex = sft_examples(task, tok, rows, 2048)
+    ids, n_prompt = ex[0]
+    assert tok.decode(ids[n_prompt:], skip_special_tokens=True) == "\n" + rows[0]["sol"] + "\n"

@@ -42,7 +42,8 @@ class CustomFieldsTask(TaskWrapper):
         self.query_field = question_field
         self.answer_field = answer_field or None
         self.solution_field = solution_field or ""
-        self.required_fields = tuple(f for f in (question_field, answer_field, solution_field) if f)
+        # The answer field is checked by validate_row: it may also be a JSON number (18, 2.5).
+        self.required_fields = tuple(f for f in (question_field, solution_field) if f)
 
     def inner_row(self, row: Row) -> dict:
         """`row` in the inner task's schema (question and gold solution under its field names)."""
@@ -69,6 +70,15 @@ class CustomFieldsTask(TaskWrapper):
         return row[self.solution_field]
 
     def validate_row(self, row: Row) -> None:
+        if self.answer_field:
+            name = self.answer_field
+            if name not in row:
+                raise ValueError(f"required field {name!r} is missing")
+            value = row[name]
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise ValueError(f"required field {name!r} must be a string or a number, got {type(value).__name__}")
+            if not str(value).strip():
+                raise ValueError(f"required field {name!r} is empty")
         check = getattr(self.inner, "validate_row", None)
         if check is None:
             return
