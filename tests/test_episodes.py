@@ -64,3 +64,14 @@ def test_every_stopped_math_response_is_finished(tiny_tokenizer):
     eps = _episodes(tiny_tokenizer, task, rows, [("\nThe sum is four.", "stop"), ("\nSo $\\boxed{4}$.", "stop")])
     assert [e.finished for e in eps] == [True, True]
     assert [e.reward for e in eps] == [0.0, 1.0]
+
+
+def test_an_unclosed_think_block_has_no_final_answer():
+    from vineppo.tasks.thinking import ThinkingTask
+
+    for name in ("math", "gsm8k"):
+        task = ThinkingTask(get_task(name))
+        assert not task.has_final_answer("<think>\nx = 2 + 2 = 4\n#### 4 \\boxed{4}")
+        closed = "<think>\nx = 2 + 2\n</think>\n" + ("\\boxed{4}" if name == "math" else "#### 4")
+        assert task.has_final_answer(closed)
+    assert not ThinkingTask(get_task("gsm8k")).has_final_answer("<think>\nx\n</think>\nit is 4")

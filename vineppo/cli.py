@@ -12,8 +12,17 @@ def _train(args) -> int:
     from vineppo.config import load_config
     from vineppo.loop import train
 
+    from vineppo.data import DataError
+    from vineppo.tasks.custom import MissingSolutionError
+
     cfg = load_config(args.config, args.overrides)
-    train(cfg, args.output_dir, resume=args.resume)
+    try:
+        train(cfg, args.output_dir, resume=args.resume)
+    except (DataError, MissingSolutionError, FileNotFoundError, FileExistsError) as e:
+        # Bad data (file, line, field) or paths: one line for the user, not a traceback.
+        kind = "data error" if isinstance(e, (DataError, MissingSolutionError)) else "error"
+        print(f"vineppo train: {kind}: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -50,7 +59,7 @@ def _eval(args) -> int:
             r = evaluate_checkpoint(args.checkpoint, spec.task, split, data_source=spec.source,
                                     out_dir=f"{args.output_dir}/{split}" if args.output_dir else None,
                                     engine_cfg=ecfg, validation_size=spec.validation_size,
-                                    validation_seed=spec.validation_seed, **sampling)
+                                    validation_seed=spec.validation_seed, spec=spec, **sampling)
             print(f"{args.checkpoint} {split}: pass@1 {100 * r['pass@1']:.2f} "
                   f"maj@{args.n_samples} {100 * r[f'maj@{args.n_samples}']:.2f} "
                   f"pass@{args.n_samples} {100 * r[f'pass@{args.n_samples}']:.2f}")
@@ -77,7 +86,10 @@ def _compare(args) -> int:
 def _sft(args) -> int:
     import logging
 
+    from vineppo.config import ConfigError
+    from vineppo.data import DataError
     from vineppo.sft import SFTConfig, sft_from_pretrained
+    from vineppo.tasks.custom import MissingSolutionError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = SFTConfig(epochs=args.epochs, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
@@ -88,8 +100,10 @@ def _sft(args) -> int:
         info = sft_from_pretrained(args.model, args.task, args.output_dir, cfg, data_source=args.data_source,
                                    validation_size=args.validation_size, max_train_rows=args.max_train_rows,
                                    dtype=args.dtype, gradient_checkpointing=args.gradient_checkpointing,
-                                   attn_implementation=args.attn_implementation, overwrite=args.overwrite)
-    except (FileExistsError, FileNotFoundError) as e:
+                                   attn_implementation=args.attn_implementation, overwrite=args.overwrite,
+                                   question_field=args.question_field, answer_field=args.answer_field,
+                                   solution_field=args.solution_field)
+    except (FileExistsError, FileNotFoundError, DataError, MissingSolutionError, ConfigError) as e:
         print(f"vineppo sft: error: {e}", file=sys.stderr)
         return 2
     print(f"sft: {info['steps']} steps, final loss {info['final_loss']:.4f}, {info['seconds']:.0f}s -> {args.output_dir}")
@@ -152,6 +166,9 @@ def _add_sft_parser(sub) -> None:
     s.add_argument("--task", required=True, choices=["gsm8k", "math"])
     s.add_argument("--output-dir", required=True)
     s.add_argument("--data-source", help="directory of JSONL files (default: the hub)")
+    s.add_argument("--question-field", help="your data: the field holding the question")
+    s.add_argument("--solution-field", help="your data: the field holding the worked solution (SFT needs it)")
+    s.add_argument("--answer-field", help="your data: the field holding the bare final answer")
     s.add_argument("--epochs", type=float, default=2.0)
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--micro-batch-size", type=int, default=8, help="per forward pass (gradient accumulation)")

@@ -21,6 +21,9 @@ class LoraConfig:
     alpha: int = 32
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    #: how the policy reaches a vLLM engine: "merged" weights pushed in place, or "adapter" only
+    #: (vLLM's LoRA support); see vineppo/lora_sync.py and benchmarks/lora_sync.py
+    sync: Literal["merged", "adapter"] = "merged"
 
 
 @dataclass
@@ -54,6 +57,33 @@ class DataConfig:
     max_prompt_tokens: int = 1512
     #: keep only the first N train rows (tests / demos); None = all
     max_train_rows: int | None = None
+    # Your own data (see README "Train your own model on your own data"); None = the task's own
+    # fields. `data.task` still picks the grader.
+    #: the row field holding the question
+    question_field: str | None = None
+    #: the row field holding the bare final answer (e.g. "18"); graded with the task's grader
+    answer_field: str | None = None
+    #: the row field holding a worked solution (needed by SFT and gold-solution checks only)
+    solution_field: str | None = None
+    #: how GSM8K-style responses state their answer: "hashes" (`#### 18`, the paper), "boxed"
+    #: (`\boxed{18}`), or "auto" (the last `\boxed{}` if any, else `####`). MATH always reads \boxed.
+    answer_format: Literal["hashes", "boxed", "auto"] = "hashes"
+
+
+@dataclass
+class PromptConfig:
+    """How a question becomes the prompt (vineppo.prompting)."""
+    #: False: the paper's `[MATH_TASK] Problem: ... Solution:`; True: the tokenizer's chat template
+    chat: bool = False
+    #: chat: optional system message
+    system: str | None = None
+    #: chat: the user message is this instruction, a blank line, then the question ("" = question only)
+    instruction: str = "Please reason step by step, and put your final answer within \\boxed{}."
+    #: chat: True puts the instruction after the question, False before it
+    instruction_after_question: bool = True
+    #: chat: reasoning tags (open, close): steps are those of the reasoning, the answer is read after
+    #: the close tag, and a response that opens but never closes them has no answer; [] = off
+    think_tags: list[str] = field(default_factory=lambda: ["<think>", "</think>"])
 
 
 @dataclass
@@ -157,6 +187,7 @@ class TrainConfig:
     save_every: int = 10
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     episodes: EpisodeConfig = field(default_factory=EpisodeConfig)
     mc: MCConfig = field(default_factory=MCConfig)
@@ -319,6 +350,14 @@ def validate(cfg: TrainConfig) -> None:
             f"{cfg.episodes.questions_per_iteration} × episodes.samples_per_question "
             f"{cfg.episodes.samples_per_question}), fewer than ppo.minibatch_size ({cfg.ppo.minibatch_size}): "
             f"no optimizer step would ever happen; lower ppo.minibatch_size or sample more episodes")
+    d = cfg.data
+    if (d.question_field or d.solution_field) and not (d.answer_field or d.solution_field):
+        raise ConfigError("data.question_field is set but neither data.answer_field (a bare final answer is "
+                          "enough) nor data.solution_field: the grader needs one of them")
+    if cfg.prompt.think_tags and len(cfg.prompt.think_tags) != 2:
+        raise ConfigError(f"prompt.think_tags must be [open, close] or [], got {cfg.prompt.think_tags}")
+    if cfg.data.answer_format != "hashes" and cfg.data.task == "math":
+        raise ConfigError("data.answer_format is for GSM8K-style tasks; MATH always reads \\boxed{} answers")
     if cfg.ppo.minibatch_size % cfg.ppo.micro_batch_size:
         raise ConfigError(f"ppo.minibatch_size ({cfg.ppo.minibatch_size}) must be a multiple of "
                           f"ppo.micro_batch_size ({cfg.ppo.micro_batch_size})")

@@ -261,6 +261,22 @@ def _hub_split(task_name: str, task: Task, file_split: str) -> Rows:
 # ---------------------------------------------------------------- public entry points
 
 
+def _task_chain(task: Task) -> Iterable[Task]:
+    """`task` and the tasks it wraps (`vineppo.tasks.base.TaskWrapper.inner`)."""
+    while task is not None:
+        yield task
+        task = getattr(task, "inner", None)
+
+
+def is_hub_id(source: str | os.PathLike[str] | None) -> bool:
+    """A custom `data.source` that names a hub dataset ("owner/name"), not a local folder: it does
+    not exist locally and does not look like a path (no leading "/", ".", "~")."""
+    if source is None or str(source) == "hub":
+        return False
+    text = str(source)
+    return not Path(text).exists() and not text.startswith(("/", ".", "~"))
+
+
 def load_rows(
     task_name: str,
     split: str,
@@ -268,6 +284,7 @@ def load_rows(
     *,
     validation_size: int | None = None,
     seed: int = DEFAULT_SPLIT_SEED,
+    task: Task | None = None,
 ) -> Rows:
     """Validated rows of `split` ("train", "validation" or "test") for task `task_name`.
 
@@ -277,13 +294,22 @@ def load_rows(
         `EleutherAI/hendrycks_math` minus the MATH-500 problems.
     validation_size: rows carved from train into "validation" (default: VALIDATION_SIZES).
     seed: seed of the carve.
+    task: the Task that validates rows (default `get_task(task_name)`); a
+        `vineppo.tasks.custom.CustomFieldsTask` reads your own fields, and then `source` may also be
+        a hub dataset id (`datasets.load_dataset(source, split=...)`). With custom fields the
+        default validation size is the task's, capped at a tenth of the train rows.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-    task = get_task(task_name)
+    from vineppo.tasks.custom import CustomFieldsTask
+
+    task = task if task is not None else get_task(task_name)
+    custom = any(isinstance(t, CustomFieldsTask) for t in _task_chain(task))
     file_split = "test" if split == "test" else "train"
 
-    if source is None or (isinstance(source, str) and source == "hub"):
+    if custom and is_hub_id(source):
+        rows = _hub_rows(task, str(source), None, file_split)
+    elif source is None or (isinstance(source, str) and source == "hub"):
         rows = _hub_split(task_name, task, file_split)
     else:
         required, validate_row = _task_checks(task)
@@ -295,6 +321,8 @@ def load_rows(
         if task_name not in VALIDATION_SIZES:
             raise ValueError(f"task {task_name!r} has no default validation size; pass validation_size")
         validation_size = VALIDATION_SIZES[task_name]
+        if custom:
+            validation_size = min(validation_size, len(rows) // 10)
     train, validation = split_validation(rows, validation_size, key_field=task.query_field, seed=seed)
     return train if split == "train" else validation
 
@@ -313,18 +341,23 @@ def filter_by_prompt_length(
     *,
     add_special_tokens: bool = True,
     batch_size: int = 1024,
+    prompt_ids: Callable[[dict[str, Any]], Sequence[int]] | None = None,
 ) -> PromptFilterResult:
     """Keep the rows whose `task.prompt(row)` is at most `max_prompt_tokens` tokens.
 
     Tokens are counted as `tokenizer(prompt).input_ids` with special tokens (BOS) by default,
     like the official filter (`max_question_length`, 1,512 in the paper). Order is kept; the
-    number dropped is logged and returned.
+    number dropped is logged and returned. `prompt_ids(row)`, if given, counts the exact prompt
+    ids instead (chat prompts: `vineppo.prompting.PromptBuilder.ids`).
     """
     if max_prompt_tokens < 1:
         raise ValueError(f"max_prompt_tokens must be positive, got {max_prompt_tokens}")
     kept: Rows = []
     for begin in range(0, len(rows), batch_size):
         batch = rows[begin:begin + batch_size]
+        if prompt_ids is not None:
+            kept.extend(r for r in batch if len(prompt_ids(r)) <= max_prompt_tokens)
+            continue
         ids = tokenizer([task.prompt(r) for r in batch], add_special_tokens=add_special_tokens)["input_ids"]
         kept.extend(r for r, seq in zip(batch, ids) if len(seq) <= max_prompt_tokens)
     dropped = len(rows) - len(kept)

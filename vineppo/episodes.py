@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -82,12 +82,18 @@ def shard(items: Sequence, rank: int, world_size: int) -> list:
 def generate_episodes(engine: Engine, task: Task, tokenizer, rows: Sequence[Row], question_indices: Sequence[int],
                       *, samples_per_question: int, temperature: float, top_p: float, max_new_tokens: int,
                       max_sequence_length: int, stop: Sequence[str], seed: int | None,
-                      want_logprobs: bool = False) -> tuple[list[Episode], dict]:
-    """Sample `samples_per_question` responses per question and score them through the task."""
+                      want_logprobs: bool = False, prompt_ids: Callable[[Row], list[int]] | None = None,
+                      ) -> tuple[list[Episode], dict]:
+    """Sample `samples_per_question` responses per question and score them through the task.
+    `prompt_ids(row)` gives a row's prompt ids (default: the paper's template with BOS;
+    `vineppo.prompting.PromptBuilder.ids` for chat prompts)."""
     from vineppo.tokens import encode_prompt
 
     t0 = time.perf_counter()
-    prompts = [encode_prompt(tokenizer, task.prompt(rows[q])) for q in question_indices]
+    if prompt_ids is None:
+        prompts = [encode_prompt(tokenizer, task.prompt(rows[q])) for q in question_indices]
+    else:
+        prompts = [list(prompt_ids(rows[q])) for q in question_indices]
     params = SamplingParams(n=samples_per_question, temperature=temperature, top_p=top_p,
                             max_new_tokens=max_new_tokens, stop=tuple(stop), seed=seed, logprobs=want_logprobs)
     outs = engine.generate(prompts, params, desc="episodes: generate")

@@ -36,8 +36,9 @@ import yaml
 from tqdm.auto import tqdm
 
 from vineppo import checkpoint as ckpt
-from vineppo.config import EngineConfig, from_dict
+from vineppo.config import EngineConfig, PromptConfig, from_dict
 from vineppo.engine.base import Completion, Engine, SamplingParams
+from vineppo.tasks import get_task
 from vineppo.tasks.base import STOP_STRINGS, Row, Task
 from vineppo.tokens import encode_prompt
 
@@ -147,6 +148,8 @@ def vote_key(task: Task, answer: str | None) -> str | None:
     from vineppo.tasks.gsm8k import GSM8KTask
 
     key = " ".join(answer.split())
+    while getattr(task, "inner", None) is not None:  # custom fields / reasoning tags wrap the grader
+        task = task.inner
     if isinstance(task, GSM8KTask):  # GSM8K and tasks in its answer format (the demo's arithmetic)
         key = key.replace(",", "").lower()
         number = _canonical_number(key)
@@ -199,7 +202,7 @@ def _token_budget(prompt_len: int, settings: EvalSettings) -> int:
 
 
 def _generate_chunk(engine: Engine, prompts: Sequence[list[int]], settings: EvalSettings,
-                    seed: int) -> list[list[Completion]]:
+                    seed: int, stop: Sequence[str] = STOP_STRINGS) -> list[list[Completion]]:
     """Generate n samples per prompt; prompts are grouped by their token budget."""
     out: list[list[Completion] | None] = [None] * len(prompts)
     groups: dict[int, list[int]] = {}
@@ -211,7 +214,7 @@ def _generate_chunk(engine: Engine, prompts: Sequence[list[int]], settings: Eval
                 out[i] = [Completion([], "", "length") for _ in range(settings.n_samples)]
             continue
         params = SamplingParams(n=settings.n_samples, temperature=settings.temperature, top_p=settings.top_p,
-                                max_new_tokens=budget, stop=tuple(STOP_STRINGS), seed=seed)
+                                max_new_tokens=budget, stop=tuple(stop), seed=seed)
         for i, comps in zip(idx, engine.generate([prompts[i] for i in idx], params, desc="eval: generate")):
             out[i] = comps
     return out  # type: ignore[return-value]
@@ -272,7 +275,8 @@ def evaluate_model(engine: Engine, tokenizer, task: Task, rows: Sequence[Row], *
                    n_samples: int = DEFAULT_N_SAMPLES, temperature: float = DEFAULT_TEMPERATURE,
                    top_p: float = DEFAULT_TOP_P, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                    seed: int = DEFAULT_SEED, max_sequence_length: int | None = None,
-                   chunk_problems: int = DEFAULT_CHUNK_PROBLEMS, progress: bool = True) -> tuple[dict, list[dict]]:
+                   chunk_problems: int = DEFAULT_CHUNK_PROBLEMS, progress: bool = True,
+                   prompt_ids=None, stop: Sequence[str] = STOP_STRINGS) -> tuple[dict, list[dict]]:
     """Sample `n_samples` responses per row with `engine`, grade them with `task`.
 
     Returns (summary, records).
@@ -296,8 +300,11 @@ def evaluate_model(engine: Engine, tokenizer, task: Task, rows: Sequence[Row], *
     bar = tqdm(total=len(rows), desc=f"eval {task.name}: problems", unit="problem", disable=not progress)
     for chunk_index, begin in enumerate(starts):
         chunk = rows[begin: begin + chunk_problems]
-        prompts = [encode_prompt(tokenizer, task.prompt(r)) for r in chunk]
-        outs = _generate_chunk(engine, prompts, settings, seed + chunk_index)
+        if prompt_ids is None:  # the paper's prompt; chat prompts: vineppo.prompting.PromptBuilder.ids
+            prompts = [encode_prompt(tokenizer, task.prompt(r)) for r in chunk]
+        else:
+            prompts = [list(prompt_ids(r)) for r in chunk]
+        outs = _generate_chunk(engine, prompts, settings, seed + chunk_index, stop)
         for offset, (prompt, comps) in enumerate(zip(prompts, outs)):
             p = begin + offset
             gold = _gold(task, rows[p])
@@ -404,6 +411,22 @@ class DataSpec:
     source: str | None = None
     validation_size: int | None = None
     validation_seed: int = 42
+    #: the run's own data fields and answer format (`data.question_field`, ...), issue 14
+    question_field: str | None = None
+    answer_field: str | None = None
+    solution_field: str | None = None
+    answer_format: str = "hashes"
+    #: the run's `prompt` section (chat template, instruction, think tags); None = the paper's prompt
+    prompt: PromptConfig | None = None
+
+    def make_task(self, tokenizer=None) -> Task:
+        """The grading task of the run: grader, custom fields, answer format, reasoning tags."""
+        from vineppo.config import DataConfig
+        from vineppo.prompting import make_task
+
+        data = DataConfig(task=self.task, question_field=self.question_field, answer_field=self.answer_field,
+                          solution_field=self.solution_field, answer_format=self.answer_format)
+        return make_task(data, self.prompt, tokenizer)
 
 
 def data_spec(run_cfg: Mapping[str, Any], *, task: str | None, source: str | None, where: str) -> DataSpec:
@@ -421,7 +444,11 @@ def data_spec(run_cfg: Mapping[str, Any], *, task: str | None, source: str | Non
         raise EvalError(f"{where}: data.validation_size must be an integer or null, got {vsize!r}")
     if not isinstance(vseed, int):
         raise EvalError(f"{where}: data.validation_seed must be an integer, got {vseed!r}")
-    return DataSpec(str(task_name), src, vsize, vseed)
+    fields = {k: data.get(k) for k in ("question_field", "answer_field", "solution_field")}
+    prompt = _section(run_cfg, "prompt", where)
+    prompt_cfg = from_dict(PromptConfig, dict(prompt), where=f"{where}: prompt") if prompt else None
+    return DataSpec(str(task_name), src, vsize, vseed, answer_format=data.get("answer_format") or "hashes",
+                    prompt=prompt_cfg, **fields)
 
 
 def engine_config(run_cfg: Mapping[str, Any], where: str, **overrides: Any) -> EngineConfig:
@@ -437,10 +464,15 @@ def load_eval_rows(spec: DataSpec, split: str, max_problems: int | None = None) 
 
     if split not in ("test", "validation", "train"):
         raise EvalError(f"unknown split {split!r}; use test or validation")
+    from vineppo.data import is_hub_id
+
     source = spec.source
-    if source is not None and source != "hub" and not Path(source).is_dir():
+    task = spec.make_task()
+    custom = task.query_field != get_task(spec.task).query_field or spec.answer_field is not None
+    if source is not None and source != "hub" and not Path(source).is_dir() and not (custom and is_hub_id(source)):
         raise EvalError(f"data source {source!r} is not a directory (pass --data-source DIR, or null for the hub)")
-    rows = load_rows(spec.task, split, source, validation_size=spec.validation_size, seed=spec.validation_seed)
+    rows = load_rows(spec.task, split, source, validation_size=spec.validation_size, seed=spec.validation_seed,
+                     task=task)
     if max_problems is not None:
         if max_problems < 1:
             raise EvalError(f"max_problems must be >= 1, got {max_problems}")
@@ -520,7 +552,7 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, task_name: str, split: str, 
                         max_problems: int | None = None, validation_size: int | None = None,
                         validation_seed: int = 42, rows: Sequence[Row] | None = None,
                         engine: Engine | None = None, tokenizer=None, iteration: int | None = None,
-                        progress: bool = True) -> dict:
+                        progress: bool = True, spec: DataSpec | None = None) -> dict:
     """Evaluate one model directory on `split` of `task_name` and write its files.
 
     checkpoint_dir: a run checkpoint (`RUN/checkpoints/iter_NNNNNN`, verified against its
@@ -532,6 +564,8 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, task_name: str, split: str, 
         validation stays held out from training).
     rows / engine / tokenizer: reuse what the caller has already loaded (the engine must hold
         this checkpoint's weights); the engine is then not closed here.
+    spec: the run's data spec; its custom fields, answer format and prompt (chat template) are
+        used as in training (task_name, data_source and the carve then come from it too).
     Returns the results dict written to results.json (summary + what was evaluated).
     """
     settings = EvalSettings(n_samples, temperature, top_p, max_new_tokens, seed, max_sequence_length)
@@ -541,13 +575,21 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, task_name: str, split: str, 
     elif out_dir is None:
         raise EvalError(f"checkpoint {checkpoint_dir} does not exist locally; pass an output directory to "
                         f"evaluate a hub model")
-    from vineppo.tasks import get_task
+    from vineppo.prompting import PromptBuilder
 
-    task = get_task(task_name)
+    if spec is None:
+        spec = DataSpec(task_name, data_source, validation_size, validation_seed)
     if rows is None:
-        rows = load_eval_rows(DataSpec(task_name, data_source, validation_size, validation_seed), split, max_problems)
+        rows = load_eval_rows(spec, split, max_problems)
     if tokenizer is None:
         tokenizer = load_tokenizer(checkpoint_dir)
+    task = spec.make_task(tokenizer)
+    chat = spec.prompt is not None and spec.prompt.chat
+    if chat:
+        from vineppo.prompting import use_end_of_turn_as_eos
+
+        use_end_of_turn_as_eos(tokenizer)
+    prompts = PromptBuilder(tokenizer, task, spec.prompt) if chat else None
     own_engine = engine is None
     if own_engine:
         from vineppo.engine.factory import make_engine
@@ -557,7 +599,8 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, task_name: str, split: str, 
     try:
         summary, records = evaluate_model(
             engine, tokenizer, task, rows, n_samples=n_samples, temperature=temperature, top_p=top_p,
-            max_new_tokens=max_new_tokens, seed=seed, max_sequence_length=max_sequence_length, progress=progress)
+            max_new_tokens=max_new_tokens, seed=seed, max_sequence_length=max_sequence_length, progress=progress,
+            prompt_ids=prompts.ids if prompts is not None else None, stop=() if chat else STOP_STRINGS)
         backend = _backend_name(engine)
     finally:
         if own_engine:
@@ -726,7 +769,8 @@ def evaluate_run(run_dir: str | Path, task_name: str | None = None, split: str |
                     job.model, spec.task, s, data_source=spec.source, out_dir=eval_dir(job.eval_root, s),
                     n_samples=n_samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                     seed=seed, max_sequence_length=max_sequence_length, max_problems=max_problems,
-                    rows=rows[s], engine=engine, tokenizer=tokenizer, iteration=job.iteration, progress=progress))
+                    rows=rows[s], engine=engine, tokenizer=tokenizer, iteration=job.iteration, progress=progress,
+                    spec=spec))
     finally:
         cache.close()
     return written

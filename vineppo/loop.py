@@ -41,17 +41,17 @@ def ensure_tiny_model(cfg: TrainConfig, acc) -> None:
         return
     if acc.is_main_process:
         from vineppo.data import load_rows
-        from vineppo.tasks import get_task
+        from vineppo.prompting import make_task, tiny_init_texts
         from vineppo.tiny import save_tiny
 
-        task = get_task(cfg.data.task)
+        task = make_task(cfg.data)
         rows = load_rows(cfg.data.task, "train", cfg.data.source, seed=cfg.data.validation_seed,
-                         validation_size=cfg.data.validation_size)
-        texts = [task.prompt(r) + task.sft_target(r) for r in rows[:2000]]
+                         validation_size=cfg.data.validation_size, task=task)
+        texts = tiny_init_texts(task, rows[:2000], cfg.prompt)
         log.info("model.tiny_init: building a random-init tiny model at %s", path)
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        save_tiny(tmp, texts)
+        save_tiny(tmp, texts, chat=cfg.prompt.chat)
         os.replace(tmp, path)
     acc.wait_for_everyone()
 
@@ -67,14 +67,15 @@ def load_tokenizer(cfg: TrainConfig):
     return tok
 
 
-def load_train_rows(cfg: TrainConfig, task, tokenizer) -> list[dict]:
+def load_train_rows(cfg: TrainConfig, task, tokenizer, prompts=None) -> list[dict]:
     from vineppo.data import filter_by_prompt_length, load_rows
 
     rows = load_rows(cfg.data.task, "train", cfg.data.source, seed=cfg.data.validation_seed,
-                     validation_size=cfg.data.validation_size)
+                     validation_size=cfg.data.validation_size, task=task)
     if cfg.data.max_train_rows is not None:
         rows = rows[: cfg.data.max_train_rows]
-    kept = filter_by_prompt_length(rows, task, tokenizer, cfg.data.max_prompt_tokens).rows
+    kept = filter_by_prompt_length(rows, task, tokenizer, cfg.data.max_prompt_tokens,
+                                   prompt_ids=prompts.ids if prompts is not None and cfg.prompt.chat else None).rows
     if not kept:
         raise ValueError(f"no {cfg.data.task} train rows left after the prompt-length filter "
                          f"(max_prompt_tokens={cfg.data.max_prompt_tokens})")
@@ -178,8 +179,9 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from vineppo.engine.factory import make_engine
-    from vineppo.tasks import get_task
+    from vineppo.engine.factory import make_engine, resolve_backend
+    from vineppo.lora_sync import PolicySync, uses_adapter_sync, vllm_lora_engine_kwargs
+    from vineppo.prompting import PromptBuilder, make_task, stop_strings, use_end_of_turn_as_eos
     from vineppo.trainer import Trainer
 
     run_dir = Path(output_dir)
@@ -200,8 +202,11 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
 
     ensure_tiny_model(cfg, acc)
     tokenizer = load_tokenizer(cfg)
-    task = get_task(cfg.data.task)
-    rows = load_train_rows(cfg, task, tokenizer)
+    if cfg.prompt.chat:
+        use_end_of_turn_as_eos(tokenizer)
+    task = make_task(cfg.data, cfg.prompt, tokenizer)
+    prompts = PromptBuilder(tokenizer, task, cfg.prompt)
+    rows = load_train_rows(cfg, task, tokenizer, prompts)
     log.info("%s: %d train rows, %d processes, algorithm %s", cfg.data.task, len(rows), world, cfg.algorithm)
 
     trainer = Trainer(cfg, acc, tokenizer, progress=cfg.logging.progress)
@@ -219,14 +224,18 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
     acc.wait_for_everyone()
 
     max_len = cfg.sampling.max_sequence_length
+    adapter_sync = uses_adapter_sync(cfg.model.lora, resolve_backend(cfg.engine))
     engine = make_engine(cfg.engine, model_path=cfg.model.name_or_path, tokenizer=tokenizer,
                          model=trainer.unwrapped_policy() if cfg.model.lora is None else None,
                          seed=derive_seed(cfg.seed, rank, 0, "engine"), max_model_len=max_len,
-                         progress=cfg.logging.progress and acc.is_local_main_process)
+                         progress=cfg.logging.progress and acc.is_local_main_process,
+                         vllm_kwargs=vllm_lora_engine_kwargs(cfg.model.lora) if adapter_sync else None)
+    policy_sync = PolicySync(adapter=adapter_sync)
     if start > 0 or cfg.model.lora is not None:
-        engine.update_weights(trainer.policy_state_dict())
+        policy_sync.push(engine, trainer)
 
     scfg = cfg.sampling
+    stop = stop_strings(cfg)
     final = None
     for it in range(start, cfg.iterations):
         t_iter = time.perf_counter()
@@ -235,7 +244,8 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
         episodes, gstats = generate_episodes(
             engine, task, tokenizer, rows, q_local, samples_per_question=cfg.episodes.samples_per_question,
             temperature=scfg.temperature, top_p=scfg.top_p, max_new_tokens=scfg.max_new_tokens,
-            max_sequence_length=max_len, stop=scfg.stop, seed=derive_seed(cfg.seed, rank, it, "episodes"), want_logprobs=True)
+            max_sequence_length=max_len, stop=stop, seed=derive_seed(cfg.seed, rank, it, "episodes"), want_logprobs=True,
+            prompt_ids=prompts.ids)
         row: dict = {}
         row.update(episode_metrics(episodes))
         row.update(gstats)
@@ -243,7 +253,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
             mstats = estimate_mc_values(
                 engine, task, tokenizer, rows, episodes, k=cfg.mc.k, cap=cfg.mc.max_states_per_response,
                 temperature=scfg.temperature, top_p=scfg.top_p, max_new_tokens=scfg.max_new_tokens,
-                max_sequence_length=max_len, stop=scfg.stop, seed=derive_seed(cfg.seed, rank, it, "mc"))
+                max_sequence_length=max_len, stop=stop, seed=derive_seed(cfg.seed, rank, it, "mc"))
             assign_vine_advantages(episodes)
             row.update(mstats)
         if cfg.engine.sleep_during_training:
@@ -252,7 +262,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
         whiten = tstats.pop("train/whiten_stats", None)
         t_sync = time.perf_counter()
         # push while asleep, then wake: the engine applies the safe wake order (weights, then KV cache)
-        engine.update_weights(trainer.policy_state_dict())
+        policy_sync.push(engine, trainer)
         if cfg.engine.sleep_during_training:
             engine.wake()
         row["sync/seconds"] = time.perf_counter() - t_sync
@@ -278,6 +288,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
             final = save_checkpoint(trainer, acc, run_dir, it + 1)
         if os.environ.get(CRASH_ENV) == str(it + 1):
             os.kill(os.getpid(), signal.SIGKILL)
+    policy_sync.close()
     if not keep_engine:
         engine.close()
     acc.wait_for_everyone()

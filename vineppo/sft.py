@@ -152,7 +152,8 @@ def sft_from_pretrained(model_name_or_path: str, task_name: str, output_dir: str
                         validation_seed: int = 42, max_train_rows: int | None = None,
                         dtype: str = "float32", gradient_checkpointing: bool = False,
                         attn_implementation: str | None = None, device: str | None = None,
-                        overwrite: bool = False, progress: bool = True) -> dict:
+                        overwrite: bool = False, progress: bool = True, question_field: str | None = None,
+                        answer_field: str | None = None, solution_field: str | None = None) -> dict:
     """`vineppo sft`: fine-tune a base model on a task's train rows and save it to `output_dir`.
 
     The train rows are the same as RL training's (`vineppo.data.load_rows(..., "train")`, i.e.
@@ -160,6 +161,8 @@ def sft_from_pretrained(model_name_or_path: str, task_name: str, output_dir: str
     stays held out. The model and tokenizer are assembled in `<output_dir>.tmp` and renamed into
     place when done, with `sft_info.json` (recipe and statistics) beside them.
     dtype: the weights' dtype (keep float32 and set `cfg.autocast_dtype="bfloat16"` on GPUs).
+    question_field / answer_field / solution_field: your own data's fields (vineppo.tasks.custom);
+        SFT trains on worked solutions, so with your own fields `solution_field` is required.
     """
     import json
     import os
@@ -174,7 +177,15 @@ def sft_from_pretrained(model_name_or_path: str, task_name: str, output_dir: str
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"output directory {out} is not empty; pass --overwrite or choose another one")
     task = get_task(task_name)
-    rows = load_rows(task_name, "train", data_source, validation_size=validation_size, seed=validation_seed)
+    if question_field or answer_field or solution_field:
+        from vineppo.tasks.custom import CustomFieldsTask, MissingSolutionError
+
+        if not solution_field:
+            raise MissingSolutionError("SFT trains on worked solutions, but no solution field was given "
+                                       f"(answers only, field {answer_field!r}); pass --solution-field FIELD")
+        task = CustomFieldsTask(task, question_field or task.query_field, answer_field, solution_field)
+    rows = load_rows(task_name, "train", data_source, validation_size=validation_size, seed=validation_seed,
+                     task=task)
     if max_train_rows is not None:
         rows = rows[:max_train_rows]
     tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)

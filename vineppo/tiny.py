@@ -17,6 +17,16 @@ from typing import Iterable
 import torch
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
+#: chat tokens of the tiny chat tokenizer (ChatML, as Qwen's); the end-of-turn token is its EOS
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+#: a ChatML template (Jinja, rendered by transformers' `apply_chat_template`), BOS first
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 @dataclass(frozen=True)
@@ -29,8 +39,10 @@ class TinyModelConfig:
     vocab_size: int = 640
 
 
-def build_tokenizer(texts: Iterable[str], vocab_size: int = 640):
-    """Train a byte-level BPE tokenizer on `texts`; returns a `PreTrainedTokenizerFast`."""
+def build_tokenizer(texts: Iterable[str], vocab_size: int = 640, chat: bool = False):
+    """Train a byte-level BPE tokenizer on `texts`; returns a `PreTrainedTokenizerFast`.
+    `chat`: add ChatML special tokens and `CHAT_TEMPLATE`; EOS is then `<|im_end|>` (the end of an
+    assistant turn, where generation stops)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -42,15 +54,18 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 640):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[PAD, BOS, EOS],
+        special_tokens=[PAD, BOS, EOS] + ([IM_START, IM_END] if chat else []),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(list(texts), trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=IM_END if chat else EOS, pad_token=PAD,
         clean_up_tokenization_spaces=False,
     )
+    if chat:
+        fast.chat_template = CHAT_TEMPLATE
+    return fast
 
 
 def build_model(tokenizer, cfg: TinyModelConfig = TinyModelConfig(), seed: int = 0):
@@ -80,11 +95,12 @@ def build_model(tokenizer, cfg: TinyModelConfig = TinyModelConfig(), seed: int =
 
 
 def save_tiny(out_dir: str | Path, texts: Iterable[str], cfg: TinyModelConfig = TinyModelConfig(),
-              seed: int = 0) -> Path:
-    """Build and save a tiny model + tokenizer to `out_dir` (loadable with `from_pretrained`)."""
+              seed: int = 0, chat: bool = False) -> Path:
+    """Build and save a tiny model + tokenizer to `out_dir` (loadable with `from_pretrained`);
+    `chat`: the tokenizer carries a chat template (see `build_tokenizer`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(texts, cfg.vocab_size)
+    tokenizer = build_tokenizer(texts, cfg.vocab_size, chat=chat)
     model = build_model(tokenizer, cfg, seed)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

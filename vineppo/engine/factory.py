@@ -19,9 +19,10 @@ def resolve_backend(cfg: EngineConfig) -> str:
 
 
 def make_engine(cfg: EngineConfig, *, model_path: str, tokenizer, model=None, seed: int = 0,
-                max_model_len: int | None = None, progress: bool = True) -> Engine:
+                max_model_len: int | None = None, progress: bool = True, vllm_kwargs: dict | None = None) -> Engine:
     """`model_path` serves vLLM (it loads from disk once; later weights arrive in place);
-    `model`, if given, is copied by the transformers backend instead of reading `model_path`."""
+    `model`, if given, is copied by the transformers backend instead of reading `model_path`.
+    `vllm_kwargs`: further `vllm.LLM` arguments (e.g. LoRA serving, vineppo.lora_sync)."""
     backend = resolve_backend(cfg)
     if backend == "vllm":
         from vineppo.engine.vllm import VLLMEngine
@@ -30,7 +31,7 @@ def make_engine(cfg: EngineConfig, *, model_path: str, tokenizer, model=None, se
                           tensor_parallel_size=cfg.tensor_parallel_size, swap_space=cfg.swap_space,
                           kv_cache_memory_bytes=cfg.kv_cache_memory_bytes,
                           enable_prefix_caching=cfg.enable_prefix_caching, max_model_len=max_model_len,
-                          progress=progress)
+                          progress=progress, **(vllm_kwargs or {}))
     from vineppo.engine.hf import HFEngine
     return HFEngine(model if model is not None else model_path, tokenizer, max_batch_size=cfg.max_batch_size,
                     progress=progress)

@@ -240,6 +240,8 @@ class VLLMEngine(Engine):
         self.eos_id = tokenizer.eos_token_id
         #: ids that end a response (vLLM also stops on the generation config's EOS ids)
         self.stop_token_ids = self._stop_ids(tokenizer, model_path)
+        #: the LoRA adapter served on top of the base weights (`update_adapter`), or None
+        self.lora_request = None
         self._sleeping = False
         self._pending: list[tuple[str, torch.Tensor]] | None = None
         self._weights_dir: str | None = None
@@ -502,6 +504,9 @@ class VLLMEngine(Engine):
             skip_special_tokens=True, spaces_between_special_tokens=False,
             # Text is only needed for stop-string detection; responses are re-decoded with our tokenizer.
             detokenize=bool(sampling.stop),
+            # Our tokenizer's EOS (for chat prompts: the template's end-of-turn token) may differ
+            # from the one vLLM read from the model dir.
+            stop_token_ids=sorted(self.stop_token_ids),
         )
         if sampling.stop:
             kw.update(stop=list(sampling.stop), include_stop_str_in_output=True)
@@ -542,9 +547,9 @@ class VLLMEngine(Engine):
         q0, h0 = self._prefix_counters()
         with _torch_threads(self.cpu_threads), self._engine_rng(sampling.seed):
             try:
-                outs = self.llm.generate(inputs, params, use_tqdm=use_tqdm)
+                outs = self.llm.generate(inputs, params, use_tqdm=use_tqdm, lora_request=self.lora_request)
             except TypeError:  # old vLLM: use_tqdm must be a bool
-                outs = self.llm.generate(inputs, params, use_tqdm=bool(use_tqdm))
+                outs = self.llm.generate(inputs, params, use_tqdm=bool(use_tqdm), lora_request=self.lora_request)
         seconds = time.perf_counter() - t0
 
         results: list[list[Completion]] = []
@@ -671,6 +676,27 @@ class VLLMEngine(Engine):
         self.last_sync = {"method": method, "seconds": time.perf_counter() - t0, "tensors": len(items),
                           "version": self.weights_version}
         log.debug("update_weights: %s", self.last_sync)
+
+    def update_adapter(self, adapter_dir: str | os.PathLike) -> None:
+        """Serve the PEFT LoRA adapter saved in `adapter_dir` (adapter_config.json +
+        adapter_model.safetensors) on top of the unchanged base weights, through vLLM's LoRA support
+        (the engine must be built with `enable_lora=True, max_lora_rank>=r`). The adapter is loaded
+        now under a new id (so no prefix-cache entry of an older policy is reused) and the previous
+        one is dropped; `adapter_dir` may be overwritten afterwards. The alternative is
+        `update_weights` with merged weights; benchmarks/lora_sync.py compares the two."""
+        from vllm.lora.request import LoRARequest
+
+        self._check_open()
+        t0 = time.perf_counter()
+        version = self.weights_version + 1
+        request = LoRARequest(lora_name=f"policy-v{version}", lora_int_id=version, lora_path=str(adapter_dir))
+        with _torch_threads(self.cpu_threads):
+            self.llm.llm_engine.add_lora(request)
+        old, self.lora_request = self.lora_request, request
+        if old is not None:
+            self.llm.llm_engine.remove_lora(old.lora_int_id)
+        self.weights_version = version
+        self.last_sync = {"method": "lora_adapter", "seconds": time.perf_counter() - t0, "version": version}
 
     def _push_via_disk(self, items: list[tuple[str, torch.Tensor]]) -> None:
         from safetensors.torch import save_file

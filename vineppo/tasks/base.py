@@ -72,3 +72,50 @@ class Task(ABC):
 
     def rewards_many(self, responses: Sequence[str], rows: Sequence[Row]) -> list[float]:
         return [1.0 if ok else 0.0 for ok in self.grade_many(responses, rows)]
+
+
+class TaskWrapper(Task):
+    """A Task that forwards everything to `inner`; subclasses change one aspect (e.g. where the
+    fields live, or reading the answer after a reasoning block) and keep the inner grader."""
+
+    def __init__(self, inner: Task) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.query_field = inner.query_field
+        self.solution_field = inner.solution_field
+        self.required_fields = tuple(inner.required_fields)
+
+    def query(self, row: Row) -> str:
+        return self.inner.query(row)
+
+    def prompt(self, row: Row) -> str:
+        return self.inner.prompt(row)
+
+    def sft_target(self, row: Row) -> str:
+        return "\n" + self.gold_solution(row) + "\n"
+
+    def gold_solution(self, row: Row) -> str:
+        return self.inner.gold_solution(row)
+
+    def validate_row(self, row: Row) -> None:
+        check = getattr(self.inner, "validate_row", None)
+        if check is not None:
+            check(row)
+
+    def split_steps(self, response: str) -> list[int]:
+        return self.inner.split_steps(response)
+
+    def extract_answer(self, response: str) -> str | None:
+        return self.inner.extract_answer(response)
+
+    def has_final_answer(self, response: str) -> bool:
+        return self.inner.has_final_answer(response)
+
+    def gold_answer(self, row: Row) -> str:
+        return self.inner.gold_answer(row)
+
+    def is_correct(self, response: str, row: Row) -> bool:
+        return self.grade_many([response], [row])[0]
+
+    def grade_many(self, responses: Sequence[str], rows: Sequence[Row]) -> list[bool]:
+        return self.inner.grade_many(responses, rows)

@@ -141,9 +141,15 @@ class GSM8KTask(Task):
     solution_field = "answer"
     required_fields = ("question", "answer")
 
-    def __init__(self, remove_calculator: bool = True) -> None:
+    def __init__(self, remove_calculator: bool = True, answer_format: str = "hashes") -> None:
+        from vineppo.tasks.boxed import ANSWER_FORMATS
+
         #: strip `<<...>>` calculator annotations from gold solutions (the paper's setting)
         self.remove_calculator = remove_calculator
+        if answer_format not in ANSWER_FORMATS:
+            raise ValueError(f"unknown answer format {answer_format!r}; valid: {', '.join(ANSWER_FORMATS)}")
+        #: how responses state their answer: "hashes" (the paper), "boxed" or "auto" (tasks/boxed.py)
+        self.answer_format = answer_format
 
     def query(self, row: Row) -> str:
         # The official preprocessing strips the question (a no-op on the released files).
@@ -166,6 +172,10 @@ class GSM8KTask(Task):
         return split_steps(response)
 
     def extract_answer(self, response: str) -> str | None:
+        if self.answer_format != "hashes":
+            from vineppo.tasks.boxed import extract_final_answer
+
+            return extract_final_answer(response, self.answer_format, extract_answer)
         return extract_answer(response)
 
     def gold_answer(self, row: Row) -> str:
@@ -180,7 +190,7 @@ class GSM8KTask(Task):
         """True iff the answer after the last `####` of `response` matches the gold. Never raises."""
         if not isinstance(response, str):
             return False
-        predicted = extract_answer(response)
+        predicted = self.extract_answer(response)
         if predicted is None:
             return False
         try:
