@@ -18,42 +18,28 @@ in a `GraderPool` worker process with a hard per-case timeout, and a hung or cra
 killed and replaced. Everything else here is plain string work written to run in linear time on
 hostile input, so the fast paths (string and numeric equality) need no pool.
 
-DEPARTURES from the official code (each is also marked "DEPARTURE" where it happens):
+This is the `official` grading mode. Its only departures from the official code are the
+three documented fixes:
 
-- No model text is ever executed. The official code turns LaTeX into plain text (pylatexenc) and
-  then calls sympy's `parse_expr`/`sympify` (which use `eval`) on it. Here LaTeX is parsed with a
-  real LaTeX grammar (latex2sympy2_extended), only inside the sandboxed worker, and `simplify`
-  and `N` only ever see sympy objects. The official guard that refuses symbolic work on text
-  with more than two unknown letters or with big exponents is kept, evaluated on an
-  approximation of pylatexenc's plain-text rendering (`latex_to_gate_text`).
-  Consequence: the official text rendering lost grouping (`\\frac{x+1}{2}` became `x+1/2` and
-  `5^{1/2}` became `5^1/2`), so it missed some equalities that a real parse finds (`5^{1/2}` vs
-  `\\sqrt{5}`, `\\frac{\\sqrt{5}+1}{2}` vs `\\frac{1+\\sqrt{5}}{2}`); here they are equal. The
-  grammar also reads `e` as Euler's number and `\\log` as base 10.
-- The timeout bounds a whole case (every symbolic check of one response) instead of each
-  `simplify` call separately; the official numeric `N(a) ~ N(b)` step had no timeout at all.
-  A timeout or a worker crash counts as "not equal". Workers also have a memory cap.
-- Numbers compare as numbers: thousands separators (`5,600`) are removed on both sides, but any
-  other comma makes a string "not a number" (the official `parse_digits` deleted every comma, so
-  the list `1,2` equalled `12`).
-- `\\boxed 5` (no braces) is read when the text has no `boxed{` at all; the official extractor
-  returned nothing for it, which made two train rows (train/algebra/24014, 25040) ungradeable.
-- A symbolic comparison is refused when either side contains `%` (the official `parse_expr`
-  always failed on a trailing percent sign; percentages are compared by the numeric rules).
+- no model text is executed: the official code hands pylatexenc's plain-text rendering to
+  sympy's `parse_expr`/`sympify`, which `eval` it; here the same tokens and transformations
+  are evaluated by a whitelisted interpreter (`safe_sympy`), inside the worker;
+- a symbolic check that times out or crashes is "not equal" and never hangs: the timeout
+  bounds a whole case in a killable worker with a memory cap (the official code timed each
+  `simplify` only, in a pool, and left `N` and pylatexenc untimed);
+- (GSM8K only, see `vineppo.tasks.gsm8k`) golds written with a thousands comma can be matched.
 
-Kept on purpose although questionable (parity): interval bracket kinds are not compared
-(`(1,2)` equals `[1,2]`), `\\cdot` is deleted by `strip_string` (`2\\cdot3` reads `23`), and a
-response must box every distinct value the gold solution boxes (37 train rows box more than one).
-Speed-ups that do not change verdicts: plain integers/decimals/fractions skip the LaTeX parser;
-for constants the numeric comparison decides without `simplify`; for expressions with symbols a
-numeric probe at a fixed point rejects clearly different ones without `simplify`.
+Everything else is reproduced on purpose, including the official quirks: `\\boxed 5` (no
+braces) extracts nothing, `parse_digits` deletes every comma (`1,2` equals `12`), interval
+bracket kinds are not compared, `\\cdot` is deleted (`2\\cdot3` reads `23`), `%` starts a LaTeX
+comment in the rendering (`\\boxed{125\\% dollars}` equals `125`), and a response must box
+every distinct value the gold solution boxes.
+
+The `math_verify` mode (`GraderPool.math_verify_many`) uses Hugging Face's math-verify instead,
+in the same workers under the same timeout.
 """
 
 from __future__ import annotations
-
-import atexit
-import json
-import math
 
 from vineppo.tasks.math_grading.compare import (  # noqa: F401
     NUMERIC_TOLERANCE,
@@ -86,7 +72,9 @@ from vineppo.tasks.math_grading.symbolic import (  # noqa: F401
     DEFAULT_WORKER_MEMORY_MB,
     _SymbolicEngine,
     count_unknown_letters,
-    latex_to_gate_text,
+    latex_to_text,
+    math_verify_equal,
+    text_allows_eval,
     serve_grader_worker,
     symbolic_gate_allows,
 )

@@ -20,23 +20,14 @@ SymbolicCheck = Callable[[str, str], bool]
 # Comparison (the official math_equal / is_correct / eval_math), symbolic step injected
 # --------------------------------------------------------------------------------------------
 
-_THOUSANDS_GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
 _MATRIX_BEGINS = ("\\begin{pmatrix}", "\\begin{bmatrix}")
 _MATRIX_ENDS = ("\\end{pmatrix}", "\\end{bmatrix}")
 
 
 def parse_number(text: str) -> float | None:
-    """The value of a plain number (`-3.5`, `1e3`, `5,600`) or a percentage (`25%` -> 0.25).
-
-    DEPARTURE: commas are removed only when they group thousands, on either side (the official
-    code removed every comma, so `1,2` read as 12).
-    """
-    s = str(text)
-    if "," in s:
-        core = s[:-1].rstrip("\\") if s.endswith("%") else s
-        if not _THOUSANDS_GROUPED.fullmatch(core.strip()):
-            return None
-        s = s.replace(",", "")
+    """The official `parse_digits`: every comma removed, then a float (`1e3`, `5,600`, `inf`),
+    or a percentage (`25%` or `25\\%` -> 0.25); None otherwise."""
+    s = str(text).replace(",", "")
     try:
         return float(s)
     except ValueError:

@@ -163,7 +163,6 @@ _MINERVA_SUFFIX = "$. I hope"
 _ANSWER_IS = "he answer is"
 _PROGRAM_OUTPUT_FENCE = "```output"
 _LAST_NUMBER = re.compile(r"-?\d*\.?\d+")
-_SPACED_BOXED = re.compile(r"\\boxed\s+([^\s$]+)")
 _TEXT_AND = re.compile(r"\\text\{\s*and\s*\}")
 _COMMA_LIST_PHRASE = "separated by commas"
 
@@ -173,12 +172,9 @@ def extract_boxed_answers(text: str) -> list[str]:
 
     As in the official code, each box is searched only up to the next `boxed{` (so for nested
     boxes only the innermost is read), an unclosed box gives nothing, and a box closed by `}%`
-    keeps its closing brace. DEPARTURE: when the text has no `boxed{` at all, the unbraced form
-    `\\boxed 5` gives the token after it (the official code gave nothing).
+    keeps its closing brace. The unbraced form `\\boxed 5` gives nothing, as there.
     """
     pieces = text.split("boxed{")
-    if len(pieces) == 1:
-        return _SPACED_BOXED.findall(text)
     answers: list[str] = []
     for piece in pieces[1:]:
         depth = 0

@@ -202,6 +202,12 @@ class GraderPool:
                 verdicts[job.index] = verdict
         return verdicts
 
+    def math_verify_many(self, cases: Iterable[tuple[str, str]], timeout: float | None = None) -> list[bool]:
+        """`math_verify` mode: for each (gold text, predicted text) pair, whether math-verify
+        finds the same answer in both. Every pair runs in a worker under the timeout."""
+        jobs = [_Job(index, "math_verify", (str(gold), str(pred))) for index, (gold, pred) in enumerate(cases)]
+        return self._run(jobs, timeout) if jobs else []
+
     def grade_many(
         self, cases: Iterable[tuple[str, str, str | None]], timeout: float | None = None
     ) -> list[bool]:
