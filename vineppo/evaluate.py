@@ -2,9 +2,10 @@
 
 Protocol (the paper's): 16 samples per problem at T=0.35, top_p=0.9, at most 1024 new tokens,
 seed 42, the training prompt and stop string. pass@1 is the mean correctness over all samples,
-averaged over problems (the official `correct_frac`, spec §6 [issue #10]). A sample that did not
-finish (`finish_reason == "length"`) or that does not fit `max_sequence_length` counts as wrong,
-like in training.
+averaged over problems (the official `correct_frac`, spec §6 [issue #10]). Every sample is
+graded, including those cut by `max_new_tokens` or `max_sequence_length`, as in the official
+evaluation (`unfinished="grade"`); `unfinished="wrong"` counts them as wrong without grading, like
+the training reward. `grading` picks the grader: "official" (the paper's) or "math_verify".
 
 Files, per evaluated checkpoint and split (`eval/<split>/` under the checkpoint by default):
 - `results.json`: the summary (pass@1, pass@k, maj@k, lengths, counts) plus what was evaluated
@@ -57,7 +58,10 @@ SAMPLES_FILE = "samples.jsonl"
 INITIAL_DIR = "initial"
 #: results keys that must agree for existing results to count as "already evaluated"
 SETTING_KEYS = ("task", "n_samples", "temperature", "top_p", "max_new_tokens", "seed", "max_sequence_length",
-                "max_problems")
+                "max_problems", "grading", "unfinished")
+#: what evaluation does with samples cut by the token budget: grade their text (the official
+#: evaluation) or count them wrong (the training reward's rule)
+UNFINISHED_RULES = ("grade", "wrong")
 
 
 class EvalError(ValueError):
@@ -174,8 +178,12 @@ class EvalSettings:
     top_p: float = DEFAULT_TOP_P
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     seed: int = DEFAULT_SEED
-    #: prompt + response longer than this counts as wrong; also caps max_new_tokens per prompt
+    #: caps max_new_tokens per prompt; prompt + response longer than this is "truncated"
     max_sequence_length: int | None = None
+    #: the grading mode (vineppo.tasks.GRADING_MODES)
+    grading: str = "official"
+    #: samples cut by the budget: "grade" them (official) or count them "wrong"
+    unfinished: str = "grade"
 
     def __post_init__(self):
         if self.n_samples < 1:
@@ -189,6 +197,12 @@ class EvalSettings:
                              f"use n_samples 1 (--n-samples 1) for greedy evaluation")
         if self.max_sequence_length is not None and self.max_sequence_length < 2:
             raise EvalError(f"max_sequence_length must be >= 2, got {self.max_sequence_length}")
+        from vineppo.tasks import GRADING_MODES
+
+        if self.grading not in GRADING_MODES:
+            raise EvalError(f"grading must be one of {', '.join(GRADING_MODES)}, got {self.grading!r}")
+        if self.unfinished not in UNFINISHED_RULES:
+            raise EvalError(f"unfinished must be one of {', '.join(UNFINISHED_RULES)}, got {self.unfinished!r}")
 
 
 def _token_budget(prompt_len: int, settings: EvalSettings) -> int:
@@ -217,9 +231,12 @@ def _generate_chunk(engine: Engine, prompts: Sequence[list[int]], settings: Eval
     return out  # type: ignore[return-value]
 
 
-def _grade(task: Task, rows: Sequence[Row], records: list[dict]) -> None:
-    """Set `correct` on every record; unfinished samples are wrong without being graded."""
-    todo = [r for r in records if r["finish_reason"] == "stop" and not r["truncated"]]
+def _grade(task: Task, rows: Sequence[Row], records: list[dict], unfinished: str = "grade") -> None:
+    """Set `correct` and `graded` on every record. With unfinished="wrong", samples cut by the
+    token budget (finish_reason "length" or truncated) are wrong without being graded."""
+    for r in records:
+        r["graded"] = unfinished == "grade" or (r["finish_reason"] == "stop" and not r["truncated"])
+    todo = [r for r in records if r["graded"]]
     verdicts = task.grade_many([r["response"] for r in todo], [rows[r["problem_index"]] for r in todo])
     for r in records:
         r["correct"] = False
@@ -232,6 +249,11 @@ def _gold(task: Task, row: Row) -> str | None:
         return task.gold_answer(row)
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _was_graded(record: Mapping[str, Any]) -> bool:
+    # Records written before `graded` existed followed the "wrong" rule.
+    return bool(record.get("graded", record["finish_reason"] == "stop" and not record["truncated"]))
 
 
 def summarize(task: Task, records: Sequence[Mapping[str, Any]], n_samples: int) -> dict:
@@ -250,8 +272,8 @@ def summarize(task: Task, records: Sequence[Mapping[str, Any]], n_samples: int) 
         c = sum(bool(r["correct"]) for r in samples)
         for k in ks:
             pass_k[k].append(pass_at_k(n, c, min(k, n)))
-        maj.append(majority_vote([vote_key(task, r["extracted_answer"]) if r["finish_reason"] == "stop"
-                                  and not r["truncated"] else None for r in samples],
+        maj.append(majority_vote([vote_key(task, r["extracted_answer"]) if _was_graded(r) else None
+                                  for r in samples],
                                  [bool(r["correct"]) for r in samples]))
     total = len(records)
     out: dict[str, Any] = {f"pass@{k}": float(sum(v) / len(v)) for k, v in pass_k.items()}
@@ -272,7 +294,8 @@ def evaluate_model(engine: Engine, tokenizer, task: Task, rows: Sequence[Row], *
                    n_samples: int = DEFAULT_N_SAMPLES, temperature: float = DEFAULT_TEMPERATURE,
                    top_p: float = DEFAULT_TOP_P, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                    seed: int = DEFAULT_SEED, max_sequence_length: int | None = None,
-                   chunk_problems: int = DEFAULT_CHUNK_PROBLEMS, progress: bool = True) -> tuple[dict, list[dict]]:
+                   chunk_problems: int = DEFAULT_CHUNK_PROBLEMS, progress: bool = True,
+                   unfinished: str = "grade") -> tuple[dict, list[dict]]:
     """Sample `n_samples` responses per row with `engine`, grade them with `task`.
 
     Returns (summary, records).
@@ -282,10 +305,13 @@ def evaluate_model(engine: Engine, tokenizer, task: Task, rows: Sequence[Row], *
       "finished_frac", "truncated_frac", "no_answer_frac", "seconds", "generated_tokens".
     - records: one dict per sample: problem_index, sample_index, response, extracted_answer,
       gold_answer, correct, finish_reason ("stop" | "length"), truncated, tokens.
-    Unfinished samples (finish_reason "length") and samples whose prompt + response exceed
-    `max_sequence_length` are wrong and do not vote in maj@n.
+    unfinished: "grade" (default, the official evaluation) grades every sample; "wrong" makes
+    unfinished samples (finish_reason "length") and samples whose prompt + response exceed
+    `max_sequence_length` wrong without grading, and keeps them out of maj@n.
+    The grading mode is the task's (`get_task(name, grading_mode=...)`).
     """
-    settings = EvalSettings(n_samples, temperature, top_p, max_new_tokens, seed, max_sequence_length)
+    settings = EvalSettings(n_samples, temperature, top_p, max_new_tokens, seed, max_sequence_length,
+                            getattr(task, "grading_mode", "official"), unfinished)
     if not rows:
         raise ValueError("evaluate_model: no rows to evaluate")
     if chunk_problems < 1:
@@ -313,7 +339,7 @@ def evaluate_model(engine: Engine, tokenizer, task: Task, rows: Sequence[Row], *
         bar.update(len(chunk))
     bar.close()
     t_gen = time.perf_counter() - t0
-    _grade(task, rows, records)
+    _grade(task, rows, records, unfinished)
     summary = summarize(task, records, n_samples)
     summary["generated_tokens"] = int(sum(r["tokens"] for r in records))
     summary["seconds"] = time.perf_counter() - t0
@@ -424,6 +450,11 @@ def data_spec(run_cfg: Mapping[str, Any], *, task: str | None, source: str | Non
     return DataSpec(str(task_name), src, vsize, vseed)
 
 
+def grading_mode(run_cfg: Mapping[str, Any], where: str) -> str:
+    """The run's `grading.mode` ("official" when the config has no grading section)."""
+    return str(_section(run_cfg, "grading", where).get("mode", "official"))
+
+
 def engine_config(run_cfg: Mapping[str, Any], where: str, **overrides: Any) -> EngineConfig:
     """The run's engine section (if any) with non-None `overrides` applied."""
     section = dict(_section(run_cfg, "engine", where))
@@ -500,7 +531,8 @@ def load_hf_weights(model_dir: str | Path) -> dict | None:
 def _settings_dict(task: str, settings: EvalSettings, max_problems: int | None) -> dict:
     return {"task": task, "n_samples": settings.n_samples, "temperature": settings.temperature,
             "top_p": settings.top_p, "max_new_tokens": settings.max_new_tokens, "seed": settings.seed,
-            "max_sequence_length": settings.max_sequence_length, "max_problems": max_problems}
+            "max_sequence_length": settings.max_sequence_length, "max_problems": max_problems,
+            "grading": settings.grading, "unfinished": settings.unfinished}
 
 
 def _mismatch(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
@@ -520,7 +552,7 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, task_name: str, split: str, 
                         max_problems: int | None = None, validation_size: int | None = None,
                         validation_seed: int = 42, rows: Sequence[Row] | None = None,
                         engine: Engine | None = None, tokenizer=None, iteration: int | None = None,
-                        progress: bool = True) -> dict:
+                        progress: bool = True, grading: str = "official", unfinished: str = "grade") -> dict:
     """Evaluate one model directory on `split` of `task_name` and write its files.
 
     checkpoint_dir: a run checkpoint (`RUN/checkpoints/iter_NNNNNN`, verified against its
@@ -532,9 +564,11 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, task_name: str, split: str, 
         validation stays held out from training).
     rows / engine / tokenizer: reuse what the caller has already loaded (the engine must hold
         this checkpoint's weights); the engine is then not closed here.
+    grading / unfinished: the grading mode and the rule for unfinished samples (see EvalSettings).
     Returns the results dict written to results.json (summary + what was evaluated).
     """
-    settings = EvalSettings(n_samples, temperature, top_p, max_new_tokens, seed, max_sequence_length)
+    settings = EvalSettings(n_samples, temperature, top_p, max_new_tokens, seed, max_sequence_length,
+                            grading, unfinished)
     local = Path(checkpoint_dir)
     if local.exists():
         check_model_dir(local)
@@ -543,7 +577,7 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, task_name: str, split: str, 
                         f"evaluate a hub model")
     from vineppo.tasks import get_task
 
-    task = get_task(task_name)
+    task = get_task(task_name, grading_mode=grading)
     if rows is None:
         rows = load_eval_rows(DataSpec(task_name, data_source, validation_size, validation_seed), split, max_problems)
     if tokenizer is None:
@@ -557,7 +591,8 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, task_name: str, split: str, 
     try:
         summary, records = evaluate_model(
             engine, tokenizer, task, rows, n_samples=n_samples, temperature=temperature, top_p=top_p,
-            max_new_tokens=max_new_tokens, seed=seed, max_sequence_length=max_sequence_length, progress=progress)
+            max_new_tokens=max_new_tokens, seed=seed, max_sequence_length=max_sequence_length, progress=progress,
+            unfinished=unfinished)
         backend = _backend_name(engine)
     finally:
         if own_engine:
@@ -688,7 +723,7 @@ def evaluate_run(run_dir: str | Path, task_name: str | None = None, split: str |
                  temperature: float = DEFAULT_TEMPERATURE, top_p: float = DEFAULT_TOP_P,
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, seed: int = DEFAULT_SEED,
                  max_sequence_length: int | None = None, max_problems: int | None = None,
-                 progress: bool = True) -> list[dict]:
+                 progress: bool = True, grading: str | None = None, unfinished: str = "grade") -> list[dict]:
     """Evaluate every complete checkpoint of a run on `split` (one name or several), skipping the
     ones already evaluated (results.json present) unless `force`.
 
@@ -696,6 +731,7 @@ def evaluate_run(run_dir: str | Path, task_name: str | None = None, split: str |
     include_initial: also evaluate the run's starting model (config.yaml model.name_or_path) as
         iteration 0, into `RUN/initial/eval/<split>/`.
     One engine serves all checkpoints (weights are pushed in place between them).
+    grading: the grading mode; None: the run's `grading.mode` (else "official").
     Returns the results dicts written by this call.
     """
     run = Path(run_dir)
@@ -705,7 +741,9 @@ def evaluate_run(run_dir: str | Path, task_name: str | None = None, split: str |
     run_cfg = read_run_config(run)
     spec = data_spec(run_cfg, task=task_name, source=data_source, where=where)
     splits = _as_splits(split)
-    settings = EvalSettings(n_samples, temperature, top_p, max_new_tokens, seed, max_sequence_length)
+    grading = grading or grading_mode(run_cfg, where)
+    settings = EvalSettings(n_samples, temperature, top_p, max_new_tokens, seed, max_sequence_length,
+                            grading, unfinished)
     wanted = _settings_dict(spec.task, settings, max_problems)
     todo = pending_checkpoints(run, splits, wanted, force=force)
     if include_initial:
@@ -726,7 +764,8 @@ def evaluate_run(run_dir: str | Path, task_name: str | None = None, split: str |
                     job.model, spec.task, s, data_source=spec.source, out_dir=eval_dir(job.eval_root, s),
                     n_samples=n_samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                     seed=seed, max_sequence_length=max_sequence_length, max_problems=max_problems,
-                    rows=rows[s], engine=engine, tokenizer=tokenizer, iteration=job.iteration, progress=progress))
+                    rows=rows[s], engine=engine, tokenizer=tokenizer, iteration=job.iteration, progress=progress,
+                    grading=grading, unfinished=unfinished))
     finally:
         cache.close()
     return written

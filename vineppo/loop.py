@@ -33,6 +33,14 @@ log = logging.getLogger("vineppo")
 CRASH_ENV = "VINEPPO_DEBUG_KILL_AFTER_ITERATION"
 
 
+def training_task(cfg: TrainConfig):
+    """The run's Task, grading training rewards with `grading.mode` (length-stopped responses
+    still get reward 0 before any grading, in the episode generator)."""
+    from vineppo.tasks import get_task
+
+    return get_task(cfg.data.task, grading_mode=cfg.grading.mode)
+
+
 def ensure_tiny_model(cfg: TrainConfig, acc) -> None:
     """`model.tiny_init`: build the tiny random-init model on first use (main process only)."""
     path = Path(cfg.model.name_or_path)
@@ -178,7 +186,6 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
     from accelerate.utils import set_seed
 
     from vineppo.engine.factory import make_engine
-    from vineppo.tasks import get_task
     from vineppo.trainer import Trainer
 
     run_dir = Path(output_dir)
@@ -199,7 +206,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
 
     ensure_tiny_model(cfg, acc)
     tokenizer = load_tokenizer(cfg)
-    task = get_task(cfg.data.task)
+    task = training_task(cfg)
     rows = load_train_rows(cfg, task, tokenizer)
     log.info("%s: %d train rows, %d processes, algorithm %s", cfg.data.task, len(rows), world, cfg.algorithm)
 
