@@ -223,6 +223,7 @@ def test_boxed_answers_follow_the_official_piece_rules():
         ("90^\\circ", "90"),
         ("45^{\\circ}", "45"),
         ("25\\%", "25%"),
+        ("25\\\\%", "25%"),  # the official code replaces `\%` twice
         ("10,\\!000", "10,000"),
         ("x\\in [1, 2]", "[1,2]"),
         ("x \\in [1, 2]", "x\\in[1,2]"),  # `x\in` is removed before the spaces are

@@ -129,7 +129,9 @@ def strip_string(answer: str) -> str:
     s = _DIGIT_THEN_TRAILING_T.sub(r"\1", s).strip()
     s = s.replace("\\$", "").replace("$", "")
     s = s.replace("x\\in", "")
-    s = s.replace("\\%", "%")
+    # The official code runs this replacement twice (once spelled "\\%", once "\%", the same
+    # string), so `\\%` also ends as `%`.
+    s = s.replace("\\%", "%").replace("\\%", "%")
     s = s.replace(" .", " 0.").replace("{.", "{0.")
     s = s.replace("\\cdot", "")
     s = s.replace("infinity", "\\infty")
