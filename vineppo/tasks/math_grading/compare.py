@@ -7,7 +7,6 @@ check is needed) and in a grader worker (with the real symbolic check).
 from __future__ import annotations
 
 import math
-import re
 from typing import Callable, Sequence
 
 #: absolute tolerance for numeric equality
