@@ -14,7 +14,7 @@ import pytest
 from vineppo.checkpoint import write_manifest
 from vineppo.config import EngineConfig
 from vineppo.engine.base import Completion, Engine
-from vineppo.evaluate import (evaluate_checkpoint, evaluate_model, evaluate_run, majority_answer,
+from vineppo.evaluate import (EvalError, evaluate_checkpoint, evaluate_model, evaluate_run, majority_answer,
                               majority_vote, pass_at_k, summarize, vote_key)
 from vineppo.tasks import get_task
 
@@ -108,33 +108,60 @@ class ScriptedEngine(Engine):
         raise NotImplementedError
 
 
-def test_evaluate_model_counts_unfinished_as_wrong(tiny_tokenizer):
-    task = get_task("gsm8k")
+def _two_problem_script() -> tuple[list[dict], ScriptedEngine]:
     rows = [{"question": "What is 2 + 3?", "answer": "2 + 3 = 5\n#### 5"},
             {"question": "What is 10 * 100?", "answer": "10 * 100 = 1000\n#### 1,000"}]
     engine = ScriptedEngine([
         [Completion([1, 2], "2+3=5\n#### 5", "stop"), Completion([1, 2, 3], "#### 5", "length"),
          Completion([1], "#### 4", "stop")],
         [Completion([1], "#### 1000", "stop"), Completion([1, 2], "#### 1,000.0", "stop"),
-         Completion([1], "no answer", "stop")],
+         Completion([1], "#### 1000 and more", "length")],
     ])
-    summary, records = evaluate_model(engine, tiny_tokenizer, task, rows, n_samples=3, max_new_tokens=7,
-                                      seed=5, progress=False)
-    assert [r["correct"] for r in records] == [True, False, False, True, True, False]
+    return rows, engine
+
+
+def test_evaluate_model_grades_unfinished_samples_by_default(tiny_tokenizer):
+    """The official evaluation grades every sample's text, also those cut by max_tokens."""
+    rows, engine = _two_problem_script()
+    summary, records = evaluate_model(engine, tiny_tokenizer, get_task("gsm8k"), rows, n_samples=3,
+                                      max_new_tokens=7, seed=5, progress=False)
+    # sample 1 stopped by length and is right; "1,000.0" is wrong under the official exact match
+    assert [r["correct"] for r in records] == [True, True, False, True, False, False]
+    assert all(r["graded"] for r in records)
     assert records[1]["extracted_answer"] == "5" and records[1]["finish_reason"] == "length"
-    assert records[5]["extracted_answer"] is None and records[0]["gold_answer"] == "5"
-    assert summary["pass@1"] == pytest.approx((1 / 3 + 2 / 3) / 2)
-    # problem 0: the unfinished "5" does not vote -> "5" (sample 0) and "4" tie, "5" first -> right;
-    # problem 1: "1000" twice -> right
-    assert summary["maj@3"] == 1.0 and summary["pass@3"] == 1.0
-    assert summary["finished_frac"] == pytest.approx(5 / 6) and summary["num_samples"] == 6
+    assert records[0]["gold_answer"] == "5"
+    assert summary["pass@1"] == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert summary["maj@3"] == 1.0 and summary["pass@3"] == 1.0  # "5" twice; "1000" (= 1000.0) leads
+    assert summary["finished_frac"] == pytest.approx(4 / 6) and summary["num_samples"] == 6
     n, params = engine.calls[0]
     assert n == 2 and params.n == 3 and params.temperature == 0.35 and params.top_p == 0.9
     assert params.max_new_tokens == 7 and params.seed == 5 and params.stop == ("\n\n\nProblem:",)
 
 
+def test_evaluate_model_unfinished_wrong_keeps_the_training_rule(tiny_tokenizer):
+    rows, engine = _two_problem_script()
+    summary, records = evaluate_model(engine, tiny_tokenizer, get_task("gsm8k"), rows, n_samples=3,
+                                      max_new_tokens=7, seed=5, progress=False, unfinished="wrong")
+    assert [r["correct"] for r in records] == [True, False, False, True, False, False]
+    assert [r["graded"] for r in records] == [True, False, True, True, True, False]
+    assert summary["pass@1"] == pytest.approx((1 / 3 + 1 / 3) / 2)
+    # problem 0: the unfinished "5" does not vote -> "5" (sample 0) and "4" tie, "5" first -> right
+    assert summary["maj@3"] == 1.0
+    with pytest.raises(EvalError, match="unfinished"):
+        evaluate_model(engine, tiny_tokenizer, get_task("gsm8k"), rows, unfinished="skip", progress=False)
+
+
+def test_evaluate_model_uses_the_tasks_grading_mode(tiny_tokenizer):
+    rows, engine = _two_problem_script()
+    summary, records = evaluate_model(engine, tiny_tokenizer, get_task("gsm8k", grading_mode="math_verify"), rows,
+                                      n_samples=3, max_new_tokens=7, seed=5, progress=False)
+    # math-verify compares numbers: "1,000.0" is right; "1000 and more" reads as 1000 too
+    assert [r["correct"] for r in records] == [True, True, False, True, True, True]
+
+
 def test_evaluate_model_context_budget(tiny_tokenizer):
-    """max_sequence_length caps max_new_tokens per prompt; over-long samples are truncated = wrong."""
+    """max_sequence_length caps max_new_tokens per prompt; over-long samples are truncated (graded by
+    default, wrong with unfinished="wrong")."""
     from vineppo.tokens import encode_prompt
 
     task = get_task("gsm8k")
@@ -142,11 +169,15 @@ def test_evaluate_model_context_budget(tiny_tokenizer):
     plen = len(encode_prompt(tiny_tokenizer, task.prompt(rows[0])))
     engine = ScriptedEngine([[Completion([7] * 4, "#### 5", "stop"), Completion([7] * 2, "#### 5", "stop")]])
     summary, records = evaluate_model(engine, tiny_tokenizer, task, rows, n_samples=2, max_new_tokens=100,
-                                      max_sequence_length=plen + 4, progress=False)
+                                      max_sequence_length=plen + 4, progress=False, unfinished="wrong")
     assert engine.calls[0][1].max_new_tokens == 4
     assert [r["truncated"] for r in records] == [True, False]  # 4 tokens + EOS do not fit
     assert [r["correct"] for r in records] == [False, True]
     assert summary["truncated_frac"] == 0.5
+    engine = ScriptedEngine([[Completion([7] * 4, "#### 5", "stop"), Completion([7] * 2, "#### 5", "stop")]])
+    summary, records = evaluate_model(engine, tiny_tokenizer, task, rows, n_samples=2, max_new_tokens=100,
+                                      max_sequence_length=plen + 4, progress=False)
+    assert [r["correct"] for r in records] == [True, True]
 
 
 # ----------------------------------------------------------------------------- real rows, tiny checkpoint
@@ -167,6 +198,7 @@ def test_evaluate_checkpoint_writes_files(tiny_model_dir, shared_data_dir, tmp_p
     assert 0.0 <= res["pass@1"] <= 1.0 and res["num_problems"] == 3 and res["num_samples"] == 9
     assert res["task"] == task_name and res["split"] == "test" and res["engine"] == "hf"
     assert res["n_samples"] == 3 and res["temperature"] == 0.35 and res["seed"] == 42
+    assert res["grading"] == "official" and res["unfinished"] == "grade"
     lines = (out / "samples.jsonl").read_text().splitlines()
     assert len(lines) == 9
     first = json.loads(lines[0])
@@ -230,6 +262,16 @@ def test_eval_cli_run_and_checkpoint(tiny_model_dir, shared_data_dir, tmp_path, 
     assert main(["eval", "--checkpoint", str(ckpt), "--split", "validation", "--output-dir", str(out), *args]) == 0
     res = json.loads((out / "validation" / "results.json").read_text())
     assert res["task"] == "gsm8k" and res["iteration"] == 5 and res["num_problems"] == 2
+    assert res["grading"] == "official" and res["unfinished"] == "grade"
+    # --grading / --unfinished reach the results; the run's grading.mode is the default
+    assert main(["eval", "--checkpoint", str(ckpt), "--split", "validation", "--output-dir", str(out), *args,
+                 "--grading", "math_verify", "--unfinished", "wrong"]) == 0
+    res = json.loads((out / "validation" / "results.json").read_text())
+    assert res["grading"] == "math_verify" and res["unfinished"] == "wrong"
+    with (run / "config.yaml").open("a") as f:
+        f.write("grading:\n  mode: math_verify\n")
+    assert main(["eval", "--checkpoint", str(ckpt), "--split", "validation", "--output-dir", str(out), *args]) == 0
+    assert json.loads((out / "validation" / "results.json").read_text())["grading"] == "math_verify"
     assert main(["eval", "--checkpoint", str(tmp_path / "missing"), "--task", "gsm8k", *args]) == 2
 
 

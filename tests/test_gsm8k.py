@@ -215,26 +215,35 @@ def test_extract_answer():
     [
         ("x\n#### 72", "72", True),
         ("x\n#### 71", "72", False),
-        # commas: ours normalises both sides (DEPARTURE: officially a gold "5,600" never matches)
+        # commas: removed from the prediction (official) and from the gold (the documented fix:
+        # officially a gold "5,600" never matches)
         ("x\n#### 5600", "5,600", True),
         ("x\n#### 5,600", "5,600", True),
         ("x\n#### 5,600", "5600", True),
         ("x\n#### 1,450,000", "1,450,000", True),
         ("x\n#### 56,00", "5600", True),  # the official also just deletes commas from predictions
         ("x\n#### 5,601", "5,600", False),
-        # decimals compare by value (DEPARTURE: officially "18.0" != "18")
-        ("x\n#### 18.0", "18", True),
-        ("x\n#### 18.00", "18", True),
-        ("x\n#### 18.", "18", True),
+        # official: an exact string match, so other spellings of the number are wrong
+        ("x\n#### 18.0", "18", False),
+        ("x\n#### 18.00", "18", False),
+        ("x\n#### 20.00", "20", False),
+        ("x\n#### 18.", "18", False),
+        ("x\n#### 125.0", "125", False),
+        ("x\n#### 060", "60", False),
+        ("x\n#### .5", "0.5", False),
+        ("x\n#### +3", "3", False),
         ("x\n#### 18.5", "18", False),
-        ("x\n#### .5", "0.5", True),
-        ("x\n#### +18", "18", True),
+        # five hashes: split("####") leaves "# 540"
+        ("x\n##### 540", "540", False),
+        ("x\n######## 540", "540", True),
         # negatives
         ("x\n#### -9", "-9", True),
-        ("x\n#### -9.0", "-9", True),
+        ("x\n#### -9.0", "-9", False),
         ("x\n#### 9", "-9", False),
         ("x\n#### -9", "9", False),
-        # anything that is not a plain number is compared as a string, as in the official grader
+        # case and surrounding whitespace do not matter; anything else does
+        ("x\n####   18  \n", "18", True),
+        ("x\n#### ABC", "abc", True),
         ("x\n#### $18", "18", False),
         ("x\n#### 18 apples", "18", False),
         ("x\n#### 18%", "18", False),
@@ -257,19 +266,52 @@ def test_grading(response, gold, correct):
     assert TASK.reward(response, row) == (1.0 if correct else 0.0)
 
 
-def test_grading_is_a_superset_of_official():
-    def official(pred: str | None, gold: str) -> bool:
-        return pred is not None and pred.strip().replace(",", "").lower() == gold.strip().lower()
+def test_grading_equals_official_except_comma_golds():
+    """On random strings the verdict is the official one, except that a gold with a comma can be
+    matched (the documented fix)."""
+
+    def official(pred: str, gold: str) -> bool:
+        return pred.strip().replace(",", "").lower() == gold.strip().lower()
 
     rng = random.Random(2)
-    alphabet = ["1", "2", "0", ",", ".", "-", "+", "$", " ", "a", "A", "e"]
+    alphabet = ["1", "2", "0", ",", ".", "-", "+", "$", " ", "a", "A", "e", "#"]
     for _ in range(5000):
         pred = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
-        gold = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6)))
-        if official(pred, gold):
-            assert answers_match(pred, gold), (pred, gold)
-    assert answers_match("ABC", "abc")  # non-numeric: case-insensitive string comparison
-    assert not answers_match("abd", "abc")
+        gold = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6))).replace("#", "")
+        expected = official(pred, gold) or official(pred, gold.replace(",", ""))
+        assert answers_match(pred, gold) is expected, (pred, gold)
+        response = "x\n#### " + pred
+        expected_response = official(response.split("####")[-1], gold.replace(",", ""))
+        assert TASK.is_correct(response, _row(gold)) is (expected_response and bool(gold.strip())), (pred, gold)
+
+
+@pytest.mark.parametrize(
+    "response, gold, correct",
+    [
+        ("x\n#### 72", "72", True),
+        ("x\n#### 18.0", "18", True),
+        ("x\n#### 18.", "18", True),
+        ("x\n#### 20.00", "20", True),
+        ("x\n#### 5600", "5,600", True),
+        ("x\n#### 5,600", "5600", True),
+        ("x\n#### $18", "18", True),
+        ("x\n#### 71", "72", False),
+        ("x\n#### 1.5", "3/2", True),
+        ("no marker 72", "72", False),
+        ("x\n####", "72", False),
+    ],
+)
+def test_math_verify_mode(response, gold, correct):
+    """`grading_mode="math_verify"`: the extracted answer and the gold compare numerically."""
+    task = get_task("gsm8k", grading_mode="math_verify")
+    assert task.grade_many([response], [_row(gold)]) == [correct]
+    assert task.is_correct(response, _row(gold)) is correct
+
+
+def test_grading_mode_is_checked():
+    with pytest.raises(ValueError, match="grading_mode"):
+        get_task("gsm8k", grading_mode="lenient")
+    assert get_task("arithmetic", grading_mode="math_verify").grading_mode == "math_verify"
 
 
 def test_is_correct_never_raises():

@@ -1,4 +1,5 @@
-"""Hostile model text against the MATH grader: nothing runs, nothing hangs, the pool survives.
+"""Hostile model text against the MATH grader, in both grading modes (official and math_verify):
+nothing runs, nothing hangs, the pool survives.
 
 Every grading here must come back within the timeout plus a small margin (worker restarts and a
 loaded 2-core machine), and afterwards the pool must still grade ordinary answers correctly.
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from vineppo.tasks.math import MathTask
-from vineppo.tasks.math_grading import GraderPool, _SymbolicEngine, extract_math_answer, is_correct_math
+from vineppo.tasks.math_grading import GraderPool, _SymbolicEngine, extract_math_answer, is_correct_math, latex_to_text
+from vineppo.tasks.math_grading import safe_sympy
 
 TIMEOUT = 2.0
 MARGIN = 4.0
@@ -79,20 +81,51 @@ def test_code_in_answers_never_runs(pool, tmp_path):
     _still_serves(pool)
 
 
-def test_the_latex_parser_itself_never_evaluates(tmp_path):
-    # Bypass the letter-count guard and hand the payloads straight to the worker's parser.
+def test_the_parser_itself_never_evaluates(tmp_path):
+    # Bypass the letter-count guard and hand the payloads straight to the worker's parsers (the
+    # whitelisted stand-ins for sympy's parse_expr and sympify, which would run them).
     marker = tmp_path / "pwned_parser"
     engine = _SymbolicEngine()
     for payload in _payloads(marker):
-        for text in (payload, f"\\frac{{{payload}}}{{2}}", f"x^{{{payload}}}"):
-            engine.parse(text)
+        for latex in (payload, f"\\frac{{{payload}}}{{2}}", f"x^{{{payload}}}"):
+            for text in (latex, latex_to_text(latex)):
+                for parse in (safe_sympy.parse_like_sympy_parse, safe_sympy.numeric_value_like_N):
+                    try:
+                        parse(text)
+                    except Exception:
+                        pass
+            assert not engine.equal(latex, "1")
     assert not marker.exists()
+
+
+def test_the_whitelisted_parser_gives_sympy_objects():
+    import sympy
+
+    x = sympy.Symbol("x")
+    assert safe_sympy.parse_like_sympy_parse("2pi") == 2 * sympy.pi  # implicit multiplication
+    assert safe_sympy.parse_like_sympy_parse("(x+1)^2") == (x + 1) ** 2
+    assert safe_sympy.parse_like_sympy_parse("sqrt(8)/2") == sympy.sqrt(2)
+    assert safe_sympy.parse_like_sympy_parse("f(2)") == 2 * sympy.Symbol("f")  # as parse_expr reads it
+    assert safe_sympy.parse_like_sympy_parse("5!") == 120
+    assert safe_sympy.parse_like_sympy_parse("(1,2)") == (1, 2)
+    assert safe_sympy.numeric_value_like_N("1/3") == sympy.Rational(1, 3).evalf()
+    # The same objects as sympy's own parse_expr (run here on fixed, trusted strings only).
+    from sympy.parsing.sympy_parser import parse_expr
+
+    trusted = ["2pi", "xy", "sin x", "x(x+1)", "2^3^2", "3!", "1/3", "0.5", "log_21024", "E", "sqrt 2",
+               "21/5sqrt(21)", "288(3.14159)", "(sqrt(5)+1)/2", "5^1/2", "x^2+2x+1", "7+3/4", "2 I", "pi/2"]
+    for text in trusted:
+        expected = parse_expr(text.replace("^", "**"), transformations=safe_sympy.IMPLICIT_TRANSFORMATIONS)
+        assert safe_sympy.parse_like_sympy_parse(text) == expected, text
+    for rejected in ("x.y", "a[0]", "x.__class__", "(lambda: 1).__code__", "open('f')", "__import__('os')", "S('x')", "getattr(x, 'y')"):
+        with pytest.raises(Exception):
+            safe_sympy.parse_like_sympy_parse(rejected)
 
 
 @pytest.mark.parametrize(
     "pred, gold",
     [
-        (NESTED_BRACES, "1"),  # the parser recurses 10k levels deep: times out
+        (NESTED_BRACES, "1"),  # the LaTeX renderer recurses 10k levels deep
         ("(" * 10_000 + "1" + ")" * 10_000, "(" * 10_000 + "2" + ")" * 10_000),  # tuple rule recursion
         ("\\frac{" * 5_000 + "1" + "}{2}" * 5_000, "3"),
         (ONE_MEGABYTE_SUM, "500001"),  # 1 MB expression: times out
@@ -149,7 +182,7 @@ def test_megabyte_responses_are_graded_in_bounded_time(pool, response):
 def test_a_batch_with_hostile_cases_still_grades_the_others(pool):
     cases = [
         (["\\frac{\\sqrt{3}}{3}"], ["\\frac{1}{\\sqrt{3}}"]),
-        ([NESTED_BRACES], ["1"]),
+        ([ONE_MEGABYTE_SUM], ["1"]),
         (["\\frac{1}{4}"], ["\\frac{\\sqrt{2}}{4}"]),
         (["x^2-1"], ["(x-1)(x+1)"]),
         (["2\\sqrt{2}"], ["\\sqrt{8}"]),
@@ -174,7 +207,7 @@ def test_a_worker_killed_mid_case_is_replaced():
         killer.start()
         start = time.monotonic()
         try:
-            assert not pool.math_equal(NESTED_BRACES, "1")  # would run past the 30 s timeout
+            assert not pool.math_equal(ONE_MEGABYTE_SUM, "1")  # would run past the 30 s timeout
         finally:
             killer.cancel()
         assert time.monotonic() - start < 10.0
@@ -192,3 +225,58 @@ def test_a_worker_that_died_while_idle_is_replaced():
         victim.wait()
         _still_serves(pool)
         assert pool.stats["crashes"] == 0
+
+
+# ------------------------------------------------------------------ the math_verify mode
+
+
+def _math_verify_within_limit(pool: GraderPool, pairs: list[tuple[str, str]]) -> list[bool]:
+    pool.start()
+    start = time.monotonic()
+    verdicts = pool.math_verify_many(pairs, TIMEOUT)
+    elapsed = time.monotonic() - start
+    # the pairs run two at a time, each under the timeout
+    assert elapsed < (len(pairs) + 1) // 2 * TIMEOUT + MARGIN, f"took {elapsed:.1f} s"
+    return verdicts
+
+
+def test_math_verify_code_in_answers_never_runs(pool, tmp_path):
+    marker = tmp_path / "pwned_mv"
+    pairs = []
+    for payload in _payloads(marker):
+        pairs += [("\\boxed{5}", f"So the answer is $\\boxed{{{payload}}}$."), ("$x$", f"${payload}$"), (payload, payload + "+1")]
+    assert _math_verify_within_limit(pool, pairs) == [False] * len(pairs)
+    assert not marker.exists()
+    assert pool.math_verify_many([("$\\boxed{\\frac{1}{2}}$", "The answer is $\\boxed{0.5}$")]) == [True]
+
+
+@pytest.mark.parametrize(
+    "pred, gold",
+    [
+        (NESTED_BRACES, "1"),
+        ("\\frac{" * 5_000 + "1" + "}{2}" * 5_000, "3"),
+        (ONE_MEGABYTE_SUM, "500001"),
+        ("9" * 1_000_000, "5"),
+        ("10^{10^{10}}", "10^{10^{10}}+1"),
+        (POWER_TOWER, "5"),
+        ("x^{x^{x^{x}}}", "x^{x^{x^{x^{x}}}}"),
+        ("1000000!", "1"),
+        ("\\boxed{" * 20_000 + "1" + "}" * 20_000, "2"),
+    ],
+    ids=["nested-braces", "nested-fracs", "sum-1MB", "digits-1MB", "tower", "power-tower", "x-tower", "factorial", "nested-boxes"],
+)
+def test_math_verify_pathological_answers_are_wrong_in_bounded_time(pool, pred, gold):
+    pairs = [(f"$\\boxed{{{gold}}}$", f"$\\boxed{{{pred}}}$")]
+    assert _math_verify_within_limit(pool, pairs) == [False]
+    assert pool.math_verify_many([("$\\boxed{2}$", "so $\\boxed{\\sqrt{4}}$")]) == [True]
+
+
+def test_math_verify_task_grades_megabyte_responses_in_bounded_time(pool):
+    task = MathTask(timeout=TIMEOUT, pool=pool, grading_mode="math_verify")
+    row = {"problem": "Compute 2+3.", "solution": "We get $\\boxed{5}$."}
+    responses = ["\\boxed{" + NESTED_BRACES + "}", "x" * 1_000_000, "1" * 1_000_000, "\\boxed{" + "\\text{" * 100_000 + "}",
+                 "The answer is $\\boxed{5}$."]
+    pool.start()
+    start = time.monotonic()
+    assert task.grade_many(responses, [row] * len(responses)) == [False, False, False, False, True]
+    assert time.monotonic() - start < 3 * TIMEOUT + MARGIN

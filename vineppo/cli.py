@@ -31,12 +31,13 @@ def _eval(args) -> int:
 
     from vineppo.data import DataError
     from vineppo.evaluate import (EvalError, data_spec, engine_config, evaluate_checkpoint, evaluate_run,
-                                  read_run_config, run_dir_of)
+                                  grading_mode, read_run_config, run_dir_of)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sampling = dict(n_samples=args.n_samples, temperature=args.temperature, top_p=args.top_p,
                     max_new_tokens=args.max_new_tokens, seed=args.seed,
-                    max_sequence_length=args.max_sequence_length, max_problems=args.max_problems)
+                    max_sequence_length=args.max_sequence_length, max_problems=args.max_problems,
+                    unfinished=args.unfinished)
     try:
         if args.run is not None:
             if args.output_dir is not None:
@@ -44,7 +45,8 @@ def _eval(args) -> int:
             where = f"{args.run}/config.yaml"
             ecfg = engine_config(read_run_config(args.run), where, backend=args.backend)
             done = evaluate_run(args.run, args.task, args.split, data_source=args.data_source, engine_cfg=ecfg,
-                                force=args.force, include_initial=args.include_initial, **sampling)
+                                force=args.force, include_initial=args.include_initial, grading=args.grading,
+                                **sampling)
             for r in done:
                 print(f"{r['checkpoint']} {r['split']}: pass@1 {100 * r['pass@1']:.2f} "
                       f"maj@{r['n_samples']} {100 * r[f'maj@{args.n_samples}']:.2f}")
@@ -59,7 +61,8 @@ def _eval(args) -> int:
             r = evaluate_checkpoint(args.checkpoint, spec.task, split, data_source=spec.source,
                                     out_dir=f"{args.output_dir}/{split}" if args.output_dir else None,
                                     engine_cfg=ecfg, validation_size=spec.validation_size,
-                                    validation_seed=spec.validation_seed, spec=spec, **sampling)
+                                    validation_seed=spec.validation_seed, spec=spec,
+                                    grading=args.grading or grading_mode(run_cfg, where), **sampling)
             print(f"{args.checkpoint} {split}: pass@1 {100 * r['pass@1']:.2f} "
                   f"maj@{args.n_samples} {100 * r[f'maj@{args.n_samples}']:.2f} "
                   f"pass@{args.n_samples} {100 * r[f'pass@{args.n_samples}']:.2f}")
@@ -147,6 +150,12 @@ def _add_eval_parser(sub) -> None:
                    help="engine backend (default: the run's engine.backend, else auto = vLLM when installed)")
     e.add_argument("--output-dir", help="with --checkpoint: write DIR/<split>/ instead of <checkpoint>/eval/<split>/")
     e.add_argument("--force", action="store_true", help="re-evaluate checkpoints that already have results")
+    e.add_argument("--grading", choices=["official", "math_verify"], default=None,
+                   help="grader: official = the paper's (default unless the run's grading.mode says otherwise), "
+                        "math_verify = Hugging Face math-verify")
+    e.add_argument("--unfinished", choices=["grade", "wrong"], default="grade",
+                   help="samples cut by --max-new-tokens: grade their text (default, as the official evaluation) "
+                        "or count them wrong (the training reward's rule)")
     e.add_argument("--include-initial", action="store_true",
                    help="with --run: also evaluate the starting model (iteration 0) into RUN/initial/eval/")
     e.set_defaults(func=_eval)

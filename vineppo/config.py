@@ -178,6 +178,13 @@ class LoggingConfig:
 
 
 @dataclass
+class GradingConfig:
+    #: "official": the paper's graders (exact `####` match for GSM8K, the Minerva MATH grader);
+    #: "math_verify": Hugging Face's math-verify. Used for training rewards and by `vineppo eval`.
+    mode: Literal["official", "math_verify"] = "official"
+
+
+@dataclass
 class TrainConfig:
     algorithm: Literal["vineppo", "ppo"] = "vineppo"
     #: the official APP_SEED
@@ -195,6 +202,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    grading: GradingConfig = field(default_factory=GradingConfig)
 
     @property
     def total_optimizer_steps(self) -> int:

@@ -2,9 +2,10 @@
 
 Protocol (the paper's): 16 samples per problem at T=0.35, top_p=0.9, at most 1024 new tokens,
 seed 42, the training prompt and stop string. pass@1 is the mean correctness over all samples,
-averaged over problems (the official `correct_frac`, spec §6 [issue #10]). A sample that did not
-finish (`finish_reason == "length"`) or that does not fit `max_sequence_length` counts as wrong,
-like in training.
+averaged over problems (the official `correct_frac`, spec §6 [issue #10]). Every sample is
+graded, including those cut by `max_new_tokens` or `max_sequence_length`, as in the official
+evaluation (`unfinished="grade"`); `unfinished="wrong"` counts them as wrong without grading, like
+the training reward. `grading` picks the grader: "official" (the paper's) or "math_verify".
 
 Files, per evaluated checkpoint and split (`eval/<split>/` under the checkpoint by default):
 - `results.json`: the summary (pass@1, pass@k, maj@k, lengths, counts) plus what was evaluated
@@ -58,7 +59,10 @@ SAMPLES_FILE = "samples.jsonl"
 INITIAL_DIR = "initial"
 #: results keys that must agree for existing results to count as "already evaluated"
 SETTING_KEYS = ("task", "n_samples", "temperature", "top_p", "max_new_tokens", "seed", "max_sequence_length",
-                "max_problems")
+                "max_problems", "grading", "unfinished")
+#: what evaluation does with samples cut by the token budget: grade their text (the official
+#: evaluation) or count them wrong (the training reward's rule)
+UNFINISHED_RULES = ("grade", "wrong")
 
 
 class EvalError(ValueError):
@@ -177,8 +181,12 @@ class EvalSettings:
     top_p: float = DEFAULT_TOP_P
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     seed: int = DEFAULT_SEED
-    #: prompt + response longer than this counts as wrong; also caps max_new_tokens per prompt
+    #: caps max_new_tokens per prompt; prompt + response longer than this is "truncated"
     max_sequence_length: int | None = None
+    #: the grading mode (vineppo.tasks.GRADING_MODES)
+    grading: str = "official"
+    #: samples cut by the budget: "grade" them (official) or count them "wrong"
+    unfinished: str = "grade"
 
     def __post_init__(self):
         if self.n_samples < 1:
@@ -192,6 +200,12 @@ class EvalSettings:
                              f"use n_samples 1 (--n-samples 1) for greedy evaluation")
         if self.max_sequence_length is not None and self.max_sequence_length < 2:
             raise EvalError(f"max_sequence_length must be >= 2, got {self.max_sequence_length}")
+        from vineppo.tasks import GRADING_MODES
+
+        if self.grading not in GRADING_MODES:
+            raise EvalError(f"grading must be one of {', '.join(GRADING_MODES)}, got {self.grading!r}")
+        if self.unfinished not in UNFINISHED_RULES:
+            raise EvalError(f"unfinished must be one of {', '.join(UNFINISHED_RULES)}, got {self.unfinished!r}")
 
 
 def _token_budget(prompt_len: int, settings: EvalSettings) -> int:
@@ -220,9 +234,12 @@ def _generate_chunk(engine: Engine, prompts: Sequence[list[int]], settings: Eval
     return out  # type: ignore[return-value]
 
 
-def _grade(task: Task, rows: Sequence[Row], records: list[dict]) -> None:
-    """Set `correct` on every record; unfinished samples are wrong without being graded."""
-    todo = [r for r in records if r["finish_reason"] == "stop" and not r["truncated"]]
+def _grade(task: Task, rows: Sequence[Row], records: list[dict], unfinished: str = "grade") -> None:
+    """Set `correct` and `graded` on every record. With unfinished="wrong", samples cut by the
+    token budget (finish_reason "length" or truncated) are wrong without being graded."""
+    for r in records:
+        r["graded"] = unfinished == "grade" or (r["finish_reason"] == "stop" and not r["truncated"])
+    todo = [r for r in records if r["graded"]]
     verdicts = task.grade_many([r["response"] for r in todo], [rows[r["problem_index"]] for r in todo])
     for r in records:
         r["correct"] = False
@@ -235,6 +252,11 @@ def _gold(task: Task, row: Row) -> str | None:
         return task.gold_answer(row)
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _was_graded(record: Mapping[str, Any]) -> bool:
+    # Records written before `graded` existed followed the "wrong" rule.
+    return bool(record.get("graded", record["finish_reason"] == "stop" and not record["truncated"]))
 
 
 def summarize(task: Task, records: Sequence[Mapping[str, Any]], n_samples: int) -> dict:
@@ -253,8 +275,8 @@ def summarize(task: Task, records: Sequence[Mapping[str, Any]], n_samples: int) 
         c = sum(bool(r["correct"]) for r in samples)
         for k in ks:
             pass_k[k].append(pass_at_k(n, c, min(k, n)))
-        maj.append(majority_vote([vote_key(task, r["extracted_answer"]) if r["finish_reason"] == "stop"
-                                  and not r["truncated"] else None for r in samples],
+        maj.append(majority_vote([vote_key(task, r["extracted_answer"]) if _was_graded(r) else None
+                                  for r in samples],
                                  [bool(r["correct"]) for r in samples]))
     total = len(records)
     out: dict[str, Any] = {f"pass@{k}": float(sum(v) / len(v)) for k, v in pass_k.items()}
@@ -276,7 +298,8 @@ def evaluate_model(engine: Engine, tokenizer, task: Task, rows: Sequence[Row], *
                    top_p: float = DEFAULT_TOP_P, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                    seed: int = DEFAULT_SEED, max_sequence_length: int | None = None,
                    chunk_problems: int = DEFAULT_CHUNK_PROBLEMS, progress: bool = True,
-                   prompt_ids=None, stop: Sequence[str] = STOP_STRINGS) -> tuple[dict, list[dict]]:
+                   prompt_ids=None, stop: Sequence[str] = STOP_STRINGS,
+                   unfinished: str = "grade") -> tuple[dict, list[dict]]:
     """Sample `n_samples` responses per row with `engine`, grade them with `task`.
 
     Returns (summary, records).
@@ -286,10 +309,13 @@ def evaluate_model(engine: Engine, tokenizer, task: Task, rows: Sequence[Row], *
       "finished_frac", "truncated_frac", "no_answer_frac", "seconds", "generated_tokens".
     - records: one dict per sample: problem_index, sample_index, response, extracted_answer,
       gold_answer, correct, finish_reason ("stop" | "length"), truncated, tokens.
-    Unfinished samples (finish_reason "length") and samples whose prompt + response exceed
-    `max_sequence_length` are wrong and do not vote in maj@n.
+    unfinished: "grade" (default, the official evaluation) grades every sample; "wrong" makes
+    unfinished samples (finish_reason "length") and samples whose prompt + response exceed
+    `max_sequence_length` wrong without grading, and keeps them out of maj@n.
+    The grading mode is the task's (`get_task(name, grading_mode=...)`).
     """
-    settings = EvalSettings(n_samples, temperature, top_p, max_new_tokens, seed, max_sequence_length)
+    settings = EvalSettings(n_samples, temperature, top_p, max_new_tokens, seed, max_sequence_length,
+                            getattr(task, "grading_mode", "official"), unfinished)
     if not rows:
         raise ValueError("evaluate_model: no rows to evaluate")
     if chunk_problems < 1:
@@ -320,7 +346,7 @@ def evaluate_model(engine: Engine, tokenizer, task: Task, rows: Sequence[Row], *
         bar.update(len(chunk))
     bar.close()
     t_gen = time.perf_counter() - t0
-    _grade(task, rows, records)
+    _grade(task, rows, records, unfinished)
     summary = summarize(task, records, n_samples)
     summary["generated_tokens"] = int(sum(r["tokens"] for r in records))
     summary["seconds"] = time.perf_counter() - t0
@@ -419,14 +445,15 @@ class DataSpec:
     #: the run's `prompt` section (chat template, instruction, think tags); None = the paper's prompt
     prompt: PromptConfig | None = None
 
-    def make_task(self, tokenizer=None) -> Task:
-        """The grading task of the run: grader, custom fields, answer format, reasoning tags."""
+    def make_task(self, tokenizer=None, grading: str = "official") -> Task:
+        """The grading task of the run: grader (`grading` mode), custom fields, answer format,
+        reasoning tags."""
         from vineppo.config import DataConfig
         from vineppo.prompting import make_task
 
         data = DataConfig(task=self.task, question_field=self.question_field, answer_field=self.answer_field,
                           solution_field=self.solution_field, answer_format=self.answer_format)
-        return make_task(data, self.prompt, tokenizer)
+        return make_task(data, self.prompt, tokenizer, grading_mode=grading)
 
 
 def data_spec(run_cfg: Mapping[str, Any], *, task: str | None, source: str | None, where: str) -> DataSpec:
@@ -449,6 +476,11 @@ def data_spec(run_cfg: Mapping[str, Any], *, task: str | None, source: str | Non
     prompt_cfg = from_dict(PromptConfig, dict(prompt), where=f"{where}: prompt") if prompt else None
     return DataSpec(str(task_name), src, vsize, vseed, answer_format=data.get("answer_format") or "hashes",
                     prompt=prompt_cfg, **fields)
+
+
+def grading_mode(run_cfg: Mapping[str, Any], where: str) -> str:
+    """The run's `grading.mode` ("official" when the config has no grading section)."""
+    return str(_section(run_cfg, "grading", where).get("mode", "official"))
 
 
 def engine_config(run_cfg: Mapping[str, Any], where: str, **overrides: Any) -> EngineConfig:
@@ -532,7 +564,8 @@ def load_hf_weights(model_dir: str | Path) -> dict | None:
 def _settings_dict(task: str, settings: EvalSettings, max_problems: int | None) -> dict:
     return {"task": task, "n_samples": settings.n_samples, "temperature": settings.temperature,
             "top_p": settings.top_p, "max_new_tokens": settings.max_new_tokens, "seed": settings.seed,
-            "max_sequence_length": settings.max_sequence_length, "max_problems": max_problems}
+            "max_sequence_length": settings.max_sequence_length, "max_problems": max_problems,
+            "grading": settings.grading, "unfinished": settings.unfinished}
 
 
 def _mismatch(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
@@ -552,7 +585,8 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, task_name: str, split: str, 
                         max_problems: int | None = None, validation_size: int | None = None,
                         validation_seed: int = 42, rows: Sequence[Row] | None = None,
                         engine: Engine | None = None, tokenizer=None, iteration: int | None = None,
-                        progress: bool = True, spec: DataSpec | None = None) -> dict:
+                        progress: bool = True, spec: DataSpec | None = None, grading: str = "official",
+                        unfinished: str = "grade") -> dict:
     """Evaluate one model directory on `split` of `task_name` and write its files.
 
     checkpoint_dir: a run checkpoint (`RUN/checkpoints/iter_NNNNNN`, verified against its
@@ -566,9 +600,11 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, task_name: str, split: str, 
         this checkpoint's weights); the engine is then not closed here.
     spec: the run's data spec; its custom fields, answer format and prompt (chat template) are
         used as in training (task_name, data_source and the carve then come from it too).
+    grading / unfinished: the grading mode and the rule for unfinished samples (see EvalSettings).
     Returns the results dict written to results.json (summary + what was evaluated).
     """
-    settings = EvalSettings(n_samples, temperature, top_p, max_new_tokens, seed, max_sequence_length)
+    settings = EvalSettings(n_samples, temperature, top_p, max_new_tokens, seed, max_sequence_length,
+                            grading, unfinished)
     local = Path(checkpoint_dir)
     if local.exists():
         check_model_dir(local)
@@ -583,7 +619,7 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, task_name: str, split: str, 
         rows = load_eval_rows(spec, split, max_problems)
     if tokenizer is None:
         tokenizer = load_tokenizer(checkpoint_dir)
-    task = spec.make_task(tokenizer)
+    task = spec.make_task(tokenizer, grading=grading)
     chat = spec.prompt is not None and spec.prompt.chat
     if chat:
         from vineppo.prompting import use_end_of_turn_as_eos
@@ -600,7 +636,8 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, task_name: str, split: str, 
         summary, records = evaluate_model(
             engine, tokenizer, task, rows, n_samples=n_samples, temperature=temperature, top_p=top_p,
             max_new_tokens=max_new_tokens, seed=seed, max_sequence_length=max_sequence_length, progress=progress,
-            prompt_ids=prompts.ids if prompts is not None else None, stop=() if chat else STOP_STRINGS)
+            prompt_ids=prompts.ids if prompts is not None else None, stop=() if chat else STOP_STRINGS,
+            unfinished=unfinished)
         backend = _backend_name(engine)
     finally:
         if own_engine:
@@ -731,7 +768,7 @@ def evaluate_run(run_dir: str | Path, task_name: str | None = None, split: str |
                  temperature: float = DEFAULT_TEMPERATURE, top_p: float = DEFAULT_TOP_P,
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, seed: int = DEFAULT_SEED,
                  max_sequence_length: int | None = None, max_problems: int | None = None,
-                 progress: bool = True) -> list[dict]:
+                 progress: bool = True, grading: str | None = None, unfinished: str = "grade") -> list[dict]:
     """Evaluate every complete checkpoint of a run on `split` (one name or several), skipping the
     ones already evaluated (results.json present) unless `force`.
 
@@ -739,6 +776,7 @@ def evaluate_run(run_dir: str | Path, task_name: str | None = None, split: str |
     include_initial: also evaluate the run's starting model (config.yaml model.name_or_path) as
         iteration 0, into `RUN/initial/eval/<split>/`.
     One engine serves all checkpoints (weights are pushed in place between them).
+    grading: the grading mode; None: the run's `grading.mode` (else "official").
     Returns the results dicts written by this call.
     """
     run = Path(run_dir)
@@ -748,7 +786,9 @@ def evaluate_run(run_dir: str | Path, task_name: str | None = None, split: str |
     run_cfg = read_run_config(run)
     spec = data_spec(run_cfg, task=task_name, source=data_source, where=where)
     splits = _as_splits(split)
-    settings = EvalSettings(n_samples, temperature, top_p, max_new_tokens, seed, max_sequence_length)
+    grading = grading or grading_mode(run_cfg, where)
+    settings = EvalSettings(n_samples, temperature, top_p, max_new_tokens, seed, max_sequence_length,
+                            grading, unfinished)
     wanted = _settings_dict(spec.task, settings, max_problems)
     todo = pending_checkpoints(run, splits, wanted, force=force)
     if include_initial:
@@ -770,7 +810,7 @@ def evaluate_run(run_dir: str | Path, task_name: str | None = None, split: str |
                     n_samples=n_samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                     seed=seed, max_sequence_length=max_sequence_length, max_problems=max_problems,
                     rows=rows[s], engine=engine, tokenizer=tokenizer, iteration=job.iteration, progress=progress,
-                    spec=spec))
+                    spec=spec, grading=grading, unfinished=unfinished))
     finally:
         cache.close()
     return written

@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import shutil
 import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from vineppo import checkpoint as ckpt
@@ -32,6 +30,15 @@ log = logging.getLogger("vineppo")
 
 #: test hook: kill the process (SIGKILL, no cleanup) right after this iteration's checkpoint
 CRASH_ENV = "VINEPPO_DEBUG_KILL_AFTER_ITERATION"
+
+
+def training_task(cfg: TrainConfig, tokenizer=None):
+    """The run's Task, grading training rewards with `grading.mode` (length-stopped responses
+    still get reward 0 before any grading, in the episode generator), with the user's fields,
+    answer format and (chat prompts) reasoning-block rule."""
+    from vineppo.prompting import make_task
+
+    return make_task(cfg.data, cfg.prompt, tokenizer, grading_mode=cfg.grading.mode)
 
 
 def ensure_tiny_model(cfg: TrainConfig, acc) -> None:
@@ -181,7 +188,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
 
     from vineppo.engine.factory import make_engine, resolve_backend
     from vineppo.lora_sync import PolicySync, uses_adapter_sync, vllm_lora_engine_kwargs
-    from vineppo.prompting import PromptBuilder, make_task, stop_strings, use_end_of_turn_as_eos
+    from vineppo.prompting import PromptBuilder, stop_strings, use_end_of_turn_as_eos
     from vineppo.trainer import Trainer
 
     run_dir = Path(output_dir)
@@ -204,7 +211,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
     tokenizer = load_tokenizer(cfg)
     if cfg.prompt.chat:
         use_end_of_turn_as_eos(tokenizer)
-    task = make_task(cfg.data, cfg.prompt, tokenizer)
+    task = training_task(cfg, tokenizer)
     prompts = PromptBuilder(tokenizer, task, cfg.prompt)
     rows = load_train_rows(cfg, task, tokenizer, prompts)
     log.info("%s: %d train rows, %d processes, algorithm %s", cfg.data.task, len(rows), world, cfg.algorithm)

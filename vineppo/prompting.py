@@ -124,12 +124,14 @@ def uses_custom_fields(data: DataConfig) -> bool:
     return bool(data.question_field or data.answer_field or data.solution_field)
 
 
-def make_task(data: DataConfig, prompt: PromptConfig | None = None, tokenizer=None) -> Task:
-    """The task that grades `data.task`, reading the user's fields and answer format; with chat
-    prompts and a tokenizer, also the reasoning-block rule (`vineppo.tasks.thinking`)."""
+def make_task(data: DataConfig, prompt: PromptConfig | None = None, tokenizer=None,
+              grading_mode: str = "official") -> Task:
+    """The task that grades `data.task` with `grading_mode` ("official" | "math_verify"), reading the
+    user's fields and answer format; with chat prompts and a tokenizer, also the reasoning-block
+    rule (`vineppo.tasks.thinking`)."""
     from vineppo.tasks.gsm8k import GSM8KTask
 
-    task = get_task(data.task)
+    task = get_task(data.task, grading_mode=grading_mode)
     if data.answer_format != "hashes":
         if not isinstance(task, GSM8KTask):
             raise ConfigError(f"data.answer_format={data.answer_format!r} is for GSM8K-style tasks, not {data.task!r}")

@@ -324,7 +324,6 @@ class Trainer:
     def _minibatch_step(self, episodes, idx, advs, rets, old_lp, ref_lp, old_v) -> dict:
         cfg, acc = self.cfg, self.acc
         dev = acc.device
-        mb_eps = [episodes[i] for i in idx]
         # Whitening over the whole global minibatch (every micro-batch, every process): with the
         # official grad-accum 1 this is the official per-micro-batch whitening (spec §1.4).
         flat = torch.tensor([x for i in idx for x in advs[i]], dtype=torch.float32, device=dev)

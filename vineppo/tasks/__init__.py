@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from vineppo.tasks.base import PROMPT_TEMPLATE, STOP_STRINGS, Row, Task
+from vineppo.tasks.base import GRADING_MODES, PROMPT_TEMPLATE, STOP_STRINGS, Row, Task
 
-__all__ = ["PROMPT_TEMPLATE", "STOP_STRINGS", "Row", "Task", "TASK_NAMES", "get_task"]
+__all__ = ["GRADING_MODES", "PROMPT_TEMPLATE", "STOP_STRINGS", "Row", "Task", "TASK_NAMES", "get_task"]
 
 
 def _gsm8k() -> type[Task]:
@@ -39,7 +39,8 @@ TASK_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
 
 def get_task(name: str, **kwargs: Any) -> Task:
-    """A new Task instance for `name` ("gsm8k", "math", "arithmetic"); `kwargs` go to its constructor."""
+    """A new Task instance for `name` ("gsm8k", "math", "arithmetic"); `kwargs` go to its constructor
+    (every task takes `grading_mode`: "official", the default, or "math_verify")."""
     try:
         task_class = _REGISTRY[name]
     except (KeyError, TypeError):

@@ -165,5 +165,5 @@ class ArithmeticTask(GSM8KTask):
 
     name = "arithmetic"
 
-    def __init__(self) -> None:
-        super().__init__(remove_calculator=False)  # no `<<...>>` annotations in generated rows
+    def __init__(self, grading_mode: str = "official", timeout: float = 15.0) -> None:
+        super().__init__(remove_calculator=False, grading_mode=grading_mode, timeout=timeout)  # no `<<...>>` annotations in generated rows

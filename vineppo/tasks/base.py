@@ -11,6 +11,8 @@ Row = Mapping[str, Any]
 PROMPT_TEMPLATE = "[MATH_TASK] Problem:\n{query}\n\nSolution:"
 # Generation stops here (spec §3 / §8).
 STOP_STRINGS = ("\n\n\nProblem:",)
+#: `grading.mode` values: the paper's graders (default) or Hugging Face's math-verify
+GRADING_MODES = ("official", "math_verify")
 
 
 class Task(ABC):

@@ -4,9 +4,11 @@ Behaviour follows the official `tasks/gsm8k.py` with `use_original_format: true`
 official code crashes or is needlessly strict, this module departs; each departure is marked
 with "DEPARTURE" below and listed here:
 
-- Grading compares numbers: commas are removed from both the prediction and the gold (the
-  official code strips them from the prediction only, so a gold such as `5,600` could never be
-  matched), and two numbers are equal when their values are (`18.0` == `18`).
+- Grading (`official` mode) is the official exact string match, with one fix: commas are
+  removed from the gold too (the official code strips them from the prediction only, so a gold
+  such as `5,600` could never be matched). `18.`, `18.0`, `+18` or `018` are wrong, as there.
+- `math_verify` grading mode: the extracted answer and the gold are compared by Hugging Face's
+  math-verify (numerically: `18.0` == `18`), in a grader worker under a timeout.
 - The step splitter never raises: several `\\n#### ` tails, whitespace-only text and the like
   all give a valid partition of the text.
 """
@@ -14,9 +16,9 @@ with "DEPARTURE" below and listed here:
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from typing import Sequence
 
-from vineppo.tasks.base import Row, Task
+from vineppo.tasks.base import GRADING_MODES, Row, Task
 
 #: the answer marker; the prediction is the text after its last occurrence
 ANSWER_MARKER = "####"
@@ -27,9 +29,6 @@ STEP_DELIMITER = "\n"
 
 # `<<48/2=24>>` calculator annotations (non-greedy, may span lines like the official regex).
 _CALCULATOR_ANNOTATION = re.compile(r"<<.*?>>", re.DOTALL)
-# A plain decimal number: optional sign, digits with an optional fraction, or a bare fraction.
-# Deliberately stricter than float(): no "inf"/"nan", no exponents, no "_", no currency signs.
-_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 
 
 def remove_calculator_annotations(text: str) -> str:
@@ -40,13 +39,12 @@ def remove_calculator_annotations(text: str) -> str:
 def extract_answer(text: str) -> str | None:
     """The text after the last `####`, stripped; None when there is no `####`.
 
-    An empty string is returned (not None) for a trailing `####` with nothing after it, as in the
-    official code; it grades as wrong.
+    As the official `text.split("####")[-1]`: occurrences are found left to right, so
+    `##### 540` gives `# 540`. A trailing `####` gives "" (not None), which grades as wrong.
     """
-    cut = text.rfind(ANSWER_MARKER)
-    if cut < 0:
+    if ANSWER_MARKER not in text:
         return None
-    return text[cut + len(ANSWER_MARKER):].strip()
+    return text.split(ANSWER_MARKER)[-1].strip()
 
 
 def normalize_answer(answer: str) -> str:
@@ -54,36 +52,14 @@ def normalize_answer(answer: str) -> str:
     return answer.strip().replace(",", "").lower()
 
 
-def _as_number(answer: str) -> Decimal | None:
-    if not _PLAIN_NUMBER.fullmatch(answer):
-        return None
-    try:
-        return Decimal(answer)
-    except InvalidOperation:  # pragma: no cover - the regex admits only valid literals
-        return None
-
-
 def answers_match(predicted: str, gold: str) -> bool:
-    """Whether a predicted final answer equals the gold one.
+    """The official check `pred.strip().replace(',', '').lower() == gold.strip().lower()`.
 
-    Both sides are normalised with `normalize_answer`. Equal strings match (this covers every
-    case the official grader accepts). Otherwise, when both sides are plain decimal numbers, they
-    match if their values are equal.
-
-    DEPARTURE from the official grader, which compares
-    `pred.strip().replace(',', '').lower() == gold.strip().lower()`:
-    - commas are removed from the gold too, so the golds written with thousands separators
-      (79 train and 14 test rows, e.g. `5,600`) can be matched at all;
-    - numbers compare by value, so `18.0`, `18.` and `+18` match `18`.
-    Anything else that is not a plain number stays a case-insensitive string comparison, so a
-    prediction such as `$18` or `18 apples` is wrong, as in the official code.
+    DEPARTURE (a documented fix): commas are removed from the gold too, so the golds written
+    with thousands separators (79 train and 14 test rows, e.g. `5,600`) can be matched at all.
+    Everything else is an exact string match: `18.`, `18.0`, `+18`, `018`, `$18` are wrong.
     """
-    p = normalize_answer(predicted)
-    g = normalize_answer(gold)
-    if p == g:
-        return True
-    p_num, g_num = _as_number(p), _as_number(g)
-    return p_num is not None and g_num is not None and p_num == g_num
+    return normalize_answer(predicted) == normalize_answer(gold)
 
 
 def split_steps(text: str) -> list[int]:
@@ -141,15 +117,22 @@ class GSM8KTask(Task):
     solution_field = "answer"
     required_fields = ("question", "answer")
 
-    def __init__(self, remove_calculator: bool = True, answer_format: str = "hashes") -> None:
+    def __init__(self, remove_calculator: bool = True, answer_format: str = "hashes",
+                 grading_mode: str = "official", timeout: float = 15.0) -> None:
         from vineppo.tasks.boxed import ANSWER_FORMATS
 
+        if grading_mode not in GRADING_MODES:
+            raise ValueError(f"grading_mode must be one of {', '.join(GRADING_MODES)}, got {grading_mode!r}")
         #: strip `<<...>>` calculator annotations from gold solutions (the paper's setting)
         self.remove_calculator = remove_calculator
         if answer_format not in ANSWER_FORMATS:
             raise ValueError(f"unknown answer format {answer_format!r}; valid: {', '.join(ANSWER_FORMATS)}")
         #: how responses state their answer: "hashes" (the paper), "boxed" or "auto" (tasks/boxed.py)
         self.answer_format = answer_format
+        #: "official" (the paper's exact match) or "math_verify" (numeric, via math-verify)
+        self.grading_mode = grading_mode
+        #: seconds per case in `math_verify` mode
+        self.timeout = float(timeout)
 
     def query(self, row: Row) -> str:
         # The official preprocessing strips the question (a no-op on the released files).
@@ -188,6 +171,8 @@ class GSM8KTask(Task):
 
     def is_correct(self, response: str, row: Row) -> bool:
         """True iff the answer after the last `####` of `response` matches the gold. Never raises."""
+        if self.grading_mode != "official":
+            return self.grade_many([response], [row])[0]
         if not isinstance(response, str):
             return False
         predicted = self.extract_answer(response)
@@ -200,3 +185,30 @@ class GSM8KTask(Task):
             # when loading, so this only guards rows built by hand.
             return False
         return answers_match(predicted, gold)
+
+    def grade_many(self, responses: Sequence[str], rows: Sequence[Row]) -> list[bool]:
+        """Grade many pairs; in `math_verify` mode math-verify compares the extracted answer with
+        the gold in grader workers, each pair under `self.timeout` seconds."""
+        if self.grading_mode == "official":
+            return super().grade_many(responses, rows)
+        if len(responses) != len(rows):
+            raise ValueError(f"grade_many: {len(responses)} responses but {len(rows)} rows")
+        from vineppo.tasks.math_grading import default_grader_pool
+
+        verdicts = [False] * len(responses)
+        positions: list[int] = []
+        pairs: list[tuple[str, str]] = []
+        for position, (response, row) in enumerate(zip(responses, rows)):
+            predicted = self.extract_answer(response) if isinstance(response, str) else None
+            try:
+                gold = self.gold_answer(row)
+            except (KeyError, TypeError, ValueError):
+                continue
+            if not predicted:
+                continue
+            positions.append(position)
+            # Thousands commas are dropped so that math-verify reads `5,600` as one number.
+            pairs.append((gold.replace(",", ""), predicted.replace(",", "")))
+        for position, verdict in zip(positions, default_grader_pool().math_verify_many(pairs, self.timeout)):
+            verdicts[position] = verdict
+        return verdicts

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from vineppo.tasks.base import Row, Task
+from vineppo.tasks.base import GRADING_MODES, Row, Task
 from vineppo.tasks.math_grading import (
     DEFAULT_TIMEOUT,
     GraderPool,
@@ -30,9 +30,15 @@ class MathTask(Task):
     solution_field = "solution"
     required_fields = ("problem", "solution")
 
-    def __init__(self, timeout: float = DEFAULT_TIMEOUT, pool: GraderPool | None = None) -> None:
+    def __init__(
+        self, timeout: float = DEFAULT_TIMEOUT, pool: GraderPool | None = None, grading_mode: str = "official"
+    ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout}")
+        if grading_mode not in GRADING_MODES:
+            raise ValueError(f"grading_mode must be one of {', '.join(GRADING_MODES)}, got {grading_mode!r}")
+        #: "official" (the paper's Minerva grader) or "math_verify" (Hugging Face's math-verify)
+        self.grading_mode = grading_mode
         #: seconds allowed for the symbolic checks of one graded response
         self.timeout = float(timeout)
         # None: the shared module-level pool, started on first use and stopped at exit.
@@ -47,8 +53,13 @@ class MathTask(Task):
         return row[self.query_field].strip()
 
     def validate_row(self, row: Row) -> None:
-        """Raise ValueError when no answer can be extracted from the row's solution."""
-        if not self.gold_answers(row):
+        """Raise ValueError when the row's solution has neither a box nor an extractable answer.
+
+        A solution that writes `\\boxed 2` (no braces; train/algebra/24014 and 25040) is kept:
+        as in the official code its gold answer list is empty, and only a response without any
+        answer matches it (see `grade_many`).
+        """
+        if "boxed" not in self.gold_solution(row) and not self.gold_answers(row):
             raise ValueError(f"field {self.solution_field!r} has no extractable final answer (no \\boxed)")
 
     def split_steps(self, response: str) -> list[int]:
@@ -100,21 +111,45 @@ class MathTask(Task):
         each response under `self.timeout` seconds (a timeout grades as wrong)."""
         if len(responses) != len(rows):
             raise ValueError(f"grade_many: {len(responses)} responses but {len(rows)} rows")
+        if self.grading_mode == "math_verify":
+            return self._grade_many_math_verify(responses, rows)
         verdicts = [False] * len(responses)
         positions: list[int] = []
         cases: list[tuple[list[str], list[str]]] = []
         for position, (response, row) in enumerate(zip(responses, rows)):
-            if not isinstance(response, str) or not response.strip():
+            if not isinstance(response, str):
                 continue
             try:
                 gold = self.gold_answers(row)
             except (KeyError, TypeError, AttributeError):
                 continue  # a row without a solution cannot be answered (vineppo.data rejects it)
+            predicted = self.extract_answers(response, row)
             if not gold:
+                # The official eval_math on an empty gold list: only an empty prediction matches.
+                verdicts[position] = not predicted
                 continue
             positions.append(position)
-            cases.append((self.extract_answers(response, row), gold))
+            cases.append((predicted, gold))
         if cases:
             for position, verdict in zip(positions, self.pool.grade_answer_lists(cases, self.timeout)):
                 verdicts[position] = verdict
+        return verdicts
+
+    def _grade_many_math_verify(self, responses: Sequence[str], rows: Sequence[Row]) -> list[bool]:
+        """`math_verify` mode: math-verify extracts and compares the answers of the response and
+        of the gold solution, in the grader workers under `self.timeout` seconds per pair."""
+        verdicts = [False] * len(responses)
+        positions: list[int] = []
+        pairs: list[tuple[str, str]] = []
+        for position, (response, row) in enumerate(zip(responses, rows)):
+            if not isinstance(response, str) or not response.strip():
+                continue
+            try:
+                gold_solution = self.gold_solution(row)
+            except (KeyError, TypeError, AttributeError):
+                continue
+            positions.append(position)
+            pairs.append((gold_solution, response))
+        for position, verdict in zip(positions, self.pool.math_verify_many(pairs, self.timeout)):
+            verdicts[position] = verdict
         return verdicts
