@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vineppo.advantages import gae_advantages, masked_whiten
-from vineppo.config import TrainConfig
+from vineppo.config import TrainConfig, loss_aggregation_for, whiten_advantages_for
 from vineppo.episodes import Episode
 from vineppo.losses import kl_penalty_loss, logprobs_from_logits, ppo_policy_loss, value_loss
 from vineppo.values import CriticModel
@@ -256,7 +256,7 @@ class Trainer:
             advs = [e.advantages for e in episodes]
             rets = None
             if any(a is None for a in advs):
-                raise ValueError("VinePPO episodes need advantages before training")
+                raise ValueError(f"{cfg.algorithm} episodes need advantages (the loop's credit phase) before training")
         canary = self._sync_canary(episodes, old_lp)
 
         # 3. epochs over shuffled minibatches (generator re-seeded every iteration, spec §1.6)
@@ -272,11 +272,13 @@ class Trainer:
         if self.critic is not None:
             self.critic.train()
         total_steps = cfg.ppo.epochs * n_mb
+        trained_tokens = 0  # action tokens through forward + backward (compute accounting)
         bar = tqdm(total=total_steps, desc="train: PPO steps", disable=not self.progress, leave=False)
         for epoch in range(cfg.ppo.epochs):
             perm = torch.randperm(n_local, generator=gen).tolist()
             for m in range(n_mb):
                 idx = perm[m * per_mb: (m + 1) * per_mb]
+                trained_tokens += sum(len(advs[i]) for i in idx)
                 logs.append(self._minibatch_step(episodes, idx, advs, rets, old_lp, ref_lp, old_v))
                 logs[-1]["epoch"] = epoch
                 bar.update(1)
@@ -288,6 +290,7 @@ class Trainer:
             out["train/first_minibatch_ratio"] = logs[0]["train/ratio"]
         out.update(canary)
         out["train/optimizer_steps"] = self.optimizer_steps
+        out["train/tokens"] = trained_tokens
         out["train/lr"] = self.scheduler.get_last_lr()[0]
         n_tokens = sum(len(a) for a in old_lp)
         out["logprobs/seconds"] = t_lp
@@ -322,7 +325,7 @@ class Trainer:
         # Whitening over the whole global minibatch (every micro-batch, every process): with the
         # official grad-accum 1 this is the official per-micro-batch whitening (spec §1.4).
         flat = torch.tensor([x for i in idx for x in advs[i]], dtype=torch.float32, device=dev)
-        if cfg.ppo.whiten_advantages:
+        if whiten_advantages_for(cfg):
             w, wstats = masked_whiten(flat, torch.ones_like(flat), distributed=acc.num_processes > 1)
         else:
             w, wstats = flat, {}
@@ -341,7 +344,9 @@ class Trainer:
             models = (self.actor,) if self.critic is None else (self.actor, self.critic)
             with acc.accumulate(*models):
                 logp = self._logprobs(self.actor, b)
-                pg, st = ppo_policy_loss(logp, old, A, b.action_mask, cfg.ppo.cliprange, cfg.ppo.ratio_threshold)
+                pg, st = ppo_policy_loss(logp, old, A, b.action_mask, cfg.ppo.cliprange, cfg.ppo.ratio_threshold,
+                                         aggregation=loss_aggregation_for(cfg),
+                                         norm_length=cfg.sampling.max_new_tokens)
                 kl_loss, kl = kl_penalty_loss(logp, ref, b.action_mask, cfg.ppo.kl_coef,
                                               cfg.ppo.kl_clamp_min, cfg.ppo.kl_clamp_max)
                 acc.backward(pg + kl_loss)
