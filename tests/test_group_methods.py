@@ -123,3 +123,13 @@ def test_accumulate_compute_counts_episodes_mc_and_training():
     second = accumulate_compute({"generate/tokens": 50, "train/tokens": 100, "seconds": 1.0}, first)
     assert second == {"compute/generated_tokens": 1050.0, "compute/trained_tokens": 300.0,
                       "compute/wall_clock_seconds": 3.5}
+
+
+def test_critic_fit_metrics_by_hand():
+    from vineppo.trainer import critic_fit_metrics
+
+    # returns (1, 1, 0, 0): var 0.25; values (1, 0, 0, 0): residual (0, 1, 0, 0), var 0.1875
+    m = critic_fit_metrics([[1.0, 0.0], [0.0, 0.0]], [[1.0, 1.0], [0.0, 0.0]])
+    assert m["critic/explained_variance"] == pytest.approx(1 - 0.1875 / 0.25)
+    assert m["critic/value_mae"] == pytest.approx(0.25)
+    assert critic_fit_metrics([[0.5]], [[0.5]]) == {"critic/value_mae": 0.0}  # constant returns: no EV

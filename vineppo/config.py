@@ -106,6 +106,10 @@ class PPOConfig:
     gamma: float = 1.0
     lam: float = 1.0
     cliprange_value: float = 0.2
+    #: PPO: the first N iterations update only the critic (the policy, its optimizer and LR
+    #: schedule do not move): a common PPO practice for a critic that starts from a random head.
+    #: 0 in the paper.
+    critic_warmup_iterations: int = 0
 
 
 @dataclass
@@ -345,6 +349,8 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.algorithm in ("grpo", "dr_grpo", "rloo") and cfg.episodes.samples_per_question < 2:
         raise ConfigError(f"algorithm {cfg.algorithm} compares the samples of a question: "
                           f"episodes.samples_per_question must be >= 2, got {cfg.episodes.samples_per_question}")
+    if cfg.ppo.critic_warmup_iterations < 0:
+        raise ConfigError(f"ppo.critic_warmup_iterations must be >= 0, got {cfg.ppo.critic_warmup_iterations}")
     if cfg.ppo.minibatch_size % cfg.ppo.micro_batch_size:
         raise ConfigError(f"ppo.minibatch_size ({cfg.ppo.minibatch_size}) must be a multiple of "
                           f"ppo.micro_batch_size ({cfg.ppo.micro_batch_size})")

@@ -295,7 +295,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
         # ppo: the trainer computes critic values and GAE
         if cfg.engine.sleep_during_training:
             engine.sleep()
-        tstats = trainer.step(episodes)
+        tstats = trainer.step(episodes, iteration=it)
         whiten = tstats.pop("train/whiten_stats", None)
         t_sync = time.perf_counter()
         # push while asleep, then wake: the engine applies the safe wake order (weights, then KV cache)

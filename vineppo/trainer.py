@@ -9,6 +9,7 @@ whitening, PPO-clip + k3 KL (+ clipped value loss), grad clip, AdamW step, LR sc
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -53,6 +54,20 @@ def lr_lambda(total_steps: int, warmup_ratio: float, schedule: str = "linear"):
             return 1.0
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
     return f
+
+
+def critic_fit_metrics(values: Sequence[Sequence[float]], returns: Sequence[Sequence[float]]) -> dict:
+    """How well the critic's values (before this iteration's update) predict the returns it is
+    trained on, over every action token: explained variance `1 − Var(G − V) / Var(G)` (1 perfect,
+    0 no better than a constant, < 0 worse) and the mean absolute value error |V − G|."""
+    v = np.array([x for seq in values for x in seq], dtype=np.float64)
+    g = np.array([x for seq in returns for x in seq], dtype=np.float64)
+    if v.size == 0:
+        return {}
+    out = {"critic/value_mae": float(np.abs(v - g).mean())}
+    if g.var() > 0:  # undefined when every return is equal
+        out["critic/explained_variance"] = float(1.0 - (g - v).var() / g.var())
+    return out
 
 
 @dataclass
@@ -223,9 +238,12 @@ class Trainer:
         return v[:, :-1]  # V(s_t) read at the position that predicts action t
 
     # ---- one iteration ------------------------------------------------------------------------
-    def step(self, episodes: Sequence[Episode]) -> dict:
-        """Train on this process's episodes; returns metrics averaged over optimizer steps."""
+    def step(self, episodes: Sequence[Episode], iteration: int | None = None) -> dict:
+        """Train on this process's episodes; returns metrics averaged over optimizer steps.
+        `iteration` (0-based) decides `ppo.critic_warmup_iterations` (critic-only updates)."""
         cfg, acc = self.cfg, self.acc
+        critic_only = (self.critic is not None and iteration is not None
+                       and iteration < cfg.ppo.critic_warmup_iterations)
         t0 = time.perf_counter()
         dev = acc.device
         self.actor.eval()
@@ -252,6 +270,7 @@ class Trainer:
                 advs.append(a[0].tolist())
                 rets.append(g[0].tolist())
                 e.advantages = advs[-1]
+            critic_stats = critic_fit_metrics(old_v, rets)
         else:
             advs = [e.advantages for e in episodes]
             rets = None
@@ -279,7 +298,7 @@ class Trainer:
             for m in range(n_mb):
                 idx = perm[m * per_mb: (m + 1) * per_mb]
                 trained_tokens += sum(len(advs[i]) for i in idx)
-                logs.append(self._minibatch_step(episodes, idx, advs, rets, old_lp, ref_lp, old_v))
+                logs.append(self._minibatch_step(episodes, idx, advs, rets, old_lp, ref_lp, old_v, critic_only))
                 logs[-1]["epoch"] = epoch
                 bar.update(1)
         bar.close()
@@ -289,6 +308,9 @@ class Trainer:
         if logs:
             out["train/first_minibatch_ratio"] = logs[0]["train/ratio"]
         out.update(canary)
+        if self.critic is not None:
+            out.update(critic_stats)
+            out["train/critic_only"] = float(critic_only)
         out["train/optimizer_steps"] = self.optimizer_steps
         out["train/tokens"] = trained_tokens
         out["train/lr"] = self.scheduler.get_last_lr()[0]
@@ -318,7 +340,7 @@ class Trainer:
             return {}
         return {"sync/logprob_gap": float(np.mean(gaps)), "sync/ratio_trainer_vs_engine": float(np.mean(ratios))}
 
-    def _minibatch_step(self, episodes, idx, advs, rets, old_lp, ref_lp, old_v) -> dict:
+    def _minibatch_step(self, episodes, idx, advs, rets, old_lp, ref_lp, old_v, critic_only: bool = False) -> dict:
         cfg, acc = self.cfg, self.acc
         dev = acc.device
         mb_eps = [episodes[i] for i in idx]
@@ -343,13 +365,15 @@ class Trainer:
             ref = scatter_actions([ref_lp[i] for i in sub], b)
             models = (self.actor,) if self.critic is None else (self.actor, self.critic)
             with acc.accumulate(*models):
-                logp = self._logprobs(self.actor, b)
+                with torch.no_grad() if critic_only else contextlib.nullcontext():
+                    logp = self._logprobs(self.actor, b)
                 pg, st = ppo_policy_loss(logp, old, A, b.action_mask, cfg.ppo.cliprange, cfg.ppo.ratio_threshold,
                                          aggregation=loss_aggregation_for(cfg),
                                          norm_length=cfg.sampling.max_new_tokens)
                 kl_loss, kl = kl_penalty_loss(logp, ref, b.action_mask, cfg.ppo.kl_coef,
                                               cfg.ppo.kl_clamp_min, cfg.ppo.kl_clamp_max)
-                acc.backward(pg + kl_loss)
+                if not critic_only:  # ppo.critic_warmup_iterations: only the critic learns
+                    acc.backward(pg + kl_loss)
                 st = {f"train/{k}": v for k, v in st.items()}
                 st["train/kl"] = kl
                 st["train/loss"] = float(pg.detach() + kl_loss.detach())
@@ -361,21 +385,25 @@ class Trainer:
                     acc.backward(vl)
                     st.update({f"train/{k}": x for k, x in vst.items()})
                 if acc.sync_gradients:
-                    st["train/grad_norm"] = float(acc.clip_grad_norm_(self.actor.parameters(), cfg.optim.max_grad_norm))
+                    if not critic_only:
+                        st["train/grad_norm"] = float(acc.clip_grad_norm_(self.actor.parameters(),
+                                                                          cfg.optim.max_grad_norm))
                     if self.critic is not None:
                         acc.clip_grad_norm_(self.critic.parameters(), cfg.optim.max_grad_norm)
-                self.opt.step()
-                self.opt.zero_grad(set_to_none=True)
+                if not critic_only:
+                    self.opt.step()
+                    self.opt.zero_grad(set_to_none=True)
                 if self.critic is not None:
                     self.critic_opt.step()
                     self.critic_opt.zero_grad(set_to_none=True)
             stats.append(st)
         if not acc.sync_gradients:
             raise RuntimeError("gradient accumulation out of step with the minibatch")
-        self.scheduler.step()
+        if not critic_only:
+            self.scheduler.step()
+            self.optimizer_steps += 1
         if self.critic is not None:
             self.critic_scheduler.step()
-        self.optimizer_steps += 1
         out = {k: float(np.mean([s[k] for s in stats if k in s])) for k in stats[-1]}
         out["whiten"] = {**wstats, "episodes": list(idx)}
         return out
