@@ -15,6 +15,8 @@ from vineppo.config import ConfigError, TrainConfig, apply_overrides, from_dict,
 from vineppo.sft import SFTConfig
 from vineppo.tiny import TinyModelConfig
 
+#: the RL methods `demo.algorithms` / `--algorithms` accepts
+ALGORITHMS = ("vineppo", "ppo", "grpo", "dr_grpo", "rloo")
 #: the demo's config, shipped with the repository
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 #: bump when the SFT recipe changes in a way the cache key does not see
@@ -66,15 +68,22 @@ class DemoSettings:
     sft: SFTConfig = field(default_factory=SFTConfig)
     sft_stop: DemoSFTStop = field(default_factory=DemoSFTStop)
     eval: DemoEval = field(default_factory=DemoEval)
-    #: torch intra-op threads for SFT and RL training: a number, null (torch's default) or "auto":
-    #: time a few training steps of the tiny model with 1 thread and with all cores, keep the
-    #: faster. On an idle 2-core machine 2 threads are ~1.8x faster; when other processes keep a
-    #: core busy, 2 threads spin-wait and are 2-5x *slower* than 1.
-    torch_threads: int | Literal["auto"] | None = "auto"
-    #: train PPO in a second process while VinePPO trains (one torch thread each): true, false, or
-    #: "auto" (when the machine has at least 2 cores)
+    #: torch intra-op threads for the SFT start (and the SFT-continued control): a fixed number
+    #: keeps the SFT start the same on every machine (float reductions depend on the thread
+    #: count); null = torch's default, "auto" = time a training step with 1 thread and with all
+    #: cores and keep the faster (faster on a busy machine, but the start then depends on it).
+    #: The RL runs always train with one thread each, in their own processes.
+    torch_threads: int | Literal["auto"] | None = 2
+    #: how many RL runs train at once (one process each): true = 2 on a machine with >= 2 cores,
+    #: false = one at a time, "auto" = true when the machine has >= 2 cores
     parallel_runs: bool | Literal["auto"] = "auto"
-    #: where the SFT start is cached (null: $VINEPPO_CACHE_DIR, else ~/.cache/vineppo)
+    #: the RL methods (rows of the table): vineppo, ppo, grpo, dr_grpo, rloo
+    algorithms: list[str] = field(default_factory=lambda: ["vineppo", "ppo"])
+    #: RL seeds per method (config seed + 0 .. seeds-1); the SFT start is shared
+    seeds: int = 1
+    #: the "SFT continued" control: the SFT start trained this many more SFT steps; null = as many
+    #: optimizer steps as each RL run takes (iterations x epochs x episodes / minibatch); 0 = off
+    sft_continued_steps: int | None = None
     cache_dir: str | None = None
 
 
@@ -116,6 +125,13 @@ def load_demo_config(path: str | Path | None = None, overrides: Sequence[str] = 
                               "or demo.sft_stop.validation_pass: null")
         if stop.every < 1 or stop.problems < 1:
             raise ConfigError(f"{path}: demo.sft_stop.every and .problems must be >= 1")
+    bad = [a for a in demo.algorithms if a not in ALGORITHMS]
+    if bad or not demo.algorithms:
+        raise ConfigError(f"{path}: demo.algorithms {demo.algorithms}: choose among {list(ALGORITHMS)}")
+    if demo.seeds < 1:
+        raise ConfigError(f"{path}: demo.seeds must be >= 1, got {demo.seeds}")
+    if demo.sft_continued_steps is not None and demo.sft_continued_steps < 0:
+        raise ConfigError(f"{path}: demo.sft_continued_steps must be >= 0 or null")
     return DemoConfig(demo, train, path)
 
 

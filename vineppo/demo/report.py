@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 from pathlib import Path
 from typing import Sequence
 
@@ -12,7 +13,8 @@ from vineppo.demo.config import DemoEval, _fmt_seconds, _say
 
 def _report(algo: str, r: dict) -> None:
     _say(f"{algo}: test pass@1 {100 * r['test']:.1f}% after {r['final_iteration']} iterations "
-         f"(training {_fmt_seconds(r['train_seconds'])}, evaluation {_fmt_seconds(r['eval_seconds'])})")
+         f"(RL time {_fmt_seconds(r['iteration_seconds'])}; its process, with checkpoints and evaluation, "
+         f"{_fmt_seconds(r['process_seconds'])})")
 
 
 def _moving_average(values: Sequence[float], window: int) -> list[float]:
@@ -23,27 +25,73 @@ def _moving_average(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
-def plot_demo(path: Path, sft_test: float, runs: dict[str, dict], ev: DemoEval, n_test: int) -> Path:
-    """Left: held-out test pass@1 (%) vs iteration per method (iteration 0 = the SFT start), the SFT
-    level dashed. Right: train reward (mean over the iteration's episodes, T = sampling T) vs
-    iteration, raw faint and moving average solid."""
+#: display name and colour of each method
+NAMES = {"vineppo": "VinePPO", "ppo": "PPO", "grpo": "GRPO", "dr_grpo": "Dr. GRPO", "rloo": "RLOO"}
+COLORS = {"vineppo": "C0", "ppo": "C1", "grpo": "C2", "dr_grpo": "C4", "rloo": "C5"}
+
+
+def method_stats(runs: dict[str, dict]) -> dict[str, dict]:
+    """Per method, over its seeds: final test pass@1 mean and sample sd (in %; sd None with one
+    seed), the number of seeds, and the mean RL time (the iterations' seconds)."""
+    by: dict[str, list[dict]] = {}
+    for r in runs.values():
+        by.setdefault(r["algorithm"], []).append(r)
+    out = {}
+    for algo, rs in by.items():
+        vals = [100 * r["test"] for r in rs]
+        out[algo] = {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else None,
+                     "n": len(vals), "values": vals,
+                     "rl_seconds": statistics.fmean(r["iteration_seconds"] for r in rs),
+                     "iterations": rs[0]["final_iteration"]}
+    return out
+
+
+def paired_difference(runs: dict[str, dict], a: str, b: str) -> dict | None:
+    """`a − b` final test pass@1 (in %) over the seeds both ran (the same RL seed gives both the
+    same questions each iteration): mean, sample sd (None with one seed), n, per-seed values."""
+    by_seed: dict[int, dict[str, float]] = {}
+    for r in runs.values():
+        by_seed.setdefault(r["seed_index"], {})[r["algorithm"]] = 100 * r["test"]
+    diffs = [v[a] - v[b] for _, v in sorted(by_seed.items()) if a in v and b in v]
+    if not diffs:
+        return None
+    return {"mean": round(statistics.fmean(diffs), 2),
+            "sd": round(statistics.stdev(diffs), 2) if len(diffs) > 1 else None,
+            "n": len(diffs), "values": [round(d, 2) for d in diffs]}
+
+
+def plot_demo(path: Path, sft_test: float, runs: dict[str, dict], ev: DemoEval, n_test: int, *,
+              sft_continued: float | None = None) -> Path:
+    """Left: held-out test pass@1 (%) vs iteration per run (iteration 0 = the SFT start; one line
+    per seed, one colour per method), the SFT start dashed and the SFT-continued control dotted.
+    Right: train reward (mean over the iteration's episodes, T = sampling T) vs iteration, raw
+    faint and moving average solid."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"vineppo": "C0", "ppo": "C1"}
-    names = {"vineppo": "VinePPO", "ppo": "PPO"}
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for algo, r in runs.items():
+    labelled: set[str] = set()
+    stats = method_stats(runs)
+    for r in runs.values():
+        algo = r["algorithm"]
+        color, name = COLORS.get(algo, "C7"), NAMES.get(algo, algo)
+        st = stats[algo]
+        final = f"{st['mean']:.1f}%" + (f" ± {st['sd']:.1f}, {st['n']} seeds" if st["sd"] is not None else "")
+        label = None if algo in labelled else f"{name} (final {final})"
+        labelled.add(algo)
         pts = [(0, 100 * sft_test)] + sorted((it, 100 * v["test"]) for it, v in r["curve"].items())
-        a.plot(*zip(*pts), "-o", color=colors[algo], label=f"{names[algo]} (final {100 * r['test']:.1f}%)")
+        a.plot(*zip(*pts), "-o", color=color, markersize=3, label=label)
         rew = [(it, v) for it, v in r["reward"] if v is not None]
         if rew:
             its, vals = zip(*rew)
-            b.plot(its, vals, color=colors[algo], alpha=0.25, linewidth=0.8)
-            b.plot(its, _moving_average(list(vals), 3), color=colors[algo], label=names[algo])
+            b.plot(its, vals, color=color, alpha=0.25, linewidth=0.8)
+            b.plot(its, _moving_average(list(vals), 3), color=color, label=None if label is None else name)
     a.axhline(100 * sft_test, color="gray", linestyle="--", label=f"SFT start {100 * sft_test:.1f}%")
+    if sft_continued is not None:
+        a.axhline(100 * sft_continued, color="black", linestyle=":",
+                  label=f"SFT continued {100 * sft_continued:.1f}%")
     a.set_title(f"Held-out test pass@1 ({n_test} problems x {ev.n_samples} samples, T={ev.temperature})", fontsize=9)
     a.set_xlabel("RL iteration")
     a.set_ylabel("pass@1 (%)")
@@ -61,17 +109,24 @@ def plot_demo(path: Path, sft_test: float, runs: dict[str, dict], ev: DemoEval, 
     return path
 
 
-def final_table(sft_test: float, runs: dict[str, dict], sft_note: str) -> str:
-    rows = [("SFT start", 100 * sft_test, None, "—", sft_note)]
-    for algo, name in (("ppo", "PPO"), ("vineppo", "VinePPO")):
-        if algo in runs:
-            r = runs[algo]
-            rows.append((name, 100 * r["test"], 100 * (r["test"] - sft_test), str(r["final_iteration"]),
-                         _fmt_seconds(r["iteration_seconds"])))
-    lines = [f"{'model':<10} {'test pass@1':>11} {'vs SFT':>8} {'iterations':>10}  {'RL time':<12}"]
+def final_table(sft_test: float, stats: dict[str, dict], sft_note: str, *, sft_continued: float | None = None,
+                sft_continued_steps: int | None = None, diff: dict | None = None) -> str:
+    """The demo's table: SFT start, SFT continued, each method's final test pass@1 (mean ± sd over
+    seeds), its gain over the SFT start, iterations and mean RL time; then VinePPO − PPO."""
+    rows = [("SFT start", f"{100 * sft_test:.1f}%", "—", "—", sft_note)]
+    if sft_continued is not None:
+        rows.append(("SFT continued", f"{100 * sft_continued:.1f}%", f"{100 * (sft_continued - sft_test):+.1f}", "—",
+                     f"(+{sft_continued_steps} SFT steps)"))
+    for algo, st in sorted(stats.items(), key=lambda kv: list(NAMES).index(kv[0]) if kv[0] in NAMES else 99):
+        p = f"{st['mean']:.1f}%" + (f" ± {st['sd']:.1f}" if st["sd"] is not None else "")
+        rows.append((NAMES.get(algo, algo), p, f"{st['mean'] - 100 * sft_test:+.1f}", str(st["iterations"]),
+                     _fmt_seconds(st["rl_seconds"])))
+    lines = [f"{'model':<14} {'test pass@1':>14} {'vs SFT':>8} {'iterations':>10}  {'RL time':<12}"]
     for name, p, d, its, t in rows:
-        delta = "—" if d is None else f"{d:+.1f}"
-        lines.append(f"{name:<10} {p:>10.1f}% {delta:>8} {its:>10}  {t:<12}")
+        lines.append(f"{name:<14} {p:>14} {d:>8} {its:>10}  {t:<12}")
+    if diff is not None:
+        spread = f" ± {diff['sd']:.1f} (sd over {diff['n']} paired seeds: {diff['values']})" if diff["sd"] is not None else ""
+        lines.append(f"VinePPO − PPO: {diff['mean']:+.1f} points{spread}")
     return "\n".join(lines)
 
 

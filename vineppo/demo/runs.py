@@ -1,5 +1,7 @@
-"""The demo's RL runs from the SFT start: one trained in this process, the others in background
-processes (`python -m vineppo.demo`), each evaluated checkpoint by checkpoint."""
+"""The demo's RL runs from the SFT start: one process per run (`python -m vineppo.demo`), at most
+`parallel` at a time, each training with one torch thread and then evaluating its own
+checkpoints; every algorithm of `--algorithms` for every RL seed of `--seeds` (the SFT start is
+shared)."""
 
 from __future__ import annotations
 
@@ -9,20 +11,23 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
 
 from vineppo.config import TrainConfig, from_dict, to_dict, validate
-from vineppo.demo.config import TASK, DemoEval, _say
+from vineppo.demo.config import ALGORITHMS, TASK, DemoEval, _say
 from vineppo.demo.evaluation import _copy_initial, _evaluated, evaluate_run_checkpoints
 from vineppo.demo.report import _quiet_logs, _report
 
 
-def _run_config(base: TrainConfig, algorithm: str, sft_dir: Path, data_dir: Path) -> TrainConfig:
+def _run_config(base: TrainConfig, algorithm: str, sft_dir: Path, data_dir: Path, seed_offset: int = 0) -> TrainConfig:
+    """The RL run's config: `base` with the algorithm, the SFT start, the demo data, and the RL
+    seed `base.seed + seed_offset` (questions, sampling, critic head)."""
     cfg = copy.deepcopy(base)
     cfg.algorithm = algorithm  # type: ignore[assignment]
+    cfg.seed = base.seed + seed_offset
     cfg.model.name_or_path = str(sft_dir)
     cfg.model.tokenizer = None
     cfg.model.tiny_init = False
@@ -43,31 +48,24 @@ def _fresh_run_dir(run_dir: Path) -> None:
     shutil.rmtree(run_dir)
 
 
-def _run_summary(cfg: TrainConfig, run_dir: Path, curve: dict, t_train: float, t_eval: float) -> dict:
+def _run_summary(cfg: TrainConfig, run_dir: Path, curve: dict, process_seconds: float) -> dict:
+    """Final test pass@1, the evaluated curve, the RL time (the iterations' seconds: generation,
+    MC, training, sync) and the whole process's time (with checkpointing and evaluation)."""
     last = max(curve)
     metrics = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if l.strip()]
     return {"run_dir": str(run_dir), "iterations": cfg.iterations, "final_iteration": last,
-            "test": curve[last]["test"], "curve": curve, "train_seconds": t_train, "eval_seconds": t_eval,
+            "test": curve[last]["test"], "curve": curve, "process_seconds": process_seconds,
             "iteration_seconds": sum(float(m.get("seconds", 0.0)) for m in metrics),
-            "reward": [(m["iteration"], m.get("reward/mean")) for m in metrics]}
-
-
-def _evaluate_run(cfg: TrainConfig, run_dir: Path, engine, splits, data_dir, ev, sft_results,
-                  t_train: float, done: dict | None = None, t_eval_before: float = 0.0) -> dict:
-    from vineppo.evaluate import load_tokenizer
-
-    tok = load_tokenizer(cfg.model.name_or_path)
-    t1 = time.perf_counter()
-    curve = evaluate_run_checkpoints(run_dir, engine, tok, splits, data_dir, ev, cfg, done)
-    _copy_initial(sft_results, run_dir)
-    return _run_summary(cfg, run_dir, curve, t_train, t_eval_before + time.perf_counter() - t1)
+            "reward": [(m["iteration"], m.get("reward/mean")) for m in metrics],
+            "critic_explained_variance": [(m["iteration"], m["critic/explained_variance"]) for m in metrics
+                                          if "critic/explained_variance" in m]}
 
 
 class _BackgroundRun:
-    """An RL run in a second process (`python -m vineppo.demo`, see `_background_main`; its log in
-    RUN_DIR.log) that trains and then evaluates its own checkpoints with its own engine, so the two
-    runs share the cores: a tiny model's step gains little from a second thread (~1.5x), two runs
-    at one thread each gain ~2x."""
+    """An RL run in its own process (`python -m vineppo.demo`, see `_background_main`; its log in
+    RUN_DIR.log) that trains and then evaluates its own checkpoints with its own engine. Runs share
+    the cores this way: a tiny model's step gains little from a second thread (~1.5x), two runs at
+    one thread each gain ~2x."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, splits: dict[str, list[dict]], data_dir: Path,
                  ev: DemoEval):
@@ -98,30 +96,106 @@ class _BackgroundRun:
                                f"log {self.log_file}:\n{tail}")
         return time.perf_counter() - self.t0
 
+    def done(self) -> bool:
+        return self.proc.poll() is not None
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
 
 
-def _describe_run(algo: str, cfg: TrainConfig) -> None:
-    what = (f"K={cfg.mc.k} continuations from every step boundary" if algo == "vineppo" else "critic + GAE")
-    _say(f"{algo}: {cfg.iterations} iterations x {cfg.episodes.questions_per_iteration} questions x "
-         f"{cfg.episodes.samples_per_question} samples, {what}, lr {cfg.optim.lr:g} ({cfg.optim.schedule}), "
-         f"{cfg.ppo.epochs} epoch(s) of minibatch {cfg.ppo.minibatch_size}")
+def _describe_run(name: str, cfg: TrainConfig) -> None:
+    what = {"vineppo": f"K={cfg.mc.k} continuations from every step boundary", "ppo": "critic + GAE"}.get(
+        cfg.algorithm, f"{cfg.algorithm} group advantages over the {cfg.episodes.samples_per_question} samples")
+    warm = (f", {cfg.ppo.critic_warmup_iterations} critic-only iteration(s) first"
+            if cfg.algorithm == "ppo" and cfg.ppo.critic_warmup_iterations else "")
+    _say(f"{name}: {cfg.iterations} iterations x {cfg.episodes.questions_per_iteration} questions x "
+         f"{cfg.episodes.samples_per_question} samples, {what}{warm}, lr {cfg.optim.lr:g} ({cfg.optim.schedule}), "
+         f"{cfg.ppo.epochs} epoch(s) of minibatch {cfg.ppo.minibatch_size}, seed {cfg.seed}")
 
 
-def _start_background_runs(base: TrainConfig, algos: list[str], sft_dir: Path, out: Path, data_dir: Path,
-                           splits: dict[str, list[dict]], ev: DemoEval) -> dict[str, _BackgroundRun]:
-    """Start every run but the first in its own process (called as soon as the SFT start exists,
-    so their start-up overlaps the SFT evaluation)."""
-    background = {}
-    for a in algos[1:]:
-        cfg = _run_config(base, a, sft_dir, data_dir)
-        _describe_run(a, cfg)
-        background[a] = _BackgroundRun(cfg, out / "runs" / a, splits, data_dir, ev)
-        _say(f"{a}: training in a second process (log {background[a].log_file})")
-    return background
+@dataclass
+class RunJob:
+    #: run directory name under DIR/runs: the algorithm, plus `-seedI` when there are several seeds
+    name: str
+    algorithm: str
+    #: 0 .. seeds-1 (added to the config's seed)
+    seed_index: int
+    cfg: TrainConfig
+
+
+def plan_runs(base: TrainConfig, algorithms: list[str], seeds: int, sft_dir: Path, data_dir: Path) -> list[RunJob]:
+    """One run per (seed, algorithm), seed-major so each seed's methods run side by side."""
+    unknown = [a for a in algorithms if a not in ALGORITHMS]
+    if unknown or not algorithms:
+        raise ValueError(f"--algorithms: unknown {unknown}; choose among {list(ALGORITHMS)}")
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    return [RunJob(a if seeds == 1 else f"{a}-seed{i}", a, i, _run_config(base, a, sft_dir, data_dir, i))
+            for i in range(seeds) for a in algorithms]
+
+
+class RunQueue:
+    """Runs the jobs in background processes, at most `parallel` at once (started as soon as the
+    SFT start exists, so they overlap its evaluation and the SFT-continued control)."""
+
+    def __init__(self, jobs: list[RunJob], out: Path, splits: dict[str, list[dict]], data_dir: Path,
+                 ev: DemoEval, parallel: int):
+        self.pending = list(jobs)
+        self.running: dict[str, tuple[RunJob, _BackgroundRun]] = {}
+        self.finished: dict[str, tuple[RunJob, _BackgroundRun, float]] = {}
+        self.out, self.splits, self.data_dir, self.ev = out, splits, data_dir, ev
+        self.parallel = max(1, parallel)
+        for job in jobs:
+            _describe_run(job.name, job.cfg)
+
+    def fill(self) -> None:
+        while self.pending and len(self.running) < self.parallel:
+            job = self.pending.pop(0)
+            bg = _BackgroundRun(job.cfg, self.out / "runs" / job.name, self.splits, self.data_dir, self.ev)
+            self.running[job.name] = (job, bg)
+            _say(f"{job.name}: training in its own process (log {bg.log_file})")
+
+    def wait_all(self, sft_results: dict[str, Path], poll_seconds: float = 1.0) -> dict[str, dict]:
+        """Start and wait for every job; {name: summary} (see `_run_summary`) in job order."""
+        order = [j.name for j in self.pending] + list(self.running)
+        summaries: dict[str, dict] = {}
+        try:
+            self.fill()
+            while self.running:
+                for name, (job, bg) in list(self.running.items()):
+                    if not bg.done():
+                        continue
+                    seconds = bg.wait()  # raises with the log's tail if the run failed
+                    del self.running[name]
+                    summaries[name] = _collect_run(job, bg.run_dir, self.splits, sft_results, seconds)
+                    _report(name, summaries[name])
+                self.fill()
+                if self.running:
+                    time.sleep(poll_seconds)
+        finally:
+            self.kill()
+        return {n: summaries[n] for n in order if n in summaries}
+
+    def kill(self) -> None:
+        for _, bg in self.running.values():
+            bg.kill()
+
+
+def _collect_run(job: RunJob, run_dir: Path, splits: dict, sft_results: dict[str, Path], seconds: float) -> dict:
+    """A finished run's summary from the evaluations its process wrote."""
+    from vineppo import checkpoint as ckpt
+
+    done = _evaluated(run_dir, splits)
+    missing = [p.name for p in ckpt.list_checkpoints(run_dir) if ckpt.verify_checkpoint(p)[0]
+               and int(p.name.split("_")[-1]) not in done]
+    if missing or not done:
+        raise RuntimeError(f"{job.name}: checkpoints {missing or 'all'} were not evaluated; see {run_dir}.log")
+    _copy_initial(sft_results, run_dir)
+    summary = _run_summary(job.cfg, run_dir, done, seconds)
+    summary.update({"algorithm": job.algorithm, "seed_index": job.seed_index, "seed": job.cfg.seed})
+    return summary
 
 
 def _background_main(config_file: str, run_dir: str, eval_file: str) -> int:
@@ -147,60 +221,3 @@ def _background_main(config_file: str, run_dir: str, eval_file: str) -> int:
         res.engine.close()
     print(f"evaluated: {json.dumps(done)}", flush=True)
     return 0
-
-
-def _collect_background(bg: _BackgroundRun, cfg: TrainConfig, engine, splits, data_dir, ev, sft_results) -> dict:
-    """Wait for a background run (it evaluates its own checkpoints); evaluate any it left out."""
-    t_train = bg.wait()
-    t1 = time.perf_counter()
-    done = _evaluated(bg.run_dir, splits)
-    return _evaluate_run(cfg, bg.run_dir, engine, splits, data_dir, ev, sft_results, t_train, done,
-                         time.perf_counter() - t1)
-
-
-def _train_runs(base: TrainConfig, algos: list[str], sft_dir: Path, out: Path, splits, data_dir, ev,
-                sft_results, background: dict[str, _BackgroundRun]) -> dict[str, dict]:
-    """Train and evaluate each algorithm's run from the SFT start. Runs in `background` are already
-    training in their own processes; the others train here one after the other. Every checkpoint
-    is evaluated with the rollout engine of the run trained here (weights pushed in place), the
-    background runs' checkpoints as soon as they are written."""
-    from vineppo.loop import train
-
-    cfgs = {a: _run_config(base, a, sft_dir, data_dir) for a in algos}
-    first, rest = algos[0], algos[1:]
-    _describe_run(first, cfgs[first])
-    for a in rest:
-        if a not in background:
-            _describe_run(a, cfgs[a])
-    runs: dict[str, dict] = {}
-    res = None
-    try:
-        _fresh_run_dir(out / "runs" / first)
-        t0 = time.perf_counter()
-        res = train(cfgs[first], out / "runs" / first, keep_engine=True)
-        t_train = time.perf_counter() - t0
-        try:
-            runs[first] = _evaluate_run(cfgs[first], out / "runs" / first, res.engine, splits, data_dir, ev,
-                                        sft_results, t_train)
-            _report(first, runs[first])
-            for a in rest:
-                if a in background:
-                    runs[a] = _collect_background(background[a], cfgs[a], res.engine, splits, data_dir, ev,
-                                                  sft_results)
-                else:
-                    res.engine.close()
-                    _fresh_run_dir(out / "runs" / a)
-                    t0 = time.perf_counter()
-                    res = train(cfgs[a], out / "runs" / a, keep_engine=True)
-                    runs[a] = _evaluate_run(cfgs[a], out / "runs" / a, res.engine, splits, data_dir, ev,
-                                            sft_results, time.perf_counter() - t0)
-                _report(a, runs[a])
-        finally:
-            if res is not None and res.engine is not None:
-                res.engine.close()
-    finally:
-        for b in background.values():
-            b.kill()
-    return runs
-
-

@@ -165,3 +165,41 @@ def ensure_sft_start(demo: DemoSettings, sft_rows: Sequence[dict], cache_root: P
     return final, info, False
 
 
+
+
+def ensure_sft_continued(demo: DemoSettings, sft_dir: Path, sft_rows: Sequence[dict], steps: int) -> tuple[Path, dict, bool]:
+    """The "SFT continued" control: the SFT start trained `steps` more optimizer steps with the SFT
+    loss (the demo's SFT recipe: batch, LR, constant schedule; no warmup; a fresh data order), so
+    RL is compared with *more SFT*, not only with the stopping point. Cached beside the SFT start.
+    Returns (model dir, info, cached)."""
+    import dataclasses
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from vineppo.sft import sft
+    from vineppo.tasks import get_task
+
+    final = sft_dir.parent / f"{sft_dir.name}-continued-{steps}"
+    info_file = final / "demo_sft_continued.json"
+    if info_file.is_file() and (final / "config.json").is_file():
+        return final, json.loads(info_file.read_text()), True
+    t0 = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(sft_dir)
+    tokenizer = AutoTokenizer.from_pretrained(sft_dir)
+    cfg = dataclasses.replace(demo.sft, max_steps=steps, warmup_ratio=0.0, lr_schedule="constant",
+                              seed=demo.sft.seed + 1)
+    _say(f"SFT continued (control): the SFT start + {steps} SFT steps x batch {cfg.batch_size}, lr {cfg.lr:g}")
+    tmp = sft_dir.parent / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        stats = sft(model, tokenizer, get_task(TASK), sft_rows, cfg, progress=False, out_dir=tmp)
+        info = {"from": str(sft_dir), "steps": stats["steps"], "final_loss": stats["final_loss"],
+                "seconds": time.perf_counter() - t0, "sft": asdict(cfg)}
+        (tmp / info_file.name).write_text(json.dumps(info, indent=1) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final, info, False
