@@ -301,3 +301,13 @@ def test_plan_runs_names_seeds_and_rejects_unknown_algorithms(tmp_path):
         load_demo_config(None, ["demo.algorithms=[vineppo,a2c]"])
     with pytest.raises(ConfigError, match="demo.seeds"):
         load_demo_config(None, ["demo.seeds=0"])
+
+
+def test_sft_cache_key_sees_the_thread_count():
+    from vineppo.demo import load_demo_config, sft_cache_key
+
+    demo = load_demo_config().demo
+    assert demo.torch_threads == 2  # fixed by default: the same SFT start on every machine
+    rows = [{"question": "q", "answer": "a"}]
+    assert sft_cache_key(demo, rows, threads=1) != sft_cache_key(demo, rows, threads=2)
+    assert sft_cache_key(demo, rows, threads=2) == sft_cache_key(demo, rows, threads=2)

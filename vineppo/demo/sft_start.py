@@ -77,12 +77,14 @@ class _TorchThreads:
             torch.set_num_threads(self.before)
 
 
-def sft_cache_key(demo: DemoSettings, sft_rows: Sequence[dict], stop_rows: Sequence[dict] = ()) -> str:
+def sft_cache_key(demo: DemoSettings, sft_rows: Sequence[dict], stop_rows: Sequence[dict] = (),
+                  threads: int | None = None) -> str:
     """Everything that determines the SFT start: the rows it is trained on, model size, SFT recipe,
-    and the stopping rule with the problems it checks."""
+    the stopping rule with the problems it checks, and the torch thread count (float reductions,
+    hence the weights, depend on it)."""
     return _sha({"version": CACHE_VERSION, "rows": _sha(list(sft_rows)), "model": asdict(demo.model),
                  "sft": asdict(demo.sft), "stop": asdict(demo.sft_stop),
-                 "stop_rows": _sha(list(stop_rows)[: demo.sft_stop.problems])})[:16]
+                 "stop_rows": _sha(list(stop_rows)[: demo.sft_stop.problems]), "threads": threads})[:16]
 
 
 def greedy_pass_rate(model, tokenizer, rows: Sequence[dict], max_new_tokens: int = 64) -> float:
@@ -105,17 +107,18 @@ def ensure_sft_start(demo: DemoSettings, sft_rows: Sequence[dict], cache_root: P
     """(model dir, info, cached): build tokenizer + tiny model, SFT it (to `demo.sft_stop`'s target
     validation accuracy on `stop_rows`, at most `demo.sft.max_steps`), save it under the cache;
     reuse a complete cached copy when the key matches."""
+    import torch
+
     from vineppo.tasks import get_task
 
     stop = demo.sft_stop
     check_rows = list(stop_rows)[: stop.problems] if stop.validation_pass is not None else []
-    key = sft_cache_key(demo, sft_rows, check_rows)
+    key = sft_cache_key(demo, sft_rows, check_rows, threads=torch.get_num_threads())
     final = cache_root / f"demo-sft-{key}"
     info_file = final / "demo_sft.json"
     if info_file.is_file() and (final / "config.json").is_file():
         return final, json.loads(info_file.read_text()), True
 
-    import torch
     from transformers import AutoTokenizer
 
     from vineppo.sft import sft
@@ -155,7 +158,7 @@ def ensure_sft_start(demo: DemoSettings, sft_rows: Sequence[dict], cache_root: P
                 "validation_checks": checks, "stopped_at_target": bool(checks) and checks[-1][1] >= (stop.validation_pass or 0),
                 "seconds": time.perf_counter() - t0, "parameters": n_params, "vocab": len(tokenizer),
                 "rows": len(sft_rows), "model": asdict(demo.model), "sft": asdict(demo.sft),
-                "torch": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "torch": torch.__version__, "threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (tmp / "demo_sft.json").write_text(json.dumps(info, indent=1) + "\n")
         if final.exists():  # an incomplete copy (killed run)
             shutil.rmtree(final)
