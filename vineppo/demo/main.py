@@ -72,25 +72,27 @@ def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path
         queue = RunQueue(jobs, out, splits, data_dir, demo.eval, 2 if parallel else 1)
         try:
             queue.fill()
-            # 4. the SFT start and the SFT-continued control, evaluated the same way as the RL runs
-            eval_cfg = _run_config(base, "vineppo", sft_dir, data_dir)
-            from vineppo.evaluate import read_results
+            # 4. the SFT start and the SFT-continued control, evaluated the same way as the RL runs;
+            # one torch thread while the RL processes train (more would spin-wait on busy cores)
+            with _TorchThreads(1):
+                eval_cfg = _run_config(base, "vineppo", sft_dir, data_dir)
+                from vineppo.evaluate import read_results
 
-            t0 = time.perf_counter()
-            sft_results, eval_cached = evaluate_sft(sft_dir, splits, data_dir, demo.eval, eval_cfg)
-            sft_pass = {s: float(read_results(r)["pass@1"]) for s, r in sft_results.items()}
-            _say(f"SFT start test pass@1 {100 * sft_pass['test']:.1f}% ({len(test_rows)} problems x "
-                 f"{demo.eval.n_samples} samples, T={demo.eval.temperature}, top_p={demo.eval.top_p})"
-                 f"{' (cached)' if eval_cached else f', {_fmt_seconds(time.perf_counter() - t0)}'}")
-            cont_steps = (jobs[0].cfg.total_optimizer_steps if demo.sft_continued_steps is None
-                          else demo.sft_continued_steps)
-            cont = None
-            if cont_steps > 0:
-                cont_dir, cont_info, _ = ensure_sft_continued(demo, sft_dir, rl_rows, cont_steps)
-                cont_results, _ = evaluate_sft(cont_dir, splits, data_dir, demo.eval, eval_cfg)
-                cont = {"dir": str(cont_dir), "steps": cont_steps, "info": cont_info,
-                        "pass@1": {s: float(read_results(r)["pass@1"]) for s, r in cont_results.items()}}
-                _say(f"SFT continued ({cont_steps} more SFT steps): test pass@1 {100 * cont['pass@1']['test']:.1f}%")
+                t0 = time.perf_counter()
+                sft_results, eval_cached = evaluate_sft(sft_dir, splits, data_dir, demo.eval, eval_cfg)
+                sft_pass = {s: float(read_results(r)["pass@1"]) for s, r in sft_results.items()}
+                _say(f"SFT start test pass@1 {100 * sft_pass['test']:.1f}% ({len(test_rows)} problems x "
+                     f"{demo.eval.n_samples} samples, T={demo.eval.temperature}, top_p={demo.eval.top_p})"
+                     f"{' (cached)' if eval_cached else f', {_fmt_seconds(time.perf_counter() - t0)}'}")
+                cont_steps = (jobs[0].cfg.total_optimizer_steps if demo.sft_continued_steps is None
+                              else demo.sft_continued_steps)
+                cont = None
+                if cont_steps > 0:
+                    cont_dir, cont_info, _ = ensure_sft_continued(demo, sft_dir, rl_rows, cont_steps)
+                    cont_results, _ = evaluate_sft(cont_dir, splits, data_dir, demo.eval, eval_cfg)
+                    cont = {"dir": str(cont_dir), "steps": cont_steps, "info": cont_info,
+                            "pass@1": {s: float(read_results(r)["pass@1"]) for s, r in cont_results.items()}}
+                    _say(f"SFT continued ({cont_steps} more SFT steps): test pass@1 {100 * cont['pass@1']['test']:.1f}%")
             # 5. wait for the RL runs
             with _TorchThreads(1):
                 runs = queue.wait_all(sft_results)

@@ -173,7 +173,8 @@ def ensure_sft_start(demo: DemoSettings, sft_rows: Sequence[dict], cache_root: P
 def ensure_sft_continued(demo: DemoSettings, sft_dir: Path, sft_rows: Sequence[dict], steps: int) -> tuple[Path, dict, bool]:
     """The "SFT continued" control: the SFT start trained `steps` more optimizer steps with the SFT
     loss (the demo's SFT recipe: batch, LR, constant schedule; no warmup; a fresh data order), so
-    RL is compared with *more SFT*, not only with the stopping point. Cached beside the SFT start.
+    RL is compared with *more SFT*, not only with the stopping point. Cached beside the SFT start;
+    the demo trains it with one torch thread (fixed, like the start's).
     Returns (model dir, info, cached)."""
     import dataclasses
 
