@@ -102,3 +102,60 @@ def test_read_metrics_tolerates_a_half_written_last_line(tmp_path):
     p.write_text('{"iteration": 1}\nnot json\n{"iteration": 2}\n')
     with pytest.raises(ValueError, match="line 2"):
         read_metrics(p)
+
+
+def _add_token_counts(run: Path, generated_per_iter: float, mc_per_iter: float = 0.0) -> None:
+    """Rewrite metrics.jsonl as `train` logs compute now: per-iteration and cumulative tokens."""
+    rows = read_metrics(run / "metrics.jsonl")
+    total = 0.0
+    with open(run / "metrics.jsonl", "w") as f:
+        for r in rows:
+            total += generated_per_iter + mc_per_iter
+            r.update({"generate/tokens": generated_per_iter, "compute/generated_tokens": total})
+            if mc_per_iter:
+                r["mc/tokens"] = mc_per_iter
+            f.write(json.dumps(r) + "\n")
+
+
+def test_compare_three_algorithms_reach_each_others_peak_in_tokens_and_time(runs, tmp_path, capsys):
+    """VinePPO, PPO and GRPO: every run's tokens and wall-clock to reach every other run's peak,
+    and the generated-tokens plot."""
+    grpo = make_run(tmp_path, "grpo", "grpo", 5.0, test={10: 0.25, 20: 0.34, 30: 0.36, 40: 0.37},
+                    validation={10: 0.2, 20: 0.3, 30: 0.35, 40: 0.34})
+    _add_token_counts(runs["ppo"], 1000.0)
+    _add_token_counts(runs["vineppo"], 1000.0, mc_per_iter=8000.0)
+    _add_token_counts(grpo, 1000.0)
+    out = tmp_path / "cmp3"
+    result = compare([runs["vineppo"], runs["ppo"], grpo], out)
+    by = {s.label: s for s in result.summaries}
+    assert by["grpo"].selected_iteration == 30 and by["grpo"].selected_test == 0.36
+    assert by["vineppo"].generated_tokens == 40 * 9000 and by["grpo"].generated_tokens == 40 * 1000
+    records = {r["label"]: r for r in json.loads((out / "compare.json").read_text())}
+    reach = {(r["run"], r["target"]): r for rec in records.values() for r in rec["reach"]}
+    assert len(reach) == 6
+    # GRPO's peak 0.37 (iteration 40): VinePPO first reaches it at 30 -> 900 s, 270k tokens
+    r = reach[("vineppo", "grpo")]
+    assert r["target_peak"] == 0.37 and r["iteration"] == 30
+    assert r["hours"] == pytest.approx(900 / 3600) and r["generated_tokens"] == 30 * 9000
+    # PPO's peak 0.35 (iteration 30): GRPO reaches it at 30 -> 150 s, 30k tokens
+    r = reach[("grpo", "ppo")]
+    assert r["iteration"] == 30 and r["hours"] == pytest.approx(150 / 3600) and r["generated_tokens"] == 30_000
+    # VinePPO's peak 0.41 is reached by neither baseline
+    assert reach[("ppo", "vineppo")]["iteration"] is None and reach[("grpo", "vineppo")]["iteration"] is None
+    md = (out / TABLE_FILE).read_text()
+    assert "Reaching each other run's peak" in md
+    assert "| vineppo | grpo | 37.0 | 30 | 0.25 | 0.270 |" in md
+    assert "| ppo | vineppo | 41.0 | not reached |" in md
+    data = (out / PLOT_FILES["test_vs_generated_tokens"]).read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 5000
+    assert "reaching each other run's peak" in capsys.readouterr().out
+
+
+def test_generated_tokens_of_runs_logged_before_compute_counters(runs):
+    """Older metrics.jsonl (no compute/ counters): generate/tokens + mc/tokens are summed."""
+    rows = read_metrics(runs["vineppo"] / "metrics.jsonl")
+    with open(runs["vineppo"] / "metrics.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps({**r, "generate/tokens": 10, "mc/tokens": 5}) + "\n")
+    assert load_run(runs["vineppo"]).cumulative_generated_tokens()[40] == 40 * 15
+    assert load_run(runs["ppo"]).cumulative_generated_tokens() == {}

@@ -201,9 +201,14 @@ def test_run_demo_smoke(tmp_path, capsys):
     out = tmp_path / "demo"
     res = run_demo(out, overrides=SMOKE + ["engine.backend=hf"], cache_dir=cache)
     summary = json.loads((out / SUMMARY_FILE).read_text())
-    assert set(summary) == {"sft", "ppo", "vineppo", "seconds"}
-    for k in ("sft", "ppo", "vineppo"):
+    assert {"sft", "sft_continued", "ppo", "vineppo", "seconds", "sd", "rl_seconds", "vineppo_minus_ppo",
+            "seeds"} <= set(summary)
+    for k in ("sft", "sft_continued", "ppo", "vineppo"):
         assert 0.0 <= summary[k] <= 100.0
+    assert summary["seeds"] == 1 and summary["sd"] == {"vineppo": None, "ppo": None}
+    assert summary["vineppo_minus_ppo"]["n"] == 1
+    assert summary["vineppo_minus_ppo"]["mean"] == pytest.approx(summary["vineppo"] - summary["ppo"], abs=0.02)
+    assert summary["rl_seconds"]["vineppo"] > 0
     assert summary["seconds"] > 0
     assert {k: res[k] for k in summary} == summary
     assert (out / PLOT_FILE).stat().st_size > 1000
@@ -213,10 +218,15 @@ def test_run_demo_smoke(tmp_path, capsys):
         assert [json.loads(l)["iteration"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
         assert (run / "checkpoints" / "iter_000002" / "eval" / "test" / "results.json").is_file()
         assert (run / "initial" / "eval" / "test" / "results.json").is_file()
-    sft_dirs = list(cache.glob("demo-sft-*"))
+    sft_dirs = [p for p in cache.glob("demo-sft-*") if "-continued-" not in p.name]
     assert len(sft_dirs) == 1
+    assert [p.name for p in cache.glob("demo-sft-*-continued-*")] == [f"{sft_dirs[0].name}-continued-2"]
     first = capsys.readouterr().out
     assert "trained and cached" in first and "SFT start" in first and "VinePPO" in first
+    assert "SFT continued" in first and "VinePPO − PPO" in first
+    # the SFT-continued control: as many SFT steps as each RL run's optimizer steps (2 x 16 / 16)
+    cont = res["details"]["sft_continued"]
+    assert cont["steps"] == 2 and cont["info"]["steps"] == 2 and Path(cont["dir"]).is_dir()
     # the stop check ran at steps 3 and 5, the 100 % target was not met: all 6 steps ran
     info = json.loads((sft_dirs[0] / "demo_sft.json").read_text())
     assert [s for s, _ in info["validation_checks"]] == [3, 5] and info["steps"] == 6
@@ -224,19 +234,80 @@ def test_run_demo_smoke(tmp_path, capsys):
     # PPO trained in a second process (parallel_runs: auto on a >= 2-core machine)
     import os
     if (os.cpu_count() or 1) >= 2:
-        assert "training in a second process" in first
+        assert "training in its own process" in first
         assert (out / "runs" / "ppo.log").is_file() and (out / "runs" / "ppo.config.yaml").is_file()
         # ... and evaluated its own checkpoints there
         assert "evaluated: {" in (out / "runs" / "ppo.log").read_text()
 
-    # second run, same output dir: SFT (and its evaluation) come from the cache; runs are replaced
+    # second run, same output dir: SFT (and its evaluation) come from the cache; runs are replaced;
+    # two RL seeds of VinePPO and GRPO (no PPO)
     stamp = (sft_dirs[0] / "model.safetensors").stat().st_mtime_ns
-    res2 = run_demo(out, overrides=SMOKE + ["engine.backend=hf"], cache_dir=cache, include_ppo=False)
+    res2 = run_demo(out, overrides=SMOKE + ["engine.backend=hf"], cache_dir=cache, include_ppo=False,
+                    seeds=2, algorithms=["vineppo", "ppo", "grpo"])
     second = capsys.readouterr().out
     assert "reused from the cache" in second and str(sft_dirs[0]) in second
     assert (sft_dirs[0] / "model.safetensors").stat().st_mtime_ns == stamp
     assert res2["sft"] == summary["sft"]  # same start, same evaluation
     assert res2["ppo"] is None
     assert not (out / "runs" / "ppo").exists()  # the earlier PPO run is not left behind
+    assert sorted(p.name for p in (out / "runs").iterdir() if p.is_dir()) == [
+        "grpo-seed0", "grpo-seed1", "vineppo-seed0", "vineppo-seed1"]
+    s2 = json.loads((out / SUMMARY_FILE).read_text())
+    assert s2["seeds"] == 2 and s2["vineppo_minus_ppo"] is None and s2["sd"]["grpo"] is not None
+    seeds = {r["seed"] for r in res2["details"]["runs"].values()}
+    assert len(seeds) == 2  # two different RL seeds
+    assert "GRPO" in second
     assert json.loads((out / SUMMARY_FILE).read_text())["ppo"] is None
     assert res2["details"]["sft_cached"] is True
+
+
+def test_method_stats_and_paired_difference_by_hand():
+    from vineppo.demo.report import final_table, method_stats, paired_difference
+
+    def run(algo, seed, test):
+        return {"algorithm": algo, "seed_index": seed, "test": test, "iteration_seconds": 10.0 * (seed + 1),
+                "final_iteration": 20}
+
+    runs = {"vineppo-seed0": run("vineppo", 0, 0.60), "ppo-seed0": run("ppo", 0, 0.50),
+            "vineppo-seed1": run("vineppo", 1, 0.70), "ppo-seed1": run("ppo", 1, 0.56),
+            "vineppo-seed2": run("vineppo", 2, 0.65)}
+    st = method_stats(runs)
+    assert st["vineppo"]["mean"] == pytest.approx(65.0) and st["vineppo"]["sd"] == pytest.approx(5.0)
+    assert st["ppo"]["mean"] == pytest.approx(53.0) and st["ppo"]["n"] == 2
+    assert st["vineppo"]["rl_seconds"] == pytest.approx(20.0)
+    d = paired_difference(runs, "vineppo", "ppo")  # seed 2 has no PPO run: not paired
+    assert d["n"] == 2 and d["values"] == [10.0, 14.0] and d["mean"] == 12.0
+    assert d["sd"] == pytest.approx(2.83, abs=0.01)
+    assert paired_difference(runs, "vineppo", "grpo") is None
+    table = final_table(0.5, st, "(cached)", sft_continued=0.52, sft_continued_steps=40, diff=d)
+    assert "65.0% ± 5.0" in table and "SFT continued" in table and "+2.0" in table
+    assert "VinePPO − PPO: +12.0 points ± 2.8" in table
+
+
+def test_plan_runs_names_seeds_and_rejects_unknown_algorithms(tmp_path):
+    from vineppo.config import ConfigError
+    from vineppo.demo import load_demo_config
+    from vineppo.demo.runs import plan_runs
+
+    base = load_demo_config().train
+    jobs = plan_runs(base, ["vineppo", "grpo"], 2, tmp_path / "sft", tmp_path / "data")
+    assert [j.name for j in jobs] == ["vineppo-seed0", "grpo-seed0", "vineppo-seed1", "grpo-seed1"]
+    assert [j.cfg.seed - base.seed for j in jobs] == [0, 0, 1, 1]
+    assert jobs[1].cfg.algorithm == "grpo" and jobs[1].cfg.model.name_or_path == str(tmp_path / "sft")
+    assert [j.name for j in plan_runs(base, ["ppo"], 1, tmp_path, tmp_path)] == ["ppo"]
+    with pytest.raises(ValueError, match="unknown"):
+        plan_runs(base, ["a2c"], 1, tmp_path, tmp_path)
+    with pytest.raises(ConfigError, match="demo.algorithms"):
+        load_demo_config(None, ["demo.algorithms=[vineppo,a2c]"])
+    with pytest.raises(ConfigError, match="demo.seeds"):
+        load_demo_config(None, ["demo.seeds=0"])
+
+
+def test_sft_cache_key_sees_the_thread_count():
+    from vineppo.demo import load_demo_config, sft_cache_key
+
+    demo = load_demo_config().demo
+    assert demo.torch_threads == 2  # fixed by default: the same SFT start on every machine
+    rows = [{"question": "q", "answer": "a"}]
+    assert sft_cache_key(demo, rows, threads=1) != sft_cache_key(demo, rows, threads=2)
+    assert sft_cache_key(demo, rows, threads=2) == sft_cache_key(demo, rows, threads=2)

@@ -81,8 +81,40 @@ def _get(cfg, dotted: str):
     return value
 
 
-def test_exactly_the_eight_paper_runs():
-    assert sorted(p.stem for p in PAPER.glob("*.yaml")) == sorted(PER_RUN)
+# Critic-free baselines at the PPO/VinePPO runs' settings (issue 12): name -> (iterations,
+# loss aggregation of the method's paper).
+GROUP_RUNS = {
+    "rho1b_math_grpo": (1000, "seq_mean_token_mean"),
+    "rho1b_gsm8k_grpo": (650, "seq_mean_token_mean"),
+    "rho1b_math_rloo": (1000, "seq_mean_token_sum_norm"),
+    "rho1b_gsm8k_rloo": (650, "seq_mean_token_sum_norm"),
+}
+
+
+def test_exactly_the_eight_paper_runs_and_the_group_baselines():
+    assert sorted(p.stem for p in PAPER.glob("*.yaml")) == sorted([*PER_RUN, *GROUP_RUNS])
+
+
+@pytest.mark.parametrize("name", sorted(GROUP_RUNS))
+def test_group_baseline_config_matches_its_ppo_run(name):
+    """Same batch (64 × 8), LR, KL, epochs, minibatch and iterations as the PPO run of its task;
+    no whitening; the method's loss aggregation."""
+    from vineppo.config import loss_aggregation_for, whiten_advantages_for
+
+    cfg = load_config(PAPER / f"{name}.yaml")
+    model, task, algorithm = name.split("_")
+    iters, aggregation = GROUP_RUNS[name]
+    ppo = load_config(PAPER / f"{model}_{task}_ppo.yaml")
+    assert cfg.algorithm == algorithm and cfg.data.task == task
+    assert cfg.iterations == iters == ppo.iterations
+    assert cfg.model.name_or_path == MODEL_IDS[(model, task)]
+    for key, expected in COMMON.items():
+        if key == "ppo.whiten_advantages":
+            continue
+        assert _get(cfg, key) == _get(ppo, key), key
+    assert cfg.total_optimizer_steps == ppo.total_optimizer_steps
+    assert whiten_advantages_for(cfg) is False
+    assert loss_aggregation_for(cfg) == aggregation
 
 
 @pytest.mark.parametrize("name", sorted(PER_RUN))

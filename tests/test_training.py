@@ -251,3 +251,57 @@ def test_accelerate_two_processes_whitening_is_global(sft_gsm8k, tmp_path):
     rows = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
     assert rows[0]["episodes/count"] == 16
     assert (tmp_path / "run" / "checkpoints" / "iter_000001" / "config.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+def test_group_method_trains_without_mc_rollouts_or_critic(algorithm, sft_gsm8k, tmp_path, monkeypatch):
+    """GRPO / RLOO: two iterations in the shared loop and trainer, finite metrics, no MC
+    rollouts (estimating MC values would fail the test), no critic, a loadable checkpoint."""
+    import math
+
+    from transformers import AutoModelForCausalLM
+
+    import vineppo.loop
+
+    def no_mc(*a, **k):
+        raise AssertionError(f"{algorithm} must not run MC rollouts")
+    monkeypatch.setattr(vineppo.loop, "estimate_mc_values", no_mc)
+    model_dir, data_dir = sft_gsm8k
+    cfg = tiny_cfg(model_dir, data_dir, algorithm)
+    res = train(cfg, tmp_path / "run")
+    rows = [json.loads(l) for l in open(res.run_dir / "metrics.jsonl")]
+    assert [r["iteration"] for r in rows] == [1, 2]
+    for r in rows:
+        assert all(math.isfinite(v) for v in r.values() if isinstance(v, float)), r
+        assert not any(k.startswith("mc/") for k in r)
+        assert "train/value_loss" not in r
+        assert r["train/optimizer_steps"] > 0 and r["train/tokens"] > 0
+    # compute accounting: cumulative, generated = the episodes' tokens only
+    assert rows[1]["compute/generated_tokens"] == rows[0]["generate/tokens"] + rows[1]["generate/tokens"]
+    assert rows[1]["compute/trained_tokens"] == rows[0]["train/tokens"] + rows[1]["train/tokens"]
+    assert rows[1]["compute/wall_clock_seconds"] == pytest.approx(rows[0]["seconds"] + rows[1]["seconds"])
+    ck = res.run_dir / "checkpoints" / "iter_000002"
+    before, after = _weights(model_dir), _weights(ck)
+    assert sum(not torch.equal(before[k], after[k]) for k in before) > len(before) // 2
+    AutoModelForCausalLM.from_pretrained(ck)
+
+
+@pytest.mark.slow
+def test_ppo_critic_warmup_moves_only_the_critic(sft_gsm8k, tmp_path):
+    """`ppo.critic_warmup_iterations=1`: iteration 1 leaves the policy as it was (critic-only
+    updates), iteration 2 moves it; the critic's fit to the returns is logged every iteration."""
+    model_dir, data_dir = sft_gsm8k
+    cfg = tiny_cfg(model_dir, data_dir, "ppo", "ppo.critic_warmup_iterations=1", "save_every=1")
+    res = train(cfg, tmp_path / "run")
+    rows = [json.loads(l) for l in open(res.run_dir / "metrics.jsonl")]
+    assert [r["train/critic_only"] for r in rows] == [1.0, 0.0]
+    assert rows[0]["train/optimizer_steps"] == 0 and rows[1]["train/optimizer_steps"] > 0
+    for r in rows:
+        assert r["critic/value_mae"] >= 0 and "train/value_loss" in r
+    assert any("critic/explained_variance" in r for r in rows)
+    start = _weights(model_dir)
+    first = _weights(res.run_dir / "checkpoints" / "iter_000001")
+    second = _weights(res.run_dir / "checkpoints" / "iter_000002")
+    assert all(torch.equal(start[k], first[k]) for k in start)
+    assert sum(not torch.equal(start[k], second[k]) for k in start) > len(start) // 2

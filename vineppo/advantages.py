@@ -6,7 +6,9 @@ Pure functions over lists/tensors; the only distributed piece is the optional al
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
+from fractions import Fraction
 from typing import Sequence
 
 import torch
@@ -101,3 +103,45 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, *, distributed: bool = Fa
     if not shift_mean:
         whitened = whitened + mean.to(x.dtype)
     return whitened * m, {"mean": float(mean), "var": float(var), "count": int(count)}
+
+
+#: the critic-free algorithms that take one advantage per sampled response from its group
+GROUP_METHODS = ("grpo", "dr_grpo", "rloo")
+
+
+def group_advantages(rewards: Sequence[float], group_size: int, method: str) -> list[float]:
+    """One advantage per response from the rewards of its group (the samples of one question).
+
+    `rewards` holds consecutive groups of `group_size` samples of one question each.
+    - `grpo` (DeepSeekMath): `(r − mean) / (std + 1e-4)` with the unbiased (n − 1) std of the
+      group, as TRL's GRPOTrainer computes it by default;
+    - `dr_grpo` (Dr. GRPO, Liu et al. 2025): `r − mean`, no std division;
+    - `rloo` (Ahmadian et al. 2024): `r −` the mean of the *other* samples of the group, i.e.
+      `n/(n−1) · (r − mean)`.
+    A group of equal rewards gives zeros under every method.
+    """
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    if len(rewards) % group_size:
+        raise ValueError(f"{len(rewards)} rewards do not split into groups of {group_size}")
+    if method not in GROUP_METHODS:
+        raise ValueError(f"unknown group advantage method {method!r}; expected one of {list(GROUP_METHODS)}")
+    if method == "rloo" and group_size < 2:
+        raise ValueError("rloo needs at least 2 samples per question (a leave-one-out baseline)")
+    out: list[float] = []
+    for start in range(0, len(rewards), group_size):
+        # exact rational arithmetic (Fraction of a float is exact), rounded once at the end, so
+        # e.g. rloo's 2/3 is the float nearest 2/3 whatever the order of operations
+        g = [Fraction(float(r)) for r in rewards[start: start + group_size]]
+        n = len(g)
+        mean = sum(g) / n
+        if method == "grpo":
+            var = sum((r - mean) ** 2 for r in g) / (n - 1) if n > 1 else Fraction(0)
+            std = math.sqrt(var)
+            out += [float(r - mean) / (std + 1e-4) for r in g]
+        elif method == "dr_grpo":
+            out += [float(r - mean) for r in g]
+        else:  # rloo: baseline = mean of the other n − 1 samples
+            total = sum(g)
+            out += [float(r - (total - r) / (n - 1)) for r in g]
+    return out

@@ -204,8 +204,9 @@ def _add_sft_parser(sub) -> None:
 def _demo(args) -> int:
     from vineppo.demo import run_demo
 
+    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else None
     run_demo(args.output_dir, config_path=args.config, overrides=args.overrides, include_ppo=not args.no_ppo,
-             progress=args.progress)
+             progress=args.progress, seeds=args.seeds, algorithms=algorithms)
     return 0
 
 
@@ -214,6 +215,12 @@ def _add_demo_parser(sub) -> None:
     d.add_argument("--output-dir", default="vineppo-demo",
                    help="where data/, runs/, compare/, demo.png and summary.json go (default ./vineppo-demo)")
     d.add_argument("--no-ppo", action="store_true", help="skip the PPO baseline run")
+    d.add_argument("--seeds", type=int, default=None,
+                   help="RL seeds per method (default demo.seeds = 1); the SFT start is shared; the table "
+                        "reports mean ± sd and VinePPO − PPO over paired seeds")
+    d.add_argument("--algorithms", default=None,
+                   help="comma-separated methods, the table's rows: vineppo,ppo,grpo,dr_grpo,rloo "
+                        "(default demo.algorithms = vineppo,ppo)")
     d.add_argument("--config", default=None, help="demo YAML (default configs/demo.yaml)")
     d.add_argument("--progress", action="store_true", help="show progress bars (SFT)")
     d.add_argument("overrides", nargs="*",

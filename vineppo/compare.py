@@ -6,16 +6,22 @@ Inputs per run directory (written by `vineppo train` and `vineppo eval`):
 - `checkpoints/iter_NNNNNN/eval/<split>/results.json` (and `initial/eval/<split>/results.json`
   for the starting model, iteration 0, if evaluated with `vineppo eval --include-initial`).
 
-Per run, the table gives the algorithm, the checkpoint chosen **on validation** (highest
+Per run, the first table gives the algorithm, the checkpoint chosen **on validation** (highest
 validation pass@1, ties to the earlier iteration) and its test pass@1, the last checkpoint's test
 pass@1, and the iterations and wall-clock needed to reach the PPO run's peak test pass@1 (the
-paper's efficiency measure, spec §5). A run without validation results gets no selected
+paper's efficiency measure, spec §5), and the tokens it generated. The second table ("reaching
+each other run's peak") compares any number of runs of any algorithms at equal compute: for
+every pair, the iteration, wall-clock and generated tokens (episodes + MC rollouts) a run needed
+to first reach the other run's peak test pass@1. A run without validation results gets no selected
 checkpoint: the table says "no validation results" (the selection never falls back to test).
 
 Wall-clock is the cumulative `seconds` of metrics.jsonl up to an iteration (generation, MC,
 training and weight sync; checkpoint writing and evaluation are not counted).
 
-Plots (`--output-dir`): test pass@1 vs iteration, test pass@1 vs wall-clock, train reward vs
+Generated tokens are metrics.jsonl's cumulative `compute/generated_tokens` (older runs: the sum of
+`generate/tokens` and `mc/tokens`).
+
+Plots (`--output-dir`): test pass@1 vs iteration, vs wall-clock and vs generated tokens, train reward vs
 iteration, and test pass@1 vs KL to the reference (`train/kl` averaged over the last
 `KL_WINDOW` iterations up to each checkpoint).
 """
@@ -41,6 +47,7 @@ REWARD_SMOOTHING = 10
 PLOT_FILES = {
     "test_vs_iteration": "test_pass1_vs_iteration.png",
     "test_vs_wallclock": "test_pass1_vs_wallclock.png",
+    "test_vs_generated_tokens": "test_pass1_vs_generated_tokens.png",
     "reward_vs_iteration": "train_reward_vs_iteration.png",
     "accuracy_vs_kl": "test_pass1_vs_kl.png",
 }
@@ -78,6 +85,20 @@ class Run:
         out, total = {0: 0.0}, 0.0
         for row in self.metrics:
             total += float(row.get("seconds", 0.0))
+            out[int(row["iteration"])] = total
+        return out
+
+    def cumulative_generated_tokens(self) -> dict[int, float]:
+        """iteration -> tokens generated up to and including it (episodes + MC rollouts; 0 -> 0);
+        {} when metrics.jsonl counts no tokens."""
+        out, total = {0: 0.0}, 0.0
+        for row in self.metrics:
+            if "compute/generated_tokens" in row:
+                total = float(row["compute/generated_tokens"])
+            elif "generate/tokens" in row or "mc/tokens" in row:
+                total += float(row.get("generate/tokens", 0.0)) + float(row.get("mc/tokens", 0.0))
+            else:
+                return {}
             out[int(row["iteration"])] = total
         return out
 
@@ -224,6 +245,38 @@ class RunSummary:
     #: PPO's iterations (hours) to its peak / this run's
     iteration_speedup: float | None
     wallclock_speedup: float | None
+    #: tokens generated over the whole run (episodes + MC rollouts)
+    generated_tokens: float | None = None
+
+
+@dataclass
+class Reach:
+    """What `run` needed to first reach `target`'s peak test pass@1 (None: never reached)."""
+    run: str
+    target: str
+    target_peak: float
+    iteration: int | None
+    hours: float | None
+    generated_tokens: float | None
+
+
+def reach_table(runs: Sequence[Run]) -> list[Reach]:
+    """For every ordered pair of runs of the same task, the compute `run` spent to first reach
+    `target`'s peak test pass@1 (iteration, wall-clock hours, generated tokens)."""
+    out = []
+    for target in runs:
+        peak = peak_test(target)
+        if peak is None:
+            continue
+        for run in runs:
+            if run is target or run.task != target.task:
+                continue
+            it = first_reaching(run, peak[1])
+            cum, toks = run.cumulative_seconds(), run.cumulative_generated_tokens()
+            out.append(Reach(run.label, target.label, peak[1], it,
+                             cum[it] / 3600 if it is not None and it in cum else None,
+                             toks.get(it) if it is not None else None))
+    return out
 
 
 def summarize_run(run: Run, ref: Run | None) -> RunSummary:
@@ -253,6 +306,7 @@ def summarize_run(run: Run, ref: Run | None) -> RunSummary:
         peak_test=peak[1] if peak else None, ppo_peak=ref_peak[1] if ref_peak else None,
         iterations_to_ppo_peak=reach, hours_to_ppo_peak=hours,
         iteration_speedup=it_speed, wallclock_speedup=wc_speed,
+        generated_tokens=(toks[max(toks)] if (toks := run.cumulative_generated_tokens()) else None),
     )
 
 
@@ -269,7 +323,20 @@ def _num(x: float | None, fmt: str = "{:.2f}") -> str:
 
 TABLE_HEADER = ["run", "algorithm", "task", "iterations", "train hours", "selected (best val) iter",
                 "val pass@1", "test pass@1 @ selected", "test pass@1 @ last", "PPO peak test",
-                "iters to PPO peak", "hours to PPO peak", "iter speed-up", "wall-clock speed-up"]
+                "iters to PPO peak", "hours to PPO peak", "iter speed-up", "wall-clock speed-up",
+                "generated tokens (M)"]
+REACH_HEADER = ["run", "reaching the peak of", "its peak test pass@1", "at iteration", "hours",
+                "generated tokens (M)"]
+
+
+def _mtok(x: float | None) -> str:
+    return "—" if x is None else f"{x / 1e6:.3f}"
+
+
+def reach_rows(reaches: Sequence[Reach]) -> list[list[str]]:
+    return [[r.run, r.target, _pct(r.target_peak),
+             "not reached" if r.iteration is None else str(r.iteration), _num(r.hours), _mtok(r.generated_tokens)]
+            for r in reaches]
 
 
 def table_rows(summaries: Sequence[RunSummary]) -> list[list[str]]:
@@ -284,6 +351,7 @@ def table_rows(summaries: Sequence[RunSummary]) -> list[list[str]]:
             "not reached" if s.ppo_peak is not None and s.iterations_to_ppo_peak is None
             else _num(s.iterations_to_ppo_peak, "{}"),
             _num(s.hours_to_ppo_peak), _num(s.iteration_speedup, "{:.2f}×"), _num(s.wallclock_speedup, "{:.2f}×"),
+            _mtok(s.generated_tokens),
         ])
     return rows
 
@@ -345,16 +413,20 @@ def _finish(ax, fig, path: Path, title: str, xlabel: str, ylabel: str) -> Path:
 
 
 def plot_test_vs(runs: Sequence[Run], selected: dict[str, int | None], out: Path, *, wallclock: bool,
-                 ppo_peaks: dict[str | None, float]) -> Path:
-    """Test pass@1 (%) per checkpoint vs iteration or wall-clock hours; validation dashed;
-    the selected (best-on-validation) checkpoint circled; PPO's peak as a dotted line."""
+                 ppo_peaks: dict[str | None, float], tokens: bool = False) -> Path:
+    """Test pass@1 (%) per checkpoint vs iteration, wall-clock hours or (`tokens`) millions of
+    generated tokens; validation dashed; the selected (best-on-validation) checkpoint circled;
+    PPO's peak as a dotted line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, run in enumerate(runs):
         color = f"C{i}"
         cum = run.cumulative_seconds()
+        toks = run.cumulative_generated_tokens()
 
         def x_of(it: int) -> float | None:
+            if tokens:
+                return toks[it] / 1e6 if it in toks else None
             return (cum[it] / 3600 if it in cum else None) if wallclock else it
 
         for split, style in (("test", "-o"), ("validation", "--")):
@@ -368,8 +440,10 @@ def plot_test_vs(runs: Sequence[Run], selected: dict[str, int | None], out: Path
             ax.plot([x_of(sel)], [100 * test[sel]], "o", markersize=10, markerfacecolor="none", color=color)
     for task, peak in ppo_peaks.items():
         ax.axhline(100 * peak, color="gray", linestyle=":", linewidth=1, label=f"PPO peak ({task})")
-    xlabel = "wall-clock (hours of training)" if wallclock else "iteration"
-    title = "Test pass@1 vs " + ("wall-clock" if wallclock else "iteration") + " (circle: selected on validation)"
+    xlabel = ("generated tokens (millions; episodes + MC rollouts)" if tokens
+              else "wall-clock (hours of training)" if wallclock else "iteration")
+    title = ("Test pass@1 vs " + ("generated tokens" if tokens else "wall-clock" if wallclock else "iteration")
+             + " (circle: selected on validation)")
     return _finish(ax, fig, out, title, xlabel, "pass@1 (%)")
 
 
@@ -434,13 +508,20 @@ def compare(run_dirs: Sequence[str | Path], output_dir: str | Path, *, labels: S
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = table_rows(summaries)
+    reaches = reach_table(runs)
     md = ("# vineppo compare\n\n" + markdown_table(TABLE_HEADER, rows) + "\n"
           "pass@1 in %. The selected checkpoint is the best on **validation** (never chosen on test). "
           "Speed-ups: the PPO run's iterations (hours) to its peak test pass@1 divided by this run's. "
-          "Hours: cumulative `seconds` of metrics.jsonl (no checkpointing or evaluation time).\n")
+          "Hours: cumulative `seconds` of metrics.jsonl (no checkpointing or evaluation time). "
+          "Generated tokens: episodes + MC rollouts.\n\n"
+          "## Reaching each other run's peak (equal compute)\n\n" + markdown_table(REACH_HEADER, reach_rows(reaches))
+          + "\nFor each pair of runs of one task: the first evaluated checkpoint of `run` whose test pass@1 is at "
+          "least the other run's peak, and the wall-clock and generated tokens spent up to it.\n")
     md_path = out / TABLE_FILE
     md_path.write_text(md, encoding="utf-8")
-    (out / JSON_FILE).write_text(json.dumps([s.__dict__ for s in summaries], indent=1) + "\n", encoding="utf-8")
+    # one object per run; "reach": what it needed to reach each other run's peak
+    records = [{**s.__dict__, "reach": [r.__dict__ for r in reaches if r.run == s.label]} for s in summaries]
+    (out / JSON_FILE).write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
     selected = {s.label: s.selected_iteration for s in summaries}
     peaks = {task: p[1] for task, ref in refs.items() if (p := peak_test(ref)) is not None}
     plots = {
@@ -448,11 +529,14 @@ def compare(run_dirs: Sequence[str | Path], output_dir: str | Path, *, labels: S
                                           ppo_peaks=peaks),
         "test_vs_wallclock": plot_test_vs(runs, selected, out / PLOT_FILES["test_vs_wallclock"], wallclock=True,
                                           ppo_peaks=peaks),
+        "test_vs_generated_tokens": plot_test_vs(runs, selected, out / PLOT_FILES["test_vs_generated_tokens"],
+                                                 wallclock=False, ppo_peaks=peaks, tokens=True),
         "reward_vs_iteration": plot_reward(runs, out / PLOT_FILES["reward_vs_iteration"]),
         "accuracy_vs_kl": plot_accuracy_vs_kl(runs, out / PLOT_FILES["accuracy_vs_kl"]),
     }
     _pyplot().close("all")
-    text = console_table(TABLE_HEADER, rows)
+    text = console_table(TABLE_HEADER, rows) + "\nreaching each other run's peak:\n" + console_table(
+        REACH_HEADER, reach_rows(reaches))
     if print_table:
         print(text, end="")
         print(f"wrote {md_path} and {len(plots)} plots to {out}")

@@ -126,11 +126,20 @@ class PPOConfig:
     kl_clamp_max: float = 10.0
     #: log-probs are computed from logits / temperature (the sampling T)
     logprob_temperature: float = 0.6
-    whiten_advantages: bool = True
+    #: whiten advantages over each minibatch; None = the algorithm's default (`whiten_advantages_for`):
+    #: on for VinePPO/PPO (official), off for GRPO/Dr. GRPO/RLOO (they normalise within groups)
+    whiten_advantages: bool | None = None
+    #: how the policy loss reduces over tokens (`vineppo.losses.aggregate_token_loss`); None = the
+    #: algorithm's paper (`loss_aggregation_for`)
+    loss_aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] | None = None
     # PPO baseline (critic + GAE)
     gamma: float = 1.0
     lam: float = 1.0
     cliprange_value: float = 0.2
+    #: PPO: the first N iterations update only the critic (the policy, its optimizer and LR
+    #: schedule do not move): a common PPO practice for a critic that starts from a random head.
+    #: 0 in the paper.
+    critic_warmup_iterations: int = 0
 
 
 @dataclass
@@ -186,7 +195,8 @@ class GradingConfig:
 
 @dataclass
 class TrainConfig:
-    algorithm: Literal["vineppo", "ppo"] = "vineppo"
+    #: vineppo (MC values), ppo (critic + GAE), or a critic-free group method: grpo, dr_grpo, rloo
+    algorithm: Literal["vineppo", "ppo", "grpo", "dr_grpo", "rloo"] = "vineppo"
     #: the official APP_SEED
     seed: int = 2746318213
     iterations: int = 1000
@@ -213,6 +223,33 @@ class TrainConfig:
 
 class ConfigError(ValueError):
     pass
+
+
+#: `ppo.loss_aggregation` when unset, per algorithm, following each paper: the official VinePPO
+#: and PPO code take a token-mean over the batch; GRPO (DeepSeekMath eq. 3) averages each
+#: response's tokens, then responses; Dr. GRPO divides each response's token sum by a constant
+#: (the generation budget); RLOO is sequence-level REINFORCE (the sum of a response's token
+#: log-probs times its advantage), which is Dr. GRPO's aggregation up to that constant.
+DEFAULT_LOSS_AGGREGATION = {
+    "vineppo": "token_mean",
+    "ppo": "token_mean",
+    "grpo": "seq_mean_token_mean",
+    "dr_grpo": "seq_mean_token_sum_norm",
+    "rloo": "seq_mean_token_sum_norm",
+}
+
+
+def loss_aggregation_for(cfg: "TrainConfig") -> str:
+    """`ppo.loss_aggregation`, or the algorithm's default when it is unset."""
+    return cfg.ppo.loss_aggregation or DEFAULT_LOSS_AGGREGATION[cfg.algorithm]
+
+
+def whiten_advantages_for(cfg: "TrainConfig") -> bool:
+    """`ppo.whiten_advantages`, or the algorithm's default when it is unset: on for VinePPO and
+    PPO (official), off for the group methods (their advantages are normalised within groups)."""
+    if cfg.ppo.whiten_advantages is not None:
+        return cfg.ppo.whiten_advantages
+    return cfg.algorithm in ("vineppo", "ppo")
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -366,6 +403,11 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"prompt.think_tags must be [open, close] or [], got {cfg.prompt.think_tags}")
     if cfg.data.answer_format != "hashes" and cfg.data.task == "math":
         raise ConfigError("data.answer_format is for GSM8K-style tasks; MATH always reads \\boxed{} answers")
+    if cfg.algorithm in ("grpo", "dr_grpo", "rloo") and cfg.episodes.samples_per_question < 2:
+        raise ConfigError(f"algorithm {cfg.algorithm} compares the samples of a question: "
+                          f"episodes.samples_per_question must be >= 2, got {cfg.episodes.samples_per_question}")
+    if cfg.ppo.critic_warmup_iterations < 0:
+        raise ConfigError(f"ppo.critic_warmup_iterations must be >= 0, got {cfg.ppo.critic_warmup_iterations}")
     if cfg.ppo.minibatch_size % cfg.ppo.micro_batch_size:
         raise ConfigError(f"ppo.minibatch_size ({cfg.ppo.minibatch_size}) must be a multiple of "
                           f"ppo.micro_batch_size ({cfg.ppo.micro_batch_size})")

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from vineppo import checkpoint as ckpt
-from vineppo.advantages import token_advantages, vine_step_advantages
+from vineppo.advantages import GROUP_METHODS, group_advantages, token_advantages, vine_step_advantages
 from vineppo.config import TrainConfig, save_config
 from vineppo.episodes import (Episode, episode_metrics, generate_episodes, sample_question_indices, shard)
 from vineppo.seeds import derive_seed
@@ -98,6 +98,37 @@ def assign_vine_advantages(episodes: list[Episode]) -> None:
         e.advantages = token_advantages(e.step_boundaries, e.token_starts, e.step_advantages, eos=e.finished)
 
 
+def assign_group_advantages(episodes: list[Episode], group_size: int, method: str, eos_id: int | None) -> None:
+    """GRPO / Dr. GRPO / RLOO: one advantage per response from its question's group of samples
+    (`group_advantages`), put on every action token (the EOS too when it is trained)."""
+    for start in range(0, len(episodes), group_size):
+        group = episodes[start: start + group_size]
+        if len(group) != group_size or len({e.question_index for e in group}) != 1:
+            raise ValueError(f"episodes {start}..{start + group_size - 1} are not the {group_size} samples "
+                             f"of one question; group advantages need whole groups in order")
+    advs = group_advantages([e.reward for e in episodes], group_size, method)
+    for e, a in zip(episodes, advs):
+        e.step_advantages = [a] * e.num_steps
+        e.advantages = [a] * len(e.action_ids(eos_id))
+
+
+#: cumulative compute counters in metrics.jsonl (summed over processes), and what each adds up
+COMPUTE_COUNTERS = {
+    # every sampled token: the episodes' responses and VinePPO's MC rollouts
+    "compute/generated_tokens": ("generate/tokens", "mc/tokens"),
+    # action tokens through the trainer's forward + backward (each PPO epoch counts)
+    "compute/trained_tokens": ("train/tokens",),
+    # the iterations' wall-clock seconds (checkpoint writing and evaluation not included)
+    "compute/wall_clock_seconds": ("seconds",),
+}
+
+
+def accumulate_compute(row: dict, previous: dict) -> dict:
+    """The cumulative compute counters after `row`, continuing those of `previous` (the last row)."""
+    return {k: float(previous.get(k, 0.0)) + sum(float(row.get(part, 0.0)) for part in parts)
+            for k, parts in COMPUTE_COUNTERS.items()}
+
+
 def _reduce_metrics(acc, local: dict, sums: set[str]) -> dict:
     """Average (or sum, for counts) scalar metrics across processes."""
     keys = sorted(k for k, v in local.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
@@ -144,6 +175,18 @@ class MetricsWriter:
             except json.JSONDecodeError:
                 continue  # a half-written last line from the crash
         self.path.write_text("".join(l + "\n" for l in keep))
+
+    def last_row(self) -> dict:
+        """The last complete row of metrics.jsonl ({} when there is none): resume reads the
+        cumulative compute counters from it."""
+        if not self.enabled or not self.path.exists():
+            return {}
+        for line in reversed(self.path.read_text().splitlines()):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+        return {}
 
     def write(self, row: dict) -> None:
         if not self.enabled:
@@ -244,6 +287,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
     scfg = cfg.sampling
     stop = stop_strings(cfg)
     final = None
+    cumulative = accumulate_compute({}, metrics.last_row())  # continues the counters on resume
     for it in range(start, cfg.iterations):
         t_iter = time.perf_counter()
         q_all = sample_question_indices(len(rows), cfg.episodes.questions_per_iteration, cfg.seed, it)
@@ -263,9 +307,13 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
                 max_sequence_length=max_len, stop=stop, seed=derive_seed(cfg.seed, rank, it, "mc"))
             assign_vine_advantages(episodes)
             row.update(mstats)
+        elif cfg.algorithm in GROUP_METHODS:  # grpo, dr_grpo, rloo: no critic, no MC rollouts
+            assign_group_advantages(episodes, cfg.episodes.samples_per_question, cfg.algorithm,
+                                    tokenizer.eos_token_id)
+        # ppo: the trainer computes critic values and GAE
         if cfg.engine.sleep_during_training:
             engine.sleep()
-        tstats = trainer.step(episodes)
+        tstats = trainer.step(episodes, iteration=it)
         whiten = tstats.pop("train/whiten_stats", None)
         t_sync = time.perf_counter()
         # push while asleep, then wake: the engine applies the safe wake order (weights, then KV cache)
@@ -280,9 +328,12 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
                 with open(run_dir / "episodes" / f"iter_{it + 1:06d}.rank{rank}.whiten.json", "w") as f:
                     json.dump(whiten, f)
         row = _reduce_metrics(acc, row, sums={"episodes/count", "mc/states", "mc/unique_states", "mc/rollouts",
-                                              "mc/engine_calls", "generate/tokens", "mc/tokens"})
+                                              "mc/engine_calls", "generate/tokens", "mc/tokens",
+                                              "train/tokens"})
         row["iteration"] = it + 1
         row["seconds"] = time.perf_counter() - t_iter
+        cumulative = accumulate_compute(row, cumulative)
+        row.update(cumulative)
         for phase in ("generate", "mc", "logprobs", "train", "sync"):
             if f"{phase}/seconds" in row:
                 row[f"share/{phase}"] = row[f"{phase}/seconds"] / row["seconds"]

@@ -18,6 +18,34 @@ def _masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask > 0, x, torch.zeros_like(x))
 
 
+#: how a per-token loss becomes one number (`ppo.loss_aggregation`)
+LOSS_AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+
+
+def aggregate_token_loss(x: torch.Tensor, mask: torch.Tensor, aggregation: str = "token_mean",
+                         norm_length: float | None = None) -> torch.Tensor:
+    """Reduce a per-token loss `x` (B, T) over the tokens where `mask` is 1.
+
+    - `token_mean`: mean over every token of the batch (the official VinePPO/PPO code): long
+      responses weigh more.
+    - `seq_mean_token_mean`: mean over each sequence's tokens, then over sequences (GRPO,
+      DeepSeekMath eq. 3): every response weighs the same.
+    - `seq_mean_token_sum_norm`: sum over each sequence's tokens divided by the constant
+      `norm_length` (the generation budget), then mean over sequences (Dr. GRPO): no length bias;
+      up to that constant, the sequence-level REINFORCE gradient of RLOO.
+    """
+    if aggregation == "token_mean":
+        return masked_mean(x, mask)
+    per_seq_sum = _masked(x, mask).sum(dim=-1)
+    if aggregation == "seq_mean_token_mean":
+        return (per_seq_sum / mask.sum(dim=-1).clamp(min=1)).mean()
+    if aggregation == "seq_mean_token_sum_norm":
+        if not norm_length or norm_length <= 0:
+            raise ValueError(f"seq_mean_token_sum_norm needs a positive norm_length, got {norm_length!r}")
+        return (per_seq_sum / float(norm_length)).mean()
+    raise ValueError(f"unknown loss aggregation {aggregation!r}; expected one of {list(LOSS_AGGREGATIONS)}")
+
+
 def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """log π(label) from `logits.float() / temperature` (the sampling temperature, 0.6 in the paper;
     top-p truncation is not modelled). logits: (B, T, V), labels: (B, T) → (B, T)."""
@@ -26,8 +54,10 @@ def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, temperature
 
 
 def ppo_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                    cliprange: float = 0.2, ratio_threshold: float = 10.0) -> tuple[torch.Tensor, dict]:
-    """PPO-clip, token-mean over every response token of the micro-batch.
+                    cliprange: float = 0.2, ratio_threshold: float = 10.0, *,
+                    aggregation: str = "token_mean", norm_length: float | None = None) -> tuple[torch.Tensor, dict]:
+    """PPO-clip, aggregated over the micro-batch's response tokens by `aggregate_token_loss`
+    (token-mean by default, as in the official code).
 
     ratio = exp((logp − old) · mask); pg = max(−A·ratio, −A·clip(ratio, 1−ε, 1+ε)). When the
     micro-batch's mean ratio exceeds `ratio_threshold` its policy loss is multiplied by 0 and
@@ -37,7 +67,7 @@ def ppo_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torc
     pg1 = -advantages * ratio
     pg2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
     pg = torch.max(pg1, pg2)
-    loss = masked_mean(pg, mask)
+    loss = aggregate_token_loss(pg, mask, aggregation, norm_length)
     mean_ratio = masked_mean(ratio, mask).detach()
     skipped = bool(mean_ratio > ratio_threshold)
     if skipped:

@@ -9,6 +9,7 @@ whitening, PPO-clip + k3 KL (+ clipped value loss), grad clip, AdamW step, LR sc
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -22,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vineppo.advantages import gae_advantages, masked_whiten
-from vineppo.config import TrainConfig, validate_world
+from vineppo.config import TrainConfig, loss_aggregation_for, validate_world, whiten_advantages_for
 from vineppo.episodes import Episode
 from vineppo.losses import actor_loss, kl_penalty_loss, logprobs_from_logits, ppo_policy_loss, value_loss
 from vineppo.values import CriticModel
@@ -63,6 +64,20 @@ def lr_lambda(total_steps: int, warmup_ratio: float, schedule: str = "linear", w
             return 1.0
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
     return f
+
+
+def critic_fit_metrics(values: Sequence[Sequence[float]], returns: Sequence[Sequence[float]]) -> dict:
+    """How well the critic's values (before this iteration's update) predict the returns it is
+    trained on, over every action token: explained variance `1 − Var(G − V) / Var(G)` (1 perfect,
+    0 no better than a constant, < 0 worse) and the mean absolute value error |V − G|."""
+    v = np.array([x for seq in values for x in seq], dtype=np.float64)
+    g = np.array([x for seq in returns for x in seq], dtype=np.float64)
+    if v.size == 0:
+        return {}
+    out = {"critic/value_mae": float(np.abs(v - g).mean())}
+    if g.var() > 0:  # undefined when every return is equal
+        out["critic/explained_variance"] = float(1.0 - (g - v).var() / g.var())
+    return out
 
 
 @dataclass
@@ -229,9 +244,12 @@ class Trainer:
         return v[:, :-1]  # V(s_t) read at the position that predicts action t
 
     # ---- one iteration ------------------------------------------------------------------------
-    def step(self, episodes: Sequence[Episode]) -> dict:
-        """Train on this process's episodes; returns metrics averaged over optimizer steps."""
+    def step(self, episodes: Sequence[Episode], iteration: int | None = None) -> dict:
+        """Train on this process's episodes; returns metrics averaged over optimizer steps.
+        `iteration` (0-based) decides `ppo.critic_warmup_iterations` (critic-only updates)."""
         cfg, acc = self.cfg, self.acc
+        critic_only = (self.critic is not None and iteration is not None
+                       and iteration < cfg.ppo.critic_warmup_iterations)
         t0 = time.perf_counter()
         dev = acc.device
         self.actor.eval()
@@ -258,11 +276,12 @@ class Trainer:
                 advs.append(a[0].tolist())
                 rets.append(g[0].tolist())
                 e.advantages = advs[-1]
+            critic_stats = critic_fit_metrics(old_v, rets)
         else:
             advs = [e.advantages for e in episodes]
             rets = None
             if any(a is None for a in advs):
-                raise ValueError("VinePPO episodes need advantages before training")
+                raise ValueError(f"{cfg.algorithm} episodes need advantages (the loop's credit phase) before training")
         canary = self._sync_canary(episodes, old_lp)
 
         # 3. epochs over shuffled minibatches (generator re-seeded every iteration, spec §1.6)
@@ -278,12 +297,14 @@ class Trainer:
         if self.critic is not None:
             self.critic.train()
         total_steps = cfg.ppo.epochs * n_mb
+        trained_tokens = 0  # action tokens through forward + backward (compute accounting)
         bar = tqdm(total=total_steps, desc="train: PPO steps", disable=not self.progress, leave=False)
         for epoch in range(cfg.ppo.epochs):
             perm = torch.randperm(n_local, generator=gen).tolist()
             for m in range(n_mb):
                 idx = perm[m * per_mb: (m + 1) * per_mb]
-                logs.append(self._minibatch_step(episodes, idx, advs, rets, old_lp, ref_lp, old_v))
+                trained_tokens += sum(len(advs[i]) for i in idx)
+                logs.append(self._minibatch_step(episodes, idx, advs, rets, old_lp, ref_lp, old_v, critic_only))
                 logs[-1]["epoch"] = epoch
                 bar.update(1)
         bar.close()
@@ -293,7 +314,11 @@ class Trainer:
         if logs:
             out["train/first_minibatch_ratio"] = logs[0]["train/ratio"]
         out.update(canary)
+        if self.critic is not None:
+            out.update(critic_stats)
+            out["train/critic_only"] = float(critic_only)
         out["train/optimizer_steps"] = self.optimizer_steps
+        out["train/tokens"] = trained_tokens
         out["train/lr"] = self.scheduler.get_last_lr()[0]
         n_tokens = sum(len(a) for a in old_lp)
         out["logprobs/seconds"] = t_lp
@@ -321,13 +346,13 @@ class Trainer:
             return {}
         return {"sync/logprob_gap": float(np.mean(gaps)), "sync/ratio_trainer_vs_engine": float(np.mean(ratios))}
 
-    def _minibatch_step(self, episodes, idx, advs, rets, old_lp, ref_lp, old_v) -> dict:
+    def _minibatch_step(self, episodes, idx, advs, rets, old_lp, ref_lp, old_v, critic_only: bool = False) -> dict:
         cfg, acc = self.cfg, self.acc
         dev = acc.device
         # Whitening over the whole global minibatch (every micro-batch, every process): with the
         # official grad-accum 1 this is the official per-micro-batch whitening (spec §1.4).
         flat = torch.tensor([x for i in idx for x in advs[i]], dtype=torch.float32, device=dev)
-        if cfg.ppo.whiten_advantages:
+        if whiten_advantages_for(cfg):
             w, wstats = masked_whiten(flat, torch.ones_like(flat), distributed=acc.num_processes > 1)
         else:
             w, wstats = flat, {}
@@ -345,12 +370,16 @@ class Trainer:
             ref = scatter_actions([ref_lp[i] for i in sub], b)
             models = (self.actor,) if self.critic is None else (self.actor, self.critic)
             with acc.accumulate(*models):
-                logp = self._logprobs(self.actor, b)
-                pg, st = ppo_policy_loss(logp, old, A, b.action_mask, cfg.ppo.cliprange, cfg.ppo.ratio_threshold)
+                with torch.no_grad() if critic_only else contextlib.nullcontext():
+                    logp = self._logprobs(self.actor, b)
+                pg, st = ppo_policy_loss(logp, old, A, b.action_mask, cfg.ppo.cliprange, cfg.ppo.ratio_threshold,
+                                         aggregation=loss_aggregation_for(cfg),
+                                         norm_length=cfg.sampling.max_new_tokens)
                 kl_loss, kl = kl_penalty_loss(logp, ref, b.action_mask, cfg.ppo.kl_coef,
                                               cfg.ppo.kl_clamp_min, cfg.ppo.kl_clamp_max)
                 loss = actor_loss(pg, kl_loss, bool(st["ratio_skipped"]))
-                acc.backward(loss)
+                if not critic_only:  # ppo.critic_warmup_iterations: only the critic learns
+                    acc.backward(loss)
                 st = {f"train/{k}": v for k, v in st.items()}
                 st["train/kl"] = kl
                 st["train/loss"] = float(loss.detach())
@@ -362,21 +391,25 @@ class Trainer:
                     acc.backward(vl)
                     st.update({f"train/{k}": x for k, x in vst.items()})
                 if acc.sync_gradients:
-                    st["train/grad_norm"] = float(acc.clip_grad_norm_(self.actor.parameters(), cfg.optim.max_grad_norm))
+                    if not critic_only:
+                        st["train/grad_norm"] = float(acc.clip_grad_norm_(self.actor.parameters(),
+                                                                          cfg.optim.max_grad_norm))
                     if self.critic is not None:
                         acc.clip_grad_norm_(self.critic.parameters(), cfg.optim.max_grad_norm)
-                self.opt.step()
-                self.opt.zero_grad(set_to_none=True)
+                if not critic_only:
+                    self.opt.step()
+                    self.opt.zero_grad(set_to_none=True)
                 if self.critic is not None:
                     self.critic_opt.step()
                     self.critic_opt.zero_grad(set_to_none=True)
             stats.append(st)
         if not acc.sync_gradients:
             raise RuntimeError("gradient accumulation out of step with the minibatch")
-        self.scheduler.step()
+        if not critic_only:
+            self.scheduler.step()
+            self.optimizer_steps += 1
         if self.critic is not None:
             self.critic_scheduler.step()
-        self.optimizer_steps += 1
         out = {k: float(np.mean([s[k] for s in stats if k in s])) for k in stats[-1]}
         out["whiten"] = {**wstats, "episodes": list(idx)}
         return out

@@ -1,0 +1,153 @@
+"""The demo's configuration (`configs/demo.yaml`): a TrainConfig for the RL runs plus a `demo:`
+section (data, model size, SFT, evaluation), and the small helpers every demo module shares."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import yaml
+
+from vineppo.config import ConfigError, TrainConfig, apply_overrides, from_dict, validate
+from vineppo.sft import SFTConfig
+from vineppo.tiny import TinyModelConfig
+
+#: the RL methods `demo.algorithms` / `--algorithms` accepts
+ALGORITHMS = ("vineppo", "ppo", "grpo", "dr_grpo", "rloo")
+#: the demo's config, shipped with the repository
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+#: bump when the SFT recipe changes in a way the cache key does not see
+CACHE_VERSION = 1
+TASK = "arithmetic"
+SUMMARY_FILE = "summary.json"
+PLOT_FILE = "demo.png"
+
+
+@dataclass
+class DemoData:
+    #: seed of the problem generator (train and test are disjoint by computation)
+    seed: int = 0
+    train_problems: int = 20000
+    test_problems: int = 200
+
+
+@dataclass
+class DemoEval:
+    n_samples: int = 8
+    temperature: float = 0.35
+    top_p: float = 0.9
+    max_new_tokens: int = 64
+    seed: int = 42
+    #: also evaluate on the validation carve (compare selects checkpoints on it)
+    validation: bool = True
+
+
+@dataclass
+class DemoSFTStop:
+    """Stop SFT at a target accuracy instead of a fixed step count. A tiny model's SFT curve on
+    this task is a cliff (shared notes: ~10 % to ~60 % within ~150 steps), so a step count that
+    gives a mediocre start on one machine can give a strong one on another (float reductions differ
+    with thread counts). The check is greedy pass@1 on validation problems (held out from SFT and
+    RL, never the test set)."""
+    #: stop once greedy validation pass@1 reaches this (null: always run sft.max_steps)
+    validation_pass: float | None = 0.45
+    #: first check after this many steps, then every `every` steps
+    min_steps: int = 400
+    every: int = 25
+    #: how many validation problems the check uses (the first ones of the carve)
+    problems: int = 100
+
+
+@dataclass
+class DemoSettings:
+    data: DemoData = field(default_factory=DemoData)
+    model: TinyModelConfig = field(default_factory=TinyModelConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    sft_stop: DemoSFTStop = field(default_factory=DemoSFTStop)
+    eval: DemoEval = field(default_factory=DemoEval)
+    #: torch intra-op threads for the SFT start (and the SFT-continued control): a fixed number
+    #: keeps the SFT start the same on every machine (float reductions depend on the thread
+    #: count); null = torch's default, "auto" = time a training step with 1 thread and with all
+    #: cores and keep the faster (faster on a busy machine, but the start then depends on it).
+    #: The RL runs always train with one thread each, in their own processes.
+    torch_threads: int | Literal["auto"] | None = 2
+    #: how many RL runs train at once (one process each): true = 2 on a machine with >= 2 cores,
+    #: false = one at a time, "auto" = true when the machine has >= 2 cores
+    parallel_runs: bool | Literal["auto"] = "auto"
+    #: the RL methods (rows of the table): vineppo, ppo, grpo, dr_grpo, rloo
+    algorithms: list[str] = field(default_factory=lambda: ["vineppo", "ppo"])
+    #: RL seeds per method (config seed + 0 .. seeds-1); the SFT start is shared
+    seeds: int = 1
+    #: the "SFT continued" control: the SFT start trained this many more SFT steps; null = as many
+    #: optimizer steps as each RL run takes (iterations x epochs x episodes / minibatch); 0 = off
+    sft_continued_steps: int | None = None
+    cache_dir: str | None = None
+
+
+@dataclass
+class DemoConfig:
+    demo: DemoSettings
+    #: the RL runs' config; `algorithm`, `model.name_or_path` and `data.source` are set per run
+    train: TrainConfig
+    path: Path | None = None
+
+
+def load_demo_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> DemoConfig:
+    """Read the demo YAML (default `configs/demo.yaml`), apply `key=value` overrides, validate."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"demo config not found: {path} (pass --config FILE)")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    data = apply_overrides(data, list(overrides))
+    demo_raw = data.pop("demo", None) or {}
+    demo = from_dict(DemoSettings, demo_raw, where=f"{path}: demo")
+    data.setdefault("model", {})
+    if not data["model"].get("name_or_path"):
+        data["model"]["name_or_path"] = "<demo SFT start>"  # filled in by run_demo
+    data.setdefault("data", {})["task"] = TASK
+    train = from_dict(TrainConfig, data, where=str(path))
+    validate(train)
+    if demo.eval.n_samples < 1:
+        raise ConfigError(f"{path}: demo.eval.n_samples must be >= 1")
+    if demo.sft.max_steps is None:
+        raise ConfigError(f"{path}: demo.sft.max_steps is required (the demo's SFT is capped by step count)")
+    stop = demo.sft_stop
+    if stop.validation_pass is not None:
+        if not 0 < stop.validation_pass <= 1:
+            raise ConfigError(f"{path}: demo.sft_stop.validation_pass must be in (0, 1] or null, got {stop.validation_pass}")
+        if not train.data.validation_size:
+            raise ConfigError(f"{path}: demo.sft_stop needs validation problems: set data.validation_size > 0 "
+                              "or demo.sft_stop.validation_pass: null")
+        if stop.every < 1 or stop.problems < 1:
+            raise ConfigError(f"{path}: demo.sft_stop.every and .problems must be >= 1")
+    bad = [a for a in demo.algorithms if a not in ALGORITHMS]
+    if bad or not demo.algorithms:
+        raise ConfigError(f"{path}: demo.algorithms {demo.algorithms}: choose among {list(ALGORITHMS)}")
+    if demo.seeds < 1:
+        raise ConfigError(f"{path}: demo.seeds must be >= 1, got {demo.seeds}")
+    if demo.sft_continued_steps is not None and demo.sft_continued_steps < 0:
+        raise ConfigError(f"{path}: demo.sft_continued_steps must be >= 0 or null")
+    return DemoConfig(demo, train, path)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _say(msg: str) -> None:
+    print(f"[demo] {msg}", flush=True)
+
+
+def _fmt_seconds(s: float) -> str:
+    m, sec = divmod(int(round(s)), 60)
+    return f"{m}m{sec:02d}s" if m else f"{sec}s"
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+

@@ -1,0 +1,136 @@
+"""`run_demo`: the order of the demo's phases (data → SFT start → its evaluation → RL runs →
+compare, plot, summary)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+from vineppo.config import to_dict
+from vineppo.demo.config import PLOT_FILE, SUMMARY_FILE, _fmt_seconds, _say, load_demo_config
+from vineppo.demo.data import prepare_data
+from vineppo.demo.evaluation import evaluate_sft
+from vineppo.demo.report import _quiet_logs, final_table, method_stats, paired_difference, plot_demo
+from vineppo.demo.runs import RunQueue, _fresh_run_dir, _run_config, plan_runs
+from vineppo.demo.sft_start import (_TorchThreads, default_cache_dir, ensure_sft_continued, ensure_sft_start,
+                                    pick_torch_threads)
+
+
+def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path | None = None,
+             overrides: Sequence[str] = (), include_ppo: bool = True, cache_dir: str | Path | None = None,
+             progress: bool = False, compare: bool = True, seeds: int | None = None,
+             algorithms: Sequence[str] | None = None) -> dict:
+    """Run the whole demo (see the package docstring); returns the summary dict with extra details
+    under "details". Pass@1 values are in percent on the demo's held-out test problems.
+    `seeds` / `algorithms` override `demo.seeds` / `demo.algorithms`; `include_ppo=False` drops PPO."""
+    t_start = time.perf_counter()
+    extra = ([f"demo.seeds={seeds}"] if seeds is not None else []) + (
+        [f"demo.algorithms=[{','.join(algorithms)}]"] if algorithms is not None else [])
+    dc = load_demo_config(config_path, [*overrides, *extra])
+    demo, base = dc.demo, dc.train
+    algos = [a for a in demo.algorithms if include_ppo or a != "ppo"]
+    out = Path(output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    cache_root = Path(cache_dir or demo.cache_dir or default_cache_dir()).expanduser().resolve()
+    cache_root.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    _say(f"output: {out}  (config {dc.path}; load average {load:.2f} on {os.cpu_count()} CPUs)")
+    _quiet_logs()
+
+    threads = demo.torch_threads
+    if threads == "auto":
+        threads, timing = pick_torch_threads(demo.model)
+        _say(f"torch threads for SFT: {threads} (a tiny-model step: "
+             + ", ".join(f"{n} thread(s) {t:.2f}s" for n, t in timing.items())
+             + "; the SFT start now depends on the machine: set demo.torch_threads to a number to fix it)")
+    with _TorchThreads(threads):
+        # 1. data
+        d = prepare_data(demo, base, out)
+        data_dir, test_rows, rl_rows, val_rows, splits = d.data_dir, d.test_rows, d.rl_rows, d.val_rows, d.splits
+        # 2. SFT start
+        t0 = time.perf_counter()
+        sft_dir, sft_info, sft_cached = ensure_sft_start(demo, rl_rows, cache_root, stop_rows=val_rows,
+                                                         progress=progress)
+        t_sft = time.perf_counter() - t0
+        _say(f"SFT start {'reused from the cache' if sft_cached else 'trained and cached'}: {sft_dir} "
+             f"({sft_info['steps']} steps with {threads or 'default'} torch thread(s), final loss "
+             f"{sft_info['final_loss']:.3f}{'' if sft_cached else f', {_fmt_seconds(t_sft)}'})")
+
+        # 3. RL runs start now in their own processes (overlapping the evaluations below)
+        jobs = plan_runs(base, algos, demo.seeds, sft_dir, data_dir)
+        names = {j.name for j in jobs}
+        for stale in sorted((out / "runs").glob("*/")) if (out / "runs").is_dir() else []:
+            if stale.name not in names:
+                _fresh_run_dir(stale)  # no run of an earlier demo left behind
+        parallel = demo.parallel_runs
+        if parallel == "auto":
+            parallel = (os.cpu_count() or 1) >= 2
+        queue = RunQueue(jobs, out, splits, data_dir, demo.eval, 2 if parallel else 1)
+        try:
+            queue.fill()
+            # 4. the SFT start and the SFT-continued control, evaluated the same way as the RL runs;
+            # one torch thread while the RL processes train (more would spin-wait on busy cores)
+            with _TorchThreads(1):
+                eval_cfg = _run_config(base, "vineppo", sft_dir, data_dir)
+                from vineppo.evaluate import read_results
+
+                t0 = time.perf_counter()
+                sft_results, eval_cached = evaluate_sft(sft_dir, splits, data_dir, demo.eval, eval_cfg)
+                sft_pass = {s: float(read_results(r)["pass@1"]) for s, r in sft_results.items()}
+                _say(f"SFT start test pass@1 {100 * sft_pass['test']:.1f}% ({len(test_rows)} problems x "
+                     f"{demo.eval.n_samples} samples, T={demo.eval.temperature}, top_p={demo.eval.top_p})"
+                     f"{' (cached)' if eval_cached else f', {_fmt_seconds(time.perf_counter() - t0)}'}")
+                cont_steps = (jobs[0].cfg.total_optimizer_steps if demo.sft_continued_steps is None
+                              else demo.sft_continued_steps)
+                cont = None
+                if cont_steps > 0:
+                    cont_dir, cont_info, _ = ensure_sft_continued(demo, sft_dir, rl_rows, cont_steps)
+                    cont_results, _ = evaluate_sft(cont_dir, splits, data_dir, demo.eval, eval_cfg)
+                    cont = {"dir": str(cont_dir), "steps": cont_steps, "info": cont_info,
+                            "pass@1": {s: float(read_results(r)["pass@1"]) for s, r in cont_results.items()}}
+                    _say(f"SFT continued ({cont_steps} more SFT steps): test pass@1 {100 * cont['pass@1']['test']:.1f}%")
+            # 5. wait for the RL runs
+            with _TorchThreads(1):
+                runs = queue.wait_all(sft_results)
+        finally:
+            queue.kill()
+
+    # 6. compare table, plots, summary
+    if compare:
+        from vineppo.compare import compare as compare_runs
+
+        _say("vineppo compare:")
+        compare_runs([out / "runs" / j.name for j in jobs], out / "compare", labels=[j.name for j in jobs])
+    plot = plot_demo(out / PLOT_FILE, sft_pass["test"], runs, demo.eval, len(test_rows),
+                     sft_continued=cont["pass@1"]["test"] if cont else None)
+    seconds = time.perf_counter() - t_start
+    stats = method_stats(runs)
+    diff = paired_difference(runs, "vineppo", "ppo")
+    summary = {"sft": round(100 * sft_pass["test"], 2),
+               "sft_continued": round(100 * cont["pass@1"]["test"], 2) if cont else None,
+               **{a: None for a in ("vineppo", "ppo")},
+               **{a: round(st["mean"], 2) for a, st in stats.items()},
+               "sd": {a: (round(st["sd"], 2) if st["sd"] is not None else None) for a, st in stats.items()},
+               "rl_seconds": {a: round(st["rl_seconds"], 1) for a, st in stats.items()},
+               "vineppo_minus_ppo": diff, "seeds": demo.seeds, "seconds": round(seconds, 1)}
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+    details = {"summary": summary, "sft_dir": str(sft_dir), "sft_cached": sft_cached, "sft": sft_info,
+               "sft_threads": threads, "sft_pass@1": sft_pass, "sft_continued": cont, "eval": asdict(demo.eval),
+               "test_problems": len(test_rows), "runs": runs,
+               "config": {"demo": asdict(demo), "train": to_dict(base)}, "plot": str(plot),
+               "load_average_start": load}
+    (out / "demo_details.json").write_text(json.dumps(details, indent=1, default=str) + "\n")
+    sft_note = "(cached)" if sft_cached else f"(SFT {_fmt_seconds(t_sft)})"
+    print()
+    print(f"vineppo demo: held-out test pass@1, {len(test_rows)} problems x {demo.eval.n_samples} samples "
+          f"(T={demo.eval.temperature}, top_p={demo.eval.top_p}), final checkpoints, "
+          f"{demo.seeds} RL seed(s) per method")
+    print(final_table(sft_pass["test"], stats, sft_note, sft_continued=cont["pass@1"]["test"] if cont else None,
+                      sft_continued_steps=cont_steps, diff=diff))
+    print(f"total {_fmt_seconds(seconds)}; SFT start cached in {sft_dir}")
+    print(f"wrote {out / SUMMARY_FILE}, {plot}" + (f", {out / 'compare'}/" if compare else ""), flush=True)
+    return {**summary, "details": details}
