@@ -211,6 +211,15 @@ def test_run_demo_smoke(tmp_path, capsys):
     assert summary["rl_seconds"]["vineppo"] > 0
     assert summary["seconds"] > 0
     assert {k: res[k] for k in summary} == summary
+    # every number of summary.json is the pass@1 of the evaluation file it came from
+    def pass1(path):
+        return round(100 * json.loads(path.read_text())["pass@1"], 2)
+
+    for algo in ("vineppo", "ppo"):
+        assert summary[algo] == pass1(out / "runs" / algo / "checkpoints" / "iter_000002" / "eval" / "test" / "results.json")
+        assert summary["sft"] == pass1(out / "runs" / algo / "initial" / "eval" / "test" / "results.json")
+    cont_results = list(Path(res["details"]["sft_continued"]["dir"]).rglob("test*/results.json"))
+    assert len(cont_results) == 1 and summary["sft_continued"] == pass1(cont_results[0])
     assert (out / PLOT_FILE).stat().st_size > 1000
     assert (out / "compare" / "compare.md").is_file()
     for algo in ("vineppo", "ppo"):
@@ -301,6 +310,25 @@ def test_plan_runs_names_seeds_and_rejects_unknown_algorithms(tmp_path):
         load_demo_config(None, ["demo.algorithms=[vineppo,a2c]"])
     with pytest.raises(ConfigError, match="demo.seeds"):
         load_demo_config(None, ["demo.seeds=0"])
+
+
+def test_caches_are_keyed_by_the_code(monkeypatch):
+    """A change to any source file (or the version) changes the SFT and evaluation cache keys."""
+    import vineppo
+    from vineppo.demo import load_demo_config, sft_cache_key
+    from vineppo.demo.config import code_fingerprint
+
+    demo = load_demo_config().demo
+    rows = [{"question": "q", "answer": "a"}]
+    before, key = code_fingerprint(), sft_cache_key(demo, rows, threads=2)
+    assert code_fingerprint() == before
+    monkeypatch.setattr(vineppo, "__version__", vineppo.__version__ + ".dev1")
+    assert code_fingerprint() != before and sft_cache_key(demo, rows, threads=2) != key
+    monkeypatch.undo()
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes",
+                        lambda self: real(self) + (b"# edited" if self.name == "sft.py" else b""))
+    assert code_fingerprint() != before
 
 
 def test_sft_cache_key_sees_the_thread_count():

@@ -147,6 +147,19 @@ def _fmt_seconds(s: float) -> str:
     return f"{m}m{sec:02d}s" if m else f"{sec}s"
 
 
+def code_fingerprint() -> str:
+    """The package version and a hash of every source file of the `vineppo` package. Part of every
+    demo cache key (SFT start, its evaluation), so a cached number is reused only by the code that
+    produced it: any change to training, grading or evaluation code retrains and re-evaluates."""
+    import vineppo
+
+    root = Path(vineppo.__file__).resolve().parent
+    h = hashlib.sha256(f"vineppo {vineppo.__version__}".encode())
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from vineppo.config import TrainConfig
-from vineppo.demo.config import TASK, DemoEval, _sha
+from vineppo.demo.config import TASK, DemoEval, _sha, code_fingerprint
 
 
 def _eval_kwargs(ev: DemoEval, max_sequence_length: int) -> dict:
@@ -38,15 +38,15 @@ def _cached_results(path: Path, wanted: dict) -> dict | None:
 
 def evaluate_sft(sft_dir: Path, splits: dict[str, list[dict]], data_dir: Path, ev: DemoEval,
                  train_cfg: TrainConfig) -> tuple[dict[str, Path], bool]:
-    """Evaluate the SFT start on each split, cached inside its directory (keyed by the rows and the
-    evaluation settings). Returns {split: results dir}, whether everything came from the cache."""
+    """Evaluate the SFT start on each split, cached inside its directory (keyed by the rows, the
+    evaluation settings and the code: `code_fingerprint`). Returns {split: results dir}, whether everything came from the cache."""
     from vineppo.engine.factory import resolve_backend
     from vineppo.evaluate import load_tokenizer
 
     backend = resolve_backend(train_cfg.engine)
     dirs, todo = {}, []
     for split, rows in splits.items():
-        key = _sha({"rows": _sha(rows), "eval": asdict(ev), "backend": backend,
+        key = _sha({"code": code_fingerprint(), "rows": _sha(rows), "eval": asdict(ev), "backend": backend,
                     "max_len": train_cfg.sampling.max_sequence_length})[:12]
         d = sft_dir / "demo-eval" / f"{split}-{key}"
         dirs[split] = d

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from vineppo.demo.config import CACHE_VERSION, TASK, DemoSettings, _say, _sha
+from vineppo.demo.config import code_fingerprint, CACHE_VERSION, TASK, DemoSettings, _say, _sha
 from vineppo.tiny import TinyModelConfig
 
 
@@ -81,8 +81,8 @@ def sft_cache_key(demo: DemoSettings, sft_rows: Sequence[dict], stop_rows: Seque
                   threads: int | None = None) -> str:
     """Everything that determines the SFT start: the rows it is trained on, model size, SFT recipe,
     the stopping rule with the problems it checks, and the torch thread count (float reductions,
-    hence the weights, depend on it)."""
-    return _sha({"version": CACHE_VERSION, "rows": _sha(list(sft_rows)), "model": asdict(demo.model),
+    hence the weights, depend on it), plus the package version and a hash of its code."""
+    return _sha({"version": CACHE_VERSION, "code": code_fingerprint(), "rows": _sha(list(sft_rows)), "model": asdict(demo.model),
                  "sft": asdict(demo.sft), "stop": asdict(demo.sft_stop),
                  "stop_rows": _sha(list(stop_rows)[: demo.sft_stop.problems]), "threads": threads})[:16]
 
