@@ -230,13 +230,26 @@ def _relaunch(n: int, argv: list[str]) -> int:
     return subprocess.call(cmd)
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Options and dotted overrides in any order (`train ... a=1 --resume b=2`). argparse's own
+    `parse_intermixed_args` refuses sub-commands, so overrides left over after the options are
+    appended here; anything else left over is an error as usual."""
+    args, rest = parser.parse_known_args(argv)
+    if rest:
+        if hasattr(args, "overrides") and all("=" in r and not r.startswith("-") for r in rest):
+            args.overrides = list(args.overrides or []) + rest
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     n = _requested_cpu_processes()
     if n is not None and n > 1:
         return _relaunch(n, argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     from vineppo.config import ConfigError
     try:
         return args.func(args)

@@ -174,17 +174,17 @@ class TrainResult:
 
 def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, keep_engine: bool = False) -> TrainResult:
     """Run VinePPO or PPO iterations (resuming from the latest complete checkpoint with `resume`)."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from vineppo.distributed import build_accelerator
     from vineppo.engine.factory import make_engine
     from vineppo.tasks import get_task
     from vineppo.trainer import Trainer
 
     run_dir = Path(output_dir)
-    mixed = "bf16" if (cfg.model.dtype == "bfloat16" and torch.cuda.is_available()) else "no"
-    # cpu=True without CUDA: under torchrun / `accelerate launch` the processes form a gloo group.
-    acc = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+    # the strategy (DDP, FSDP, DeepSpeed) comes from `accelerate launch`; without CUDA the
+    # processes form a gloo group (vineppo/distributed.py)
+    acc = build_accelerator(cfg)
     rank, world = acc.process_index, acc.num_processes
     logging.basicConfig(level=logging.INFO if acc.is_main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -207,7 +207,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
     metrics = MetricsWriter(run_dir, cfg, acc.is_main_process)
     start = 0
     if resume:
-        found = ckpt.latest_checkpoint(run_dir)
+        found = ckpt.latest_checkpoint(run_dir, need_trainer_state=True)
         if found is None:
             log.warning("--resume: no complete checkpoint in %s; starting from scratch", run_dir)
         else:
@@ -219,7 +219,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
 
     max_len = cfg.sampling.max_sequence_length
     engine = make_engine(cfg.engine, model_path=cfg.model.name_or_path, tokenizer=tokenizer,
-                         model=trainer.unwrapped_policy() if cfg.model.lora is None else None,
+                         model=trainer.engine_source_model(),
                          seed=(cfg.seed + 100 * rank) % (2**31), max_model_len=max_len,
                          progress=cfg.logging.progress and acc.is_local_main_process)
     if start > 0 or cfg.model.lora is not None:
@@ -296,10 +296,16 @@ def save_checkpoint(trainer, acc, run_dir: Path, iteration: int) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     acc.wait_for_everyone()
+    # every rank takes part: weights are gathered together (main process writes), sharded
+    # optimizer states are written by their owners
     trainer.save_state(tmp / "trainer_state")
+    trainer.save_pretrained(tmp)
+    acc.wait_for_everyone()  # every rank's files are on disk before the manifest and the rename
     if acc.is_main_process:
-        trainer.save_pretrained(tmp)
         ckpt.write_manifest(tmp, iteration)
         ckpt.finalize(tmp, final)
+        keep = trainer.cfg.checkpoint.keep_trainer_state
+        if keep is not None:
+            ckpt.prune_trainer_states(run_dir, keep)
     acc.wait_for_everyone()
     return final
