@@ -100,11 +100,13 @@ def build_accelerator(cfg):
         return acc
     if strategy == "fsdp" and cpu:
         from accelerate import FullyShardedDataParallelPlugin
-        from accelerate.state import AcceleratorState
+        from accelerate.state import AcceleratorState, PartialState
         from accelerate.utils import DistributedType
 
         plugin = FullyShardedDataParallelPlugin()  # fields from the launcher's FSDP_* variables
         acc = Accelerator(mixed_precision=mixed, fsdp_plugin=plugin, **kwargs)
+        # both shared states: every later AcceleratorState() re-copies PartialState's fields
+        PartialState().distributed_type = DistributedType.FSDP
         state = AcceleratorState()
         state.distributed_type = DistributedType.FSDP
         state.fsdp_plugin = plugin
