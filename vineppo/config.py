@@ -161,6 +161,9 @@ class LoggingConfig:
     progress: bool = True
     #: write every episode (ids, reward, steps, values, advantages) to DIR/episodes/ for inspection
     dump_episodes: bool = False
+    #: after every weight push, compare the engine's greedy continuation of two prompts with that of
+    #: a model built from the pushed weights (metric sync/greedy_match; debugging / CI)
+    check_sync_greedy: bool = False
 
 
 @dataclass

@@ -164,6 +164,30 @@ def dump_episodes(run_dir: Path, iteration: int, rank: int, episodes: list[Episo
             }) + "\n")
 
 
+@torch.no_grad()
+def greedy_match(engine, state_dict: dict, model_config, prompts: list[list[int]], max_new_tokens: int = 16) -> float:
+    """Debug check (`logging.check_sync_greedy`): the fraction of `prompts` whose greedy
+    continuation by the engine equals that of a model built from the gathered `state_dict` (the
+    weights just pushed). 1.0 means the engine runs exactly the trainer's weights."""
+    from transformers import AutoModelForCausalLM
+
+    from vineppo.engine.base import SamplingParams
+
+    if not prompts:
+        return float("nan")
+    model = AutoModelForCausalLM.from_config(model_config, dtype=torch.float32)
+    model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=False)
+    model.eval()
+    outs = engine.generate(prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens))
+    same = 0
+    for p, o in zip(prompts, outs):
+        ids = model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                             do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=0)[0, len(p):].tolist()
+        eng = o[0].token_ids
+        same += ids[: len(eng)] == eng and (len(eng) == len(ids) or o[0].finish_reason == "stop")
+    return same / len(prompts)
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -251,10 +275,15 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
         whiten = tstats.pop("train/whiten_stats", None)
         t_sync = time.perf_counter()
         # push while asleep, then wake: the engine applies the safe wake order (weights, then KV cache)
-        engine.update_weights(trainer.policy_state_dict())
+        pushed = trainer.policy_state_dict()
+        engine.update_weights(pushed)
         if cfg.engine.sleep_during_training:
             engine.wake()
         row["sync/seconds"] = time.perf_counter() - t_sync
+        if cfg.logging.check_sync_greedy:
+            row["sync/greedy_match"] = greedy_match(engine, pushed, trainer.unwrapped_policy().config,
+                                                    [e.prompt_ids for e in episodes[:: cfg.episodes.samples_per_question][:2]])
+        del pushed
         row.update(tstats)
         if cfg.logging.dump_episodes:
             dump_episodes(run_dir, it + 1, rank, episodes)
