@@ -33,7 +33,8 @@ def _eval(args) -> int:
             if args.output_dir is not None:
                 raise EvalError("--output-dir is for --checkpoint; a run's results go under each checkpoint")
             where = f"{args.run}/config.yaml"
-            ecfg = engine_config(read_run_config(args.run), where, backend=args.backend)
+            ecfg = engine_config(read_run_config(args.run), where, backend=args.backend,
+                                 tensor_parallel_size=args.tensor_parallel_size)
             done = evaluate_run(args.run, args.task, args.split, data_source=args.data_source, engine_cfg=ecfg,
                                 force=args.force, include_initial=args.include_initial, **sampling)
             for r in done:
@@ -45,7 +46,7 @@ def _eval(args) -> int:
         run_cfg = read_run_config(run) if run is not None else {}
         where = f"{run}/config.yaml" if run is not None else "--checkpoint"
         spec = data_spec(run_cfg, task=args.task, source=args.data_source, where=where)
-        ecfg = engine_config(run_cfg, where, backend=args.backend)
+        ecfg = engine_config(run_cfg, where, backend=args.backend, tensor_parallel_size=args.tensor_parallel_size)
         for split in args.split:
             r = evaluate_checkpoint(args.checkpoint, spec.task, split, data_source=spec.source,
                                     out_dir=f"{args.output_dir}/{split}" if args.output_dir else None,
@@ -131,6 +132,8 @@ def _add_eval_parser(sub) -> None:
     e.add_argument("--max-problems", type=int, default=None, help="only the first N problems (smoke tests)")
     e.add_argument("--backend", choices=["auto", "hf", "vllm"], default=None,
                    help="engine backend (default: the run's engine.backend, else auto = vLLM when installed)")
+    e.add_argument("--tensor-parallel-size", type=int, default=None,
+                   help="vLLM: shard the evaluated model over this many GPUs of the node (one process)")
     e.add_argument("--output-dir", help="with --checkpoint: write DIR/<split>/ instead of <checkpoint>/eval/<split>/")
     e.add_argument("--force", action="store_true", help="re-evaluate checkpoints that already have results")
     e.add_argument("--include-initial", action="store_true",

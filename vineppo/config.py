@@ -39,6 +39,9 @@ class ModelConfig:
     #: if `name_or_path` is a local directory that does not exist yet, build a random-init tiny
     #: Llama there with a tokenizer trained on the task's train rows (CPU smoke configs; offline)
     tiny_init: bool = False
+    #: keep the frozen reference model in CPU RAM except while computing reference log-probs
+    #: (frees its GPU memory for the engine during rollouts; costs two copies per iteration)
+    reference_offload: bool = False
 
 
 @dataclass

@@ -153,7 +153,9 @@ class Trainer:
             self.reference = None
             self.ref_is_adapter_off = True  # reference = the base weights with adapters disabled
         else:
-            self.reference = copy.deepcopy(actor).to(ref_dtype).to(accelerator.device).eval().requires_grad_(False)
+            # `model.reference_offload`: the reference waits in CPU RAM while the engine generates
+            ref_home = "cpu" if mcfg.reference_offload else accelerator.device
+            self.reference = copy.deepcopy(actor).to(ref_dtype).to(ref_home).eval().requires_grad_(False)
         if mcfg.gradient_checkpointing:
             actor.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             actor.config.use_cache = False
@@ -241,6 +243,8 @@ class Trainer:
         self.actor.eval()
         # 1. old / reference log-probs (and critic values), cached per episode
         old_lp, ref_lp, old_v = [], [], []
+        if self.reference is not None and cfg.model.reference_offload:
+            self.reference.to(dev)
         bar = tqdm(list(self._micro_batches(episodes)), desc="train: log-probs", disable=not self.progress, leave=False)
         for mb in bar:
             b = collate(mb, self.eos_id, self.pad_id, dev)
@@ -249,6 +253,8 @@ class Trainer:
                 ref_lp += gather_actions(self._reference_logprobs(b), b)
                 if self.critic is not None:
                     old_v += gather_actions(self._critic_values(b), b)
+        if self.reference is not None and cfg.model.reference_offload:
+            self.reference.to("cpu")
         t_lp = time.perf_counter() - t0
         # 2. advantages
         if cfg.algorithm == "ppo":
