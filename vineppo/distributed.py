@@ -138,15 +138,23 @@ def _set_rng_state(s: dict) -> None:
 
 
 def _merged_lora_items(model) -> Iterator[tuple[str, torch.Tensor]]:
-    """PEFT model with full parameters: merge adapters, yield clean HF names, unmerge."""
-    model.merge_adapter()
-    try:
-        for k, v in model.get_base_model().state_dict().items():
-            if "lora_" in k:
-                continue
-            yield k.replace(".base_layer", ""), v.detach().clone()
-    finally:
-        model.unmerge_adapter()
+    """PEFT model with full parameters: clean HF names, each adapted weight merged out of place
+    (W + PEFT's own delta, one layer at a time); the live base weights are never modified, so
+    repeated pushes cannot drift them (an in-place merge/unmerge would, in bf16)."""
+    base = model.get_base_model()
+    lora_layers = {name: m for name, m in base.named_modules()
+                   if hasattr(m, "get_delta_weight") and hasattr(m, "base_layer")}
+    suffix = ".base_layer.weight"
+    for k, v in base.state_dict().items():
+        if "lora_" in k:
+            continue
+        if k.endswith(suffix) and k[: -len(suffix)] in lora_layers:
+            layer = lora_layers[k[: -len(suffix)]]
+            v = v.detach().clone()
+            for adapter in layer.active_adapters:
+                if adapter in getattr(layer, "lora_A", {}):
+                    v += layer.get_delta_weight(adapter).to(v.dtype)
+        yield k.replace(".base_layer", ""), v.detach()
 
 
 class AccelerateStrategy:
@@ -177,8 +185,8 @@ class AccelerateStrategy:
         return self.acc.unwrap_model(model)
 
     @property
-    def full_parameters(self) -> bool:
-        """True when every rank holds full parameters (nothing to gather)."""
+    def plain_modules(self) -> bool:
+        """True when the unwrapped models are ordinary modules with full parameters (safe to copy)."""
         return self.name in ("single", "ddp")
 
     # ---- one optimizer step -------------------------------------------------------------
@@ -313,8 +321,8 @@ class DeepSpeedStrategy(AccelerateStrategy):
         return getattr(model, "module", model)
 
     @property
-    def full_parameters(self) -> bool:
-        return self.stage < 3
+    def plain_modules(self) -> bool:
+        return False  # DeepSpeed hooks live on the module and its parameters
 
     def accumulate(self, *models):
         return contextlib.nullcontext()

@@ -189,7 +189,7 @@ class Trainer:
     def engine_source_model(self):
         """The policy module an in-process transformers engine may copy at start-up, or None when
         its parameters are sharded or carry LoRA (the engine then loads `model.name_or_path`)."""
-        if self.dist.full_parameters and self.cfg.model.lora is None:
+        if self.dist.plain_modules and self.cfg.model.lora is None:
             return self.unwrapped_policy()
         return None
 
