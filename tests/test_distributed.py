@@ -95,6 +95,24 @@ def test_flash_attention_falls_back_to_sdpa(caplog):
         assert "flash-attn" in caplog.text
 
 
+def test_chunked_logprobs_equal_the_full_log_softmax():
+    import torch
+
+    from vineppo.losses import logprobs_from_logits
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 300, 40, requires_grad=True)
+    y = torch.randint(0, 40, (2, 300))
+    full = torch.gather(torch.log_softmax(x.float() / 0.6, -1), -1, y.unsqueeze(-1)).squeeze(-1)
+    chunked = logprobs_from_logits(x, y, 0.6, chunk_size=64)
+    torch.testing.assert_close(chunked, full, rtol=0, atol=1e-6)
+    g1, = torch.autograd.grad(chunked.sum(), x)
+    g2, = torch.autograd.grad(full.sum(), x)
+    torch.testing.assert_close(g1, g2, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(logprobs_from_logits(x, y, 0.6, chunk_size=64), full.detach(), rtol=0, atol=1e-6)
+
+
 def test_overrides_and_options_in_any_order():
     from vineppo.cli import build_parser, parse_args
 
