@@ -164,6 +164,23 @@ def test_every_cpu_launch_file_matches_its_gpu_strategy():
     assert str(gpu.fsdp_config["fsdp_version"]) == "2"
 
 
+def test_greedy_match_detects_an_engine_out_of_sync(tiny_model_dir, tiny_tokenizer):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from vineppo.engine.hf import HFEngine
+    from vineppo.loop import greedy_match
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    engine = HFEngine(model, tiny_tokenizer, progress=False)
+    prompts = [tiny_tokenizer("Tom has 3 apples and buys 4 more.")["input_ids"], tiny_tokenizer("Ann")["input_ids"]]
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    assert greedy_match(engine, sd, model.config, prompts) == 1.0
+    torch.manual_seed(0)
+    other = {k: v + 0.5 * torch.randn_like(v) for k, v in sd.items()}
+    assert greedy_match(engine, other, model.config, prompts) < 1.0  # the engine kept the old weights
+
+
 # ---- the strategies, end to end (2 CPU processes each) -----------------------------------------
 def _deepspeed_available() -> bool:
     import importlib.util
@@ -203,14 +220,18 @@ def dist_model(tmp_path_factory, shared_data_dir):
 _RUNS: dict[tuple[str, str], Path] = {}
 
 
+#: ZeRO checkpoints are the big ones: this run also keeps the optimizer state of the last one only
+EXTRA = {"zero2": ("checkpoint.keep_trainer_state=1",)}
+
+
 def _train_and_resume(strategy: str, config: str, model_dir: Path, root: Path, resume: bool = True) -> Path:
     """1 iteration, then `--resume iterations=2` (or, with resume=False, 2 iterations in one go)."""
     key = (strategy, config)
     if key not in _RUNS:
         out = root / f"{Path(config).stem}_{strategy}"
         if resume:
-            _launch(strategy, config, out, model_dir)
-            _launch(strategy, config, out, model_dir, "--resume", "iterations=2")
+            _launch(strategy, config, out, model_dir, *EXTRA.get(strategy, ()))
+            _launch(strategy, config, out, model_dir, "--resume", "iterations=2", *EXTRA.get(strategy, ()))
         else:
             _launch(strategy, config, out, model_dir, "iterations=2")
         _RUNS[key] = out
@@ -250,6 +271,12 @@ def test_ppo_strategy_trains_resumes_and_matches_ddp(strategy, dist_model, tmp_p
     cos = float(torch.nn.functional.cosine_similarity(d, d_ref, dim=0))
     ratio = float(d.norm() / d_ref.norm())
     assert cos >= 0.999 and 0.98 <= ratio <= 1.02, (strategy, cos, ratio)
+    if strategy in EXTRA:  # checkpoint.keep_trainer_state=1: iteration 1 keeps its weights only
+        from vineppo import checkpoint as ckpt
+
+        first, last = out / "checkpoints" / "iter_000001", out / "checkpoints" / "iter_000002"
+        assert not (first / "trainer_state").exists() and ckpt.verify_checkpoint(first)[0]
+        assert ckpt.has_trainer_state(last)
 
 
 @pytest.mark.slow
