@@ -19,6 +19,7 @@ EXPECTED = {
     "zero2_4gpu.yaml": ("DEEPSPEED", 4, 1, 2, "none", None),
     "zero2_8gpu.yaml": ("DEEPSPEED", 8, 1, 2, "none", None),
     "zero2_8gpu_offload.yaml": ("DEEPSPEED", 8, 1, 2, "cpu", None),
+    "zero3_8gpu.yaml": ("DEEPSPEED", 8, 1, 3, "none", None),
     "fsdp_8gpu.yaml": ("FSDP", 8, 1, None, None, "FSDP2"),
     "multinode_2x8.yaml": ("DEEPSPEED", 16, 2, 2, "none", None),
 }
