@@ -19,7 +19,8 @@ EXPECTED = {
     "zero2_4gpu.yaml": ("DEEPSPEED", 4, 1, 2, "none", None),
     "zero2_8gpu.yaml": ("DEEPSPEED", 8, 1, 2, "none", None),
     "zero2_8gpu_offload.yaml": ("DEEPSPEED", 8, 1, 2, "cpu", None),
-    "fsdp_8gpu.yaml": ("FSDP", 8, 1, None, None, "FULL_SHARD"),
+    "zero3_8gpu.yaml": ("DEEPSPEED", 8, 1, 3, "none", None),
+    "fsdp_8gpu.yaml": ("FSDP", 8, 1, None, None, "FSDP2"),
     "multinode_2x8.yaml": ("DEEPSPEED", 16, 2, 2, "none", None),
 }
 
@@ -47,7 +48,8 @@ def test_accelerate_loads_config(name):
         assert "gradient_accumulation_steps" not in ds
     if sharding is not None:
         fsdp = cfg.fsdp_config
-        assert fsdp["fsdp_sharding_strategy"] == sharding
+        # FSDP2 (fully_shard): full sharding, resharded after forward
+        assert str(fsdp["fsdp_version"]) == "2" and fsdp["fsdp_reshard_after_forward"] is True
         assert fsdp["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
         # the trainer deep-copies the loaded actor into the reference: every rank needs real weights
         assert fsdp["fsdp_cpu_ram_efficient_loading"] is False
@@ -82,7 +84,7 @@ def test_accelerate_launch_accepts_config(name):
         assert env["ACCELERATE_MIXED_PRECISION"] == "bf16"
         if dist == "FSDP":
             assert env["ACCELERATE_USE_FSDP"] == "true"
-            assert env["FSDP_SHARDING_STRATEGY"] == sharding
+            assert env["FSDP_VERSION"] == "2"
             assert env["FSDP_AUTO_WRAP_POLICY"] == "TRANSFORMER_BASED_WRAP"
 
 

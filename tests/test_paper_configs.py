@@ -61,10 +61,10 @@ MODEL_IDS = {
 # Per-run table (spec §8, second table; vLLM extras from §2; save steps from §4; per-device batch
 # from §1.6: Rho 64 / 4 GPUs = 16, DeepSeek 64 / 8 GPUs = 8).
 # columns: iterations, K, MC step cap, max seq (q+r), save_every, max_num_seqs, swap_space,
-#          prefix caching, micro batch
+#          prefix caching (on in every VinePPO run: vLLM V1 splits n=K into K requests), micro batch
 PER_RUN = {
-    "rho1b_math_vineppo":           (1000, 9, None, 2048, 10, 512, 8, False, 16),
-    "rho1b_gsm8k_vineppo":          (650, 9, 25, 2048, 10, 512, 8, False, 16),
+    "rho1b_math_vineppo":           (1000, 9, None, 2048, 10, 512, 8, True, 16),
+    "rho1b_gsm8k_vineppo":          (650, 9, 25, 2048, 10, 512, 8, True, 16),
     "deepseekmath7b_math_vineppo":  (1000, 9, None, 2499, 10, 256, 32, True, 8),
     "deepseekmath7b_gsm8k_vineppo": (650, 9, 25, 2499, 10, 256, 32, True, 8),
     "rho1b_math_ppo":               (1000, None, None, 2048, 40, 512, 8, False, 16),

@@ -43,7 +43,8 @@ def _eval(args) -> int:
             if args.output_dir is not None:
                 raise EvalError("--output-dir is for --checkpoint; a run's results go under each checkpoint")
             where = f"{args.run}/config.yaml"
-            ecfg = engine_config(read_run_config(args.run), where, backend=args.backend)
+            ecfg = engine_config(read_run_config(args.run), where, backend=args.backend,
+                                 tensor_parallel_size=args.tensor_parallel_size)
             done = evaluate_run(args.run, args.task, args.split, data_source=args.data_source, engine_cfg=ecfg,
                                 force=args.force, include_initial=args.include_initial, grading=args.grading,
                                 **sampling)
@@ -56,7 +57,7 @@ def _eval(args) -> int:
         run_cfg = read_run_config(run) if run is not None else {}
         where = f"{run}/config.yaml" if run is not None else "--checkpoint"
         spec = data_spec(run_cfg, task=args.task, source=args.data_source, where=where)
-        ecfg = engine_config(run_cfg, where, backend=args.backend)
+        ecfg = engine_config(run_cfg, where, backend=args.backend, tensor_parallel_size=args.tensor_parallel_size)
         for split in args.split:
             r = evaluate_checkpoint(args.checkpoint, spec.task, split, data_source=spec.source,
                                     out_dir=f"{args.output_dir}/{split}" if args.output_dir else None,
@@ -148,6 +149,8 @@ def _add_eval_parser(sub) -> None:
     e.add_argument("--max-problems", type=int, default=None, help="only the first N problems (smoke tests)")
     e.add_argument("--backend", choices=["auto", "hf", "vllm"], default=None,
                    help="engine backend (default: the run's engine.backend, else auto = vLLM when installed)")
+    e.add_argument("--tensor-parallel-size", type=int, default=None,
+                   help="vLLM: shard the evaluated model over this many GPUs of the node (one process)")
     e.add_argument("--output-dir", help="with --checkpoint: write DIR/<split>/ instead of <checkpoint>/eval/<split>/")
     e.add_argument("--force", action="store_true", help="re-evaluate checkpoints that already have results")
     e.add_argument("--grading", choices=["official", "math_verify"], default=None,
@@ -263,13 +266,26 @@ def _relaunch(n: int, argv: list[str]) -> int:
     return subprocess.call(cmd)
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Options and dotted overrides in any order (`train ... a=1 --resume b=2`). argparse's own
+    `parse_intermixed_args` refuses sub-commands, so overrides left over after the options are
+    appended here; anything else left over is an error as usual."""
+    args, rest = parser.parse_known_args(argv)
+    if rest:
+        if hasattr(args, "overrides") and all("=" in r and not r.startswith("-") for r in rest):
+            args.overrides = list(args.overrides or []) + rest
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     n = _requested_cpu_processes()
     if n is not None and n > 1:
         return _relaunch(n, argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     from vineppo.config import ConfigError
     try:
         return args.func(args)

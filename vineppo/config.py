@@ -42,6 +42,9 @@ class ModelConfig:
     #: if `name_or_path` is a local directory that does not exist yet, build a random-init tiny
     #: Llama there with a tokenizer trained on the task's train rows (CPU smoke configs; offline)
     tiny_init: bool = False
+    #: keep the frozen reference model in CPU RAM except while computing reference log-probs
+    #: (frees its GPU memory for the engine during rollouts; costs two copies per iteration)
+    reference_offload: bool = False
 
 
 @dataclass
@@ -173,6 +176,25 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     #: free engine memory during training (vLLM sleep mode; no-op on CPU)
     sleep_during_training: bool = True
+    #: vLLM sleep level: 1 offloads the weights to CPU RAM and drops the KV cache; 2 drops both
+    #: (the trainer pushes fresh weights before waking anyway; needs less CPU RAM)
+    sleep_level: Literal[1, 2] = 1
+
+
+@dataclass
+class DistributedConfig:
+    """Multi-process settings (the strategy itself comes from the `accelerate launch` file)."""
+    #: process-group timeout: generation and MC phases are long and uneven across ranks (the
+    #: defaults are 10 min for NCCL, 30 min for DeepSpeed)
+    timeout_minutes: int = 120
+
+
+@dataclass
+class CheckpointConfig:
+    #: keep the trainer state (optimizer, schedulers, RNG: ~110 GB for a 7B ZeRO-2 run) of the last
+    #: N checkpoints only; the HF weights of every checkpoint stay (evaluation needs them).
+    #: None keeps all.
+    keep_trainer_state: int | None = None
 
 
 @dataclass
@@ -184,6 +206,9 @@ class LoggingConfig:
     progress: bool = True
     #: write every episode (ids, reward, steps, values, advantages) to DIR/episodes/ for inspection
     dump_episodes: bool = False
+    #: after every weight push, compare the engine's greedy continuation of two prompts with that of
+    #: a model built from the pushed weights (metric sync/greedy_match; debugging / CI)
+    check_sync_greedy: bool = False
 
 
 @dataclass
@@ -213,6 +238,8 @@ class TrainConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     grading: GradingConfig = field(default_factory=GradingConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     @property
     def total_optimizer_steps(self) -> int:
@@ -408,6 +435,14 @@ def validate(cfg: TrainConfig) -> None:
                           f"episodes.samples_per_question must be >= 2, got {cfg.episodes.samples_per_question}")
     if cfg.ppo.critic_warmup_iterations < 0:
         raise ConfigError(f"ppo.critic_warmup_iterations must be >= 0, got {cfg.ppo.critic_warmup_iterations}")
+    if cfg.engine.tensor_parallel_size != 1:
+        raise ConfigError(f"engine.tensor_parallel_size={cfg.engine.tensor_parallel_size} is not supported yet: "
+                          f"each process sends its own prompts and seed to its own engine (a tensor-parallel "
+                          f"group would need the same ones); use 1")
+    if cfg.distributed.timeout_minutes < 1:
+        raise ConfigError(f"distributed.timeout_minutes must be >= 1, got {cfg.distributed.timeout_minutes}")
+    if cfg.checkpoint.keep_trainer_state is not None and cfg.checkpoint.keep_trainer_state < 1:
+        raise ConfigError(f"checkpoint.keep_trainer_state must be >= 1 or null, got {cfg.checkpoint.keep_trainer_state}")
     if cfg.ppo.minibatch_size % cfg.ppo.micro_batch_size:
         raise ConfigError(f"ppo.minibatch_size ({cfg.ppo.minibatch_size}) must be a multiple of "
                           f"ppo.micro_batch_size ({cfg.ppo.micro_batch_size})")

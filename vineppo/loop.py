@@ -216,6 +216,30 @@ def dump_episodes(run_dir: Path, iteration: int, rank: int, episodes: list[Episo
             }) + "\n")
 
 
+@torch.no_grad()
+def greedy_match(engine, state_dict: dict, model_config, prompts: list[list[int]], max_new_tokens: int = 16) -> float:
+    """Debug check (`logging.check_sync_greedy`): the fraction of `prompts` whose greedy
+    continuation by the engine equals that of a model built from the gathered `state_dict` (the
+    weights just pushed). 1.0 means the engine runs exactly the trainer's weights."""
+    from transformers import AutoModelForCausalLM
+
+    from vineppo.engine.base import SamplingParams
+
+    if not prompts:
+        return float("nan")
+    model = AutoModelForCausalLM.from_config(model_config, dtype=torch.float32)
+    model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=False)
+    model.eval()
+    outs = engine.generate(prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens))
+    same = 0
+    for p, o in zip(prompts, outs):
+        ids = model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                             do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=0)[0, len(p):].tolist()
+        eng = o[0].token_ids
+        same += ids[: len(eng)] == eng and (len(eng) == len(ids) or o[0].finish_reason == "stop")
+    return same / len(prompts)
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -226,18 +250,18 @@ class TrainResult:
 
 def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, keep_engine: bool = False) -> TrainResult:
     """Run VinePPO or PPO iterations (resuming from the latest complete checkpoint with `resume`)."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from vineppo.distributed import build_accelerator
     from vineppo.engine.factory import make_engine, resolve_backend
     from vineppo.lora_sync import PolicySync, uses_adapter_sync, vllm_lora_engine_kwargs
     from vineppo.prompting import PromptBuilder, stop_strings, use_end_of_turn_as_eos
     from vineppo.trainer import Trainer
 
     run_dir = Path(output_dir)
-    mixed = "bf16" if (cfg.model.dtype == "bfloat16" and torch.cuda.is_available()) else "no"
-    # cpu=True without CUDA: under torchrun / `accelerate launch` the processes form a gloo group.
-    acc = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+    # the strategy (DDP, FSDP, DeepSpeed) comes from `accelerate launch`; without CUDA the
+    # processes form a gloo group (vineppo/distributed.py)
+    acc = build_accelerator(cfg)
     rank, world = acc.process_index, acc.num_processes
     logging.basicConfig(level=logging.INFO if acc.is_main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -263,7 +287,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
     metrics = MetricsWriter(run_dir, cfg, acc.is_main_process)
     start = 0
     if resume:
-        found = ckpt.latest_checkpoint(run_dir)
+        found = ckpt.latest_checkpoint(run_dir, need_trainer_state=True)
         if found is None:
             log.warning("--resume: no complete checkpoint in %s; starting from scratch", run_dir)
         else:
@@ -276,7 +300,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
     max_len = cfg.sampling.max_sequence_length
     adapter_sync = uses_adapter_sync(cfg.model.lora, resolve_backend(cfg.engine))
     engine = make_engine(cfg.engine, model_path=cfg.model.name_or_path, tokenizer=tokenizer,
-                         model=trainer.unwrapped_policy() if cfg.model.lora is None else None,
+                         model=trainer.engine_source_model(),
                          seed=derive_seed(cfg.seed, rank, 0, "engine"), max_model_len=max_len,
                          progress=cfg.logging.progress and acc.is_local_main_process,
                          vllm_kwargs=vllm_lora_engine_kwargs(cfg.model.lora) if adapter_sync else None)
@@ -317,10 +341,14 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
         whiten = tstats.pop("train/whiten_stats", None)
         t_sync = time.perf_counter()
         # push while asleep, then wake: the engine applies the safe wake order (weights, then KV cache)
-        policy_sync.push(engine, trainer)
+        pushed = policy_sync.push(engine, trainer)
         if cfg.engine.sleep_during_training:
             engine.wake()
         row["sync/seconds"] = time.perf_counter() - t_sync
+        if cfg.logging.check_sync_greedy:
+            row["sync/greedy_match"] = greedy_match(engine, pushed, trainer.unwrapped_policy().config,
+                                                    [e.prompt_ids for e in episodes[:: cfg.episodes.samples_per_question][:2]])
+        del pushed
         row.update(tstats)
         if cfg.logging.dump_episodes:
             dump_episodes(run_dir, it + 1, rank, episodes)
@@ -366,10 +394,16 @@ def save_checkpoint(trainer, acc, run_dir: Path, iteration: int) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     acc.wait_for_everyone()
+    # every rank takes part: weights are gathered together (main process writes), sharded
+    # optimizer states are written by their owners
     trainer.save_state(tmp / "trainer_state")
+    trainer.save_pretrained(tmp)
+    acc.wait_for_everyone()  # every rank's files are on disk before the manifest and the rename
     if acc.is_main_process:
-        trainer.save_pretrained(tmp)
         ckpt.write_manifest(tmp, iteration)
         ckpt.finalize(tmp, final)
+        keep = trainer.cfg.checkpoint.keep_trainer_state
+        if keep is not None:
+            ckpt.prune_trainer_states(run_dir, keep)
     acc.wait_for_everyone()
     return final

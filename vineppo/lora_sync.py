@@ -40,16 +40,20 @@ class PolicySync:
         self.adapter = adapter
         self._dir = tempfile.TemporaryDirectory(prefix="vineppo-lora-") if adapter else None
 
-    def push(self, engine, trainer) -> None:
+    def push(self, engine, trainer) -> dict | None:
+        """Returns the pushed full state dict (merged path; a collective under FSDP / ZeRO-3, so every
+        rank calls it), or None when only the adapter went to the engine."""
         if not self.adapter:
-            engine.update_weights(trainer.policy_state_dict())
-            return
+            state = trainer.policy_state_dict()
+            engine.update_weights(state)
+            return state
         if getattr(engine, "sleeping", False):
             engine.wake()  # vLLM loads an adapter into live engine memory (GPU sleep mode)
         path = Path(self._dir.name)
         # PEFT writes adapter_config.json + adapter_model.safetensors: the layout vLLM loads.
         trainer.unwrapped_policy().save_pretrained(path, safe_serialization=True)
         engine.update_adapter(path)
+        return None
 
     def close(self) -> None:
         if self._dir is not None:

@@ -46,9 +46,28 @@ def aggregate_token_loss(x: torch.Tensor, mask: torch.Tensor, aggregation: str =
     raise ValueError(f"unknown loss aggregation {aggregation!r}; expected one of {list(LOSS_AGGREGATIONS)}")
 
 
-def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0,
+                         chunk_size: int = 256) -> torch.Tensor:
     """log π(label) from `logits.float() / temperature` (the sampling temperature, 0.6 in the paper;
-    top-p truncation is not modelled). logits: (B, T, V), labels: (B, T) → (B, T)."""
+    top-p truncation is not modelled). logits: (B, T, V), labels: (B, T) → (B, T).
+
+    Computed over chunks of `chunk_size` positions, so no full-vocabulary fp32 copy of the logits
+    exists at once (8 × 2499 × 102400 floats would be ~8 GB); with gradients each chunk is
+    recomputed in backward (activation checkpointing) instead of keeping its fp32 copy."""
+    if logits.shape[1] <= chunk_size:
+        return _label_logprobs(logits, labels, temperature)
+    from torch.utils.checkpoint import checkpoint
+
+    grad = torch.is_grad_enabled() and logits.requires_grad
+    out = []
+    for s in range(0, logits.shape[1], chunk_size):
+        lg, lb = logits[:, s: s + chunk_size], labels[:, s: s + chunk_size]
+        out.append(checkpoint(_label_logprobs, lg, lb, temperature, use_reentrant=False) if grad
+                   else _label_logprobs(lg, lb, temperature))
+    return torch.cat(out, dim=1)
+
+
+def _label_logprobs(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
     return torch.gather(logp, -1, labels.unsqueeze(-1)).squeeze(-1)
 

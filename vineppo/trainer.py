@@ -24,11 +24,26 @@ from tqdm.auto import tqdm
 
 from vineppo.advantages import gae_advantages, masked_whiten
 from vineppo.config import TrainConfig, loss_aggregation_for, validate_world, whiten_advantages_for
+from vineppo.distributed import make_strategy
 from vineppo.episodes import Episode
 from vineppo.losses import actor_loss, kl_penalty_loss, logprobs_from_logits, ppo_policy_loss, value_loss
 from vineppo.values import CriticModel
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_attn_implementation(name: str | None) -> str | None:
+    """`flash_attention_2` needs the flash-attn package: without it, fall back to `sdpa` (warned)."""
+    if name == "flash_attention_2":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is None or not torch.cuda.is_available():
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "attn_implementation flash_attention_2 needs the flash-attn package and a GPU; using sdpa")
+            return "sdpa"
+    return name
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -136,21 +151,20 @@ class Trainer:
         validate_world(cfg, world)
         self.local_minibatch = cfg.ppo.minibatch_size // world
         self.accum = self.local_minibatch // cfg.ppo.micro_batch_size
-        accelerator.gradient_accumulation_steps = self.accum
-        ds = getattr(accelerator.state, "deepspeed_plugin", None)
-        if ds is not None:
-            # no dataloader is prepared, so DeepSpeed cannot infer its batch sizes: give them
-            ds.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.ppo.micro_batch_size
-            ds.deepspeed_config["gradient_accumulation_steps"] = self.accum
-            ds.deepspeed_config["train_batch_size"] = cfg.ppo.minibatch_size
+        # DDP / FSDP / DeepSpeed: everything strategy-specific lives in vineppo/distributed.py
+        self.dist = make_strategy(accelerator, cfg)
+        self.dist.configure_batches(cfg.ppo.micro_batch_size, self.accum)
 
         mcfg = cfg.model
         kw = {"dtype": torch.float32}  # fp32 master weights; bf16 runs under accelerate autocast
-        if mcfg.attn_implementation:
-            kw["attn_implementation"] = mcfg.attn_implementation
+        attn = resolve_attn_implementation(mcfg.attn_implementation)
+        if attn:
+            kw["attn_implementation"] = attn
         actor = AutoModelForCausalLM.from_pretrained(mcfg.name_or_path, **kw)
         disable_dropout(actor)
-        ref_dtype = DTYPES[mcfg.dtype] if accelerator.device.type != "cpu" else torch.float32
+        # frozen reference: half precision on accelerators (never an fp32 copy on a GPU), fp32 on CPU
+        ref_dtype = torch.float32 if accelerator.device.type == "cpu" else (
+            torch.float16 if mcfg.dtype == "float16" else torch.bfloat16)
         self.ref_is_adapter_off = False
         if mcfg.lora is not None:
             from peft import LoraConfig as PeftLoraConfig, get_peft_model
@@ -160,7 +174,9 @@ class Trainer:
             self.reference = None
             self.ref_is_adapter_off = True  # reference = the base weights with adapters disabled
         else:
-            self.reference = copy.deepcopy(actor).to(ref_dtype).to(accelerator.device).eval().requires_grad_(False)
+            # `model.reference_offload`: the reference waits in CPU RAM while the engine generates
+            ref_home = "cpu" if mcfg.reference_offload else accelerator.device
+            self.reference = copy.deepcopy(actor).to(ref_dtype).to(ref_home).eval().requires_grad_(False)
         if mcfg.gradient_checkpointing:
             actor.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             actor.config.use_cache = False
@@ -181,43 +197,39 @@ class Trainer:
             copt = torch.optim.AdamW(critic.parameters(), lr=ocfg.lr, betas=tuple(ocfg.betas), eps=ocfg.eps,
                                      weight_decay=ocfg.weight_decay)
             self.critic_scheduler = torch.optim.lr_scheduler.LambdaLR(copt, lr_lambda(total, ocfg.warmup_ratio, ocfg.schedule, ocfg.warmup_shape))
-            self.actor, self.opt, self.critic, self.critic_opt = accelerator.prepare(actor, opt, critic, copt)
-            accelerator.register_for_checkpointing(self.scheduler, self.critic_scheduler)
+            self.actor, self.opt, self.critic, self.critic_opt = self.dist.prepare(
+                actor, opt, self.scheduler, critic, copt, self.critic_scheduler)
         else:
-            self.actor, self.opt = accelerator.prepare(actor, opt)
-            accelerator.register_for_checkpointing(self.scheduler)
+            self.actor, self.opt, _, _ = self.dist.prepare(actor, opt, self.scheduler)
         self.optimizer_steps = 0
 
     # ---- weights -------------------------------------------------------------------------
     def unwrapped_policy(self):
-        return self.acc.unwrap_model(self.actor)
+        return self.dist.unwrap(self.actor)
+
+    def engine_source_model(self):
+        """The policy module an in-process transformers engine may copy at start-up, or None when
+        its parameters are sharded or carry LoRA (the engine then loads `model.name_or_path`)."""
+        if self.dist.plain_modules and self.cfg.model.lora is None:
+            return self.unwrapped_policy()
+        return None
 
     def policy_state_dict(self) -> dict[str, torch.Tensor]:
-        """HF-named weights of the current policy (LoRA merged into the base weights)."""
-        model = self.unwrapped_policy()
-        if self.cfg.model.lora is not None:
-            model.merge_adapter()
-            try:
-                sd = {}
-                for k, v in model.get_base_model().state_dict().items():
-                    if "lora_" in k:
-                        continue
-                    sd[k.replace(".base_layer", "")] = v.detach().clone()
-                return sd
-            finally:
-                model.unmerge_adapter()
-        return {k: v.detach() for k, v in model.state_dict().items()}
+        """HF-named full weights of the current policy on every rank (LoRA merged). A collective
+        under FSDP / ZeRO-3: every rank must call it."""
+        return dict(self.dist.full_state_items(self.actor))
 
     def save_pretrained(self, out_dir: Path) -> None:
-        """HF model (LoRA merged) + tokenizer, loadable with `from_pretrained`."""
-        model = self.unwrapped_policy()
-        if self.cfg.model.lora is not None:
-            merged = copy.deepcopy(model).merge_and_unload()
-            merged.save_pretrained(out_dir, safe_serialization=True)
-        else:
-            model.save_pretrained(out_dir, safe_serialization=True,
-                                  state_dict=self.acc.get_state_dict(self.actor))
-        self.tokenizer.save_pretrained(out_dir)
+        """HF model (LoRA merged) + tokenizer, loadable with `from_pretrained`. Every rank calls it
+        (the weights are gathered together); the main process writes."""
+        sd = self.policy_state_dict()
+        if self.acc.is_main_process:
+            model = self.unwrapped_policy()
+            if self.cfg.model.lora is not None:
+                model = model.get_base_model()
+            model.save_pretrained(out_dir, safe_serialization=True, state_dict=sd)
+            self.tokenizer.save_pretrained(out_dir)
+        del sd
 
     # ---- forward passes -------------------------------------------------------------------
     def _micro_batches(self, episodes: Sequence[Episode]):
@@ -255,6 +267,8 @@ class Trainer:
         self.actor.eval()
         # 1. old / reference log-probs (and critic values), cached per episode
         old_lp, ref_lp, old_v = [], [], []
+        if self.reference is not None and cfg.model.reference_offload:
+            self.reference.to(dev)
         bar = tqdm(list(self._micro_batches(episodes)), desc="train: log-probs", disable=not self.progress, leave=False)
         for mb in bar:
             b = collate(mb, self.eos_id, self.pad_id, dev)
@@ -263,6 +277,8 @@ class Trainer:
                 ref_lp += gather_actions(self._reference_logprobs(b), b)
                 if self.critic is not None:
                     old_v += gather_actions(self._critic_values(b), b)
+        if self.reference is not None and cfg.model.reference_offload:
+            self.reference.to("cpu")
         t_lp = time.perf_counter() - t0
         # 2. advantages
         if cfg.algorithm == "ppo":
@@ -369,7 +385,7 @@ class Trainer:
             old = scatter_actions([old_lp[i] for i in sub], b)
             ref = scatter_actions([ref_lp[i] for i in sub], b)
             models = (self.actor,) if self.critic is None else (self.actor, self.critic)
-            with acc.accumulate(*models):
+            with self.dist.accumulate(*models):
                 with torch.no_grad() if critic_only else contextlib.nullcontext():
                     logp = self._logprobs(self.actor, b)
                 pg, st = ppo_policy_loss(logp, old, A, b.action_mask, cfg.ppo.cliprange, cfg.ppo.ratio_threshold,
@@ -379,7 +395,7 @@ class Trainer:
                                               cfg.ppo.kl_clamp_min, cfg.ppo.kl_clamp_max)
                 loss = actor_loss(pg, kl_loss, bool(st["ratio_skipped"]))
                 if not critic_only:  # ppo.critic_warmup_iterations: only the critic learns
-                    acc.backward(loss)
+                    self.dist.backward(self.actor, loss)
                 st = {f"train/{k}": v for k, v in st.items()}
                 st["train/kl"] = kl
                 st["train/loss"] = float(loss.detach())
@@ -388,22 +404,19 @@ class Trainer:
                     G = scatter_actions([rets[i] for i in sub], b)
                     Vold = scatter_actions([old_v[i] for i in sub], b)
                     vl, vst = value_loss(v, Vold, G, b.action_mask, cfg.ppo.cliprange_value)
-                    acc.backward(vl)
+                    self.dist.backward(self.critic, vl)
                     st.update({f"train/{k}": x for k, x in vst.items()})
-                if acc.sync_gradients:
-                    if not critic_only:
-                        st["train/grad_norm"] = float(acc.clip_grad_norm_(self.actor.parameters(),
-                                                                          cfg.optim.max_grad_norm))
-                    if self.critic is not None:
-                        acc.clip_grad_norm_(self.critic.parameters(), cfg.optim.max_grad_norm)
+                # each model clips its own gradients and steps its own optimizer (spec §1.6)
                 if not critic_only:
-                    self.opt.step()
-                    self.opt.zero_grad(set_to_none=True)
+                    gn = self.dist.optimizer_step(self.actor, self.opt, cfg.optim.max_grad_norm)
+                    if gn is not None:
+                        st["train/grad_norm"] = gn
                 if self.critic is not None:
-                    self.critic_opt.step()
-                    self.critic_opt.zero_grad(set_to_none=True)
+                    gn = self.dist.optimizer_step(self.critic, self.critic_opt, cfg.optim.max_grad_norm)
+                    if gn is not None:
+                        st["train/value_grad_norm"] = gn
             stats.append(st)
-        if not acc.sync_gradients:
+        if not self.dist.sync_gradients:
             raise RuntimeError("gradient accumulation out of step with the minibatch")
         if not critic_only:
             self.scheduler.step()
@@ -415,11 +428,17 @@ class Trainer:
         return out
 
     # ---- checkpoint state ------------------------------------------------------------------
+    def _schedulers(self) -> dict:
+        out = {"policy": self.scheduler}
+        if self.critic is not None:
+            out["critic"] = self.critic_scheduler
+        return out
+
     def save_state(self, out_dir: Path) -> None:
-        """Optimizer(s), scheduler(s), RNG of every process, model(s) (accelerate's format, so
-        sharded DeepSpeed/FSDP states work too)."""
-        self.acc.save_state(str(out_dir), safe_serialization=True)
+        """Optimizer(s), scheduler(s), RNG of every process, model(s): accelerate's format (DDP,
+        FSDP) or one DeepSpeed checkpoint per engine. Every rank calls it."""
+        self.dist.save_state(out_dir, self._schedulers())
 
     def load_state(self, in_dir: Path) -> None:
-        self.acc.load_state(str(in_dir))
+        self.dist.load_state(in_dir, self._schedulers())
         self.optimizer_steps = int(self.scheduler.last_epoch)

@@ -31,6 +31,7 @@ def make_engine(cfg: EngineConfig, *, model_path: str, tokenizer, model=None, se
                           tensor_parallel_size=cfg.tensor_parallel_size, swap_space=cfg.swap_space,
                           kv_cache_memory_bytes=cfg.kv_cache_memory_bytes,
                           enable_prefix_caching=cfg.enable_prefix_caching, max_model_len=max_model_len,
+                          sleep_level=cfg.sleep_level,
                           progress=progress, **(vllm_kwargs or {}))
     from vineppo.engine.hf import HFEngine
     return HFEngine(model if model is not None else model_path, tokenizer, max_batch_size=cfg.max_batch_size,

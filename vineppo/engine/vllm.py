@@ -269,7 +269,7 @@ class VLLMEngine(Engine):
             distributed_executor_backend = "external_launcher"
             os.environ.setdefault("RANK", str(rank))
             os.environ.setdefault("WORLD_SIZE", str(world))
-            os.environ.setdefault("LOCAL_RANK", str(rank))
+            os.environ.setdefault("LOCAL_RANK", str(_local_rank(rank, world)))
         # Ranks sample differently; all ranks of one tensor-parallel group must share the seed.
         self.seed = int(seed) + rank // max(1, tensor_parallel_size)
 
@@ -313,7 +313,7 @@ class VLLMEngine(Engine):
             _VLLM_OWNS_DIST = True
         caller_threads = torch.get_num_threads()
         child_env = {k: os.environ.get(k) for k in _CHILD_ONLY_ENV}
-        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []  # this rank's device only
         t0 = time.perf_counter()
         # vLLM seeds the global RNGs at start-up: keep the trainer's streams as they were.
         with torch.random.fork_rng(devices=devices), _torch_threads(self.cpu_threads):
@@ -739,6 +739,8 @@ class VLLMEngine(Engine):
         if not self._sleeping:
             return
         pending, self._pending = self._pending, None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the trainer's freed blocks go back before vLLM re-allocates
         if self.sleep_supported:
             if pending is None and self.sleep_level >= 2:
                 raise RuntimeError("sleep level 2 discarded the engine's weights: call update_weights() before wake()")
@@ -772,6 +774,16 @@ class VLLMEngine(Engine):
         self.llm = None
         self._finalizer()
         gc.collect()
+
+
+def _local_rank(rank: int, world: int) -> int:
+    """This process's rank on its node when the launcher did not say (LOCAL_RANK unset)."""
+    per_node = os.environ.get("LOCAL_WORLD_SIZE")
+    if per_node:
+        return rank % int(per_node)
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        return rank % torch.cuda.device_count()
+    return rank
 
 
 def _shutdown_llm(llm, tmp_dirs: list[str]) -> None:

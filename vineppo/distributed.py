@@ -1,0 +1,384 @@
+"""Distribution strategies: the only module that knows which one runs.
+
+`accelerate launch --config_file launch/X.yaml -m vineppo train ...` is the entry point for every
+strategy; the launcher's environment (ACCELERATE_USE_FSDP / ACCELERATE_USE_DEEPSPEED and their
+fields) says which one. `launch_strategy()` reads it:
+
+| strategy | trained models driven by | gathers full weights with |
+|---|---|---|
+| single, ddp | accelerate (`prepare`, `accumulate`, `clip_grad_norm_`) | nothing: parameters are full |
+| fsdp (FSDP2 only) | accelerate (one `prepare` per model: FSDP2 takes one model per call) | `DTensor.full_tensor()` per tensor |
+| zero2, zero3 | DeepSpeed directly: one `deepspeed.initialize` engine per trained model | ZeRO-3: `GatheredParameters` per tensor |
+
+Why DeepSpeed is driven directly: accelerate allows one DeepSpeed model per `prepare` and binds
+`accelerator.backward` to one engine, but PPO trains an actor and a critic, each with its own
+optimizer, LR schedule and gradient clipping (as the official code and OpenRLHF do). The
+`Accelerator` is then an ordinary data-parallel one (process group, gather, barriers); DeepSpeed
+reuses its process group.
+
+CPU rehearsal (launch/cpu/*.yaml, 2 gloo processes): accelerate turns any plugin into plain DDP
+when `cpu=True`, so for FSDP the shared `AcceleratorState` is switched back to FSDP after
+construction (its real FSDP2 `prepare` then runs on CPU); DeepSpeed runs on CPU with
+`DS_ACCELERATOR=cpu` over the same gloo group. Everything after that is the GPU code path.
+
+Weights for the engine push and for checkpoints are gathered by every rank together, one tensor
+at a time and copied to CPU (device memory peak: one full tensor), LoRA merged by PEFT (DDP and
+ZeRO-2, whose parameters are full; FSDP and ZeRO-3 reject LoRA at start-up).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+from datetime import timedelta
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+STRATEGY_FILE = "strategy.json"
+
+
+class StrategyError(RuntimeError):
+    pass
+
+
+def launch_strategy() -> str:
+    """'single' | 'ddp' | 'fsdp' | 'zero2' | 'zero3', from `accelerate launch`'s environment."""
+    env = os.environ
+    world = int(env.get("WORLD_SIZE", "1"))
+    if env.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        if env.get("ACCELERATE_DEEPSPEED_CONFIG_FILE"):
+            raise StrategyError("deepspeed_config_file is not supported: vineppo builds the DeepSpeed config "
+                                "from the launch file's fields and the run config (see launch/README.md)")
+        stage = env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+        if stage not in ("2", "3"):
+            raise StrategyError(f"DeepSpeed ZeRO stage {stage} is not supported (use 2 or 3; DDP for stage 0)")
+        return f"zero{stage}"
+    if env.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        if env.get("FSDP_VERSION", "1") != "2":
+            raise StrategyError("FSDP needs fsdp_version: 2 in the launch file (FSDP2: per-tensor full-weight "
+                                "gathering for the engine push); FSDP1 is not supported")
+        return "fsdp"
+    return "ddp" if world > 1 else "single"
+
+
+@contextlib.contextmanager
+def _env_without(*names: str):
+    saved = {k: os.environ.pop(k) for k in names if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def build_accelerator(cfg):
+    """The run's Accelerator for the launched strategy (see the module docstring)."""
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    strategy = launch_strategy()
+    cpu = not torch.cuda.is_available()
+    mixed = "bf16" if (cfg.model.dtype == "bfloat16" and not cpu) else "no"
+    kwargs = dict(cpu=cpu, kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(minutes=cfg.distributed.timeout_minutes))])
+    if strategy in ("zero2", "zero3"):
+        if cpu:
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        # DeepSpeed precision comes from its own config (bf16 weights + fp32 master copy)
+        with _env_without("ACCELERATE_USE_DEEPSPEED"):
+            acc = Accelerator(mixed_precision="no", **kwargs)
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="gloo" if cpu else "nccl", dist_init_required=False,
+                                   timeout=timedelta(minutes=cfg.distributed.timeout_minutes))
+        return acc
+    if strategy == "fsdp" and cpu:
+        from accelerate import FullyShardedDataParallelPlugin
+        from accelerate.state import AcceleratorState, PartialState
+        from accelerate.utils import DistributedType
+
+        plugin = FullyShardedDataParallelPlugin()  # fields from the launcher's FSDP_* variables
+        acc = Accelerator(mixed_precision=mixed, fsdp_plugin=plugin, **kwargs)
+        # both shared states: every later AcceleratorState() re-copies PartialState's fields
+        PartialState().distributed_type = DistributedType.FSDP
+        state = AcceleratorState()
+        state.distributed_type = DistributedType.FSDP
+        state.fsdp_plugin = plugin
+        return acc
+    return Accelerator(mixed_precision=mixed, **kwargs)
+
+
+def make_strategy(acc, cfg) -> "AccelerateStrategy":
+    name = launch_strategy()
+    if cfg.model.lora is not None and name in ("fsdp", "zero3"):
+        raise StrategyError(f"model.lora is not supported under {name} (sharded base weights cannot be merged "
+                            f"in place); use DDP or DeepSpeed ZeRO-2 for LoRA")
+    if name in ("zero2", "zero3"):
+        return DeepSpeedStrategy(acc, cfg, name)
+    return AccelerateStrategy(acc, cfg, name)
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(s: dict) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(s["cuda"])
+
+
+def _merged_lora_items(model) -> Iterator[tuple[str, torch.Tensor]]:
+    """PEFT model with full parameters: clean HF names, each adapted weight merged out of place
+    (W + PEFT's own delta, one layer at a time); the live base weights are never modified, so
+    repeated pushes cannot drift them (an in-place merge/unmerge would, in bf16)."""
+    base = model.get_base_model()
+    lora_layers = {name: m for name, m in base.named_modules()
+                   if hasattr(m, "get_delta_weight") and hasattr(m, "base_layer")}
+    suffix = ".base_layer.weight"
+    for k, v in base.state_dict().items():
+        if "lora_" in k:
+            continue
+        if k.endswith(suffix) and k[: -len(suffix)] in lora_layers:
+            layer = lora_layers[k[: -len(suffix)]]
+            v = v.detach().clone()
+            for adapter in layer.active_adapters:
+                if adapter in getattr(layer, "lora_A", {}):
+                    v += layer.get_delta_weight(adapter).to(v.dtype)
+        yield k.replace(".base_layer", ""), v.detach()
+
+
+class AccelerateStrategy:
+    """single process, DDP and FSDP2: accelerate prepares, accumulates, clips and saves."""
+
+    def __init__(self, acc, cfg, name: str):
+        self.acc, self.cfg, self.name = acc, cfg, name
+
+    # ---- set-up ---------------------------------------------------------------------------
+    def configure_batches(self, micro_batch_size: int, accumulation: int) -> None:
+        self.acc.gradient_accumulation_steps = accumulation
+
+    def prepare(self, actor, opt, scheduler, critic=None, critic_opt=None, critic_scheduler=None):
+        acc = self.acc
+        if critic is None:
+            actor, opt = acc.prepare(actor, opt)
+            acc.register_for_checkpointing(scheduler)
+            return actor, opt, None, None
+        if self.name == "fsdp":  # FSDP2: one model (and its optimizer) per prepare call
+            actor, opt = acc.prepare(actor, opt)
+            critic, critic_opt = acc.prepare(critic, critic_opt)
+        else:
+            actor, opt, critic, critic_opt = acc.prepare(actor, opt, critic, critic_opt)
+        acc.register_for_checkpointing(scheduler, critic_scheduler)
+        return actor, opt, critic, critic_opt
+
+    def unwrap(self, model):
+        return self.acc.unwrap_model(model)
+
+    @property
+    def plain_modules(self) -> bool:
+        """True when the unwrapped models are ordinary modules with full parameters (safe to copy)."""
+        return self.name in ("single", "ddp")
+
+    # ---- one optimizer step -------------------------------------------------------------
+    def accumulate(self, *models):
+        return self.acc.accumulate(*models)
+
+    def backward(self, model, loss: torch.Tensor) -> None:
+        self.acc.backward(loss)
+
+    @property
+    def sync_gradients(self) -> bool:
+        return bool(self.acc.sync_gradients)
+
+    def optimizer_step(self, model, opt, max_norm: float) -> float | None:
+        """Call after every micro-batch's backward: at the accumulation boundary clip `model`'s
+        gradients alone (never one norm over actor and critic) and step `opt`. Returns the
+        pre-clip gradient norm at the boundary, else None."""
+        norm = None
+        if self.acc.sync_gradients:
+            n = self.acc.clip_grad_norm_(model.parameters(), max_norm)
+            if n is None:  # some accelerate versions return None for engines that clip themselves
+                n = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+            if hasattr(n, "full_tensor"):
+                n = n.full_tensor()
+            norm = float(n)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return norm
+
+    # ---- full weights ---------------------------------------------------------------------
+    def full_state_items(self, model) -> Iterator[tuple[str, torch.Tensor]]:
+        """HF-named full tensors of a prepared model, on every rank (collective under FSDP: all
+        ranks iterate together); LoRA merged."""
+        m = self.unwrap(model)
+        if self.cfg.model.lora is not None:
+            yield from _merged_lora_items(m)
+            return
+        for k, v in m.state_dict().items():
+            if hasattr(v, "full_tensor"):  # FSDP2 DTensor: all-gather this one tensor, keep it on CPU
+                yield k, v.full_tensor().detach().to("cpu", copy=True)
+            else:
+                yield k, v.detach()
+
+    # ---- trainer state ----------------------------------------------------------------------
+    def save_state(self, out_dir: Path, schedulers: dict) -> None:
+        """Optimizer(s), scheduler(s), RNG of every process (accelerate's format). All ranks."""
+        self.acc.save_state(str(out_dir), safe_serialization=True)
+        self._write_info(out_dir)
+
+    def load_state(self, in_dir: Path, schedulers: dict) -> None:
+        self._check_info(in_dir)
+        self.acc.load_state(str(in_dir))
+
+    def _write_info(self, out_dir: Path) -> None:
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            (Path(out_dir) / STRATEGY_FILE).write_text(json.dumps(
+                {"strategy": self.name, "processes": self.acc.num_processes}))
+
+    def _check_info(self, in_dir: Path) -> None:
+        p = Path(in_dir) / STRATEGY_FILE
+        info = json.loads(p.read_text()) if p.is_file() else {}
+        saved_n, saved_s = info.get("processes"), info.get("strategy")
+        if saved_n is not None and saved_n != self.acc.num_processes:
+            raise StrategyError(f"{in_dir} was saved by {saved_n} processes ({saved_s}); resume with the same "
+                                f"number of processes (this run has {self.acc.num_processes})")
+        if saved_s is not None and saved_s != self.name:
+            raise StrategyError(f"{in_dir} was saved under {saved_s}; resume with the same strategy (this run: "
+                                f"{self.name}). Its HF weights load anywhere: start a new run from them instead")
+
+
+class DeepSpeedStrategy(AccelerateStrategy):
+    """ZeRO-2 / ZeRO-3: one DeepSpeed engine per trained model, each with its own optimizer,
+    gradient accumulation and clipping; the trainer steps the LR schedules by hand."""
+
+    def __init__(self, acc, cfg, name: str):
+        super().__init__(acc, cfg, name)
+        self.stage = int(name[-1])
+        self.micro_batch_size = 1
+        self.accumulation = 1
+        self._boundary = True
+        self.engines: dict[str, object] = {}
+
+    def configure_batches(self, micro_batch_size: int, accumulation: int) -> None:
+        self.micro_batch_size, self.accumulation = micro_batch_size, accumulation
+
+    def ds_config(self) -> dict:
+        env = os.environ
+        offload_opt = env.get("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "none")
+        offload_param = env.get("ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE", "none")
+        launch_clip = env.get("ACCELERATE_GRADIENT_CLIPPING")
+        if launch_clip not in (None, "", "none") and float(launch_clip) != self.cfg.optim.max_grad_norm:
+            log.warning("launch file gradient_clipping %s ignored: optim.max_grad_norm %s clips each model",
+                        launch_clip, self.cfg.optim.max_grad_norm)
+        zero: dict = {"stage": self.stage, "offload_optimizer": {"device": offload_opt},
+                      "offload_param": {"device": offload_param}}
+        if self.stage == 3:
+            zero["stage3_gather_16bit_weights_on_model_save"] = False  # we gather ourselves
+        bf16 = self.cfg.model.dtype == "bfloat16" and torch.cuda.is_available()
+        return {
+            "train_micro_batch_size_per_gpu": self.micro_batch_size,
+            "gradient_accumulation_steps": self.accumulation,
+            "train_batch_size": self.micro_batch_size * self.accumulation * self.acc.num_processes,
+            "gradient_clipping": self.cfg.optim.max_grad_norm,
+            "zero_optimization": zero,
+            "bf16": {"enabled": bf16},
+            # our AdamW (torch's); with optimizer offload it runs on the CPU partitions
+            "zero_allow_untested_optimizer": True,
+            "zero_force_ds_cpu_optimizer": False,
+            "steps_per_print": 2**31 - 1,
+            "wall_clock_breakdown": False,
+        }
+
+    def prepare(self, actor, opt, scheduler, critic=None, critic_opt=None, critic_scheduler=None):
+        import deepspeed
+
+        def init(model, optimizer):
+            # the LR schedule is the trainer's LambdaLR over `optimizer`'s param groups (DeepSpeed
+            # keeps those dicts), stepped by hand once per optimizer step; not given to DeepSpeed
+            engine, ds_opt, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=self.ds_config(),
+                                                         dist_init_required=False)
+            return engine, ds_opt
+
+        actor, opt = init(actor, opt)
+        self.engines = {"policy": actor}
+        if critic is not None:
+            critic, critic_opt = init(critic, critic_opt)
+            self.engines["critic"] = critic
+        return actor, opt, critic, critic_opt
+
+    def unwrap(self, model):
+        return getattr(model, "module", model)
+
+    @property
+    def plain_modules(self) -> bool:
+        return False  # DeepSpeed hooks live on the module and its parameters
+
+    def accumulate(self, *models):
+        return contextlib.nullcontext()
+
+    def backward(self, model, loss: torch.Tensor) -> None:
+        model.backward(loss)  # scales by 1 / gradient_accumulation_steps itself
+
+    @property
+    def sync_gradients(self) -> bool:
+        return self._boundary
+
+    def optimizer_step(self, model, opt, max_norm: float) -> float | None:
+        self._boundary = bool(model.is_gradient_accumulation_boundary())
+        model.step()  # at the boundary: clip (this engine's own norm), step, zero grads
+        if not self._boundary:
+            return None
+        n = model.get_global_grad_norm()
+        return None if n is None else float(n)
+
+    def full_state_items(self, model) -> Iterator[tuple[str, torch.Tensor]]:
+        m = self.unwrap(model)
+        if self.stage < 3:
+            yield from super().full_state_items(model)
+            return
+        import deepspeed
+
+        params = dict(m.named_parameters(remove_duplicate=False))
+        for k, v in m.state_dict().items():
+            p = params.get(k)
+            if p is not None and hasattr(p, "ds_id"):
+                # all ranks gather this one parameter together; the copy lives on CPU
+                with deepspeed.zero.GatheredParameters([p]):
+                    yield k, p.data.detach().to("cpu", copy=True)
+            else:
+                yield k, v.detach()
+
+    def save_state(self, out_dir: Path, schedulers: dict) -> None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, engine in self.engines.items():
+            sched = schedulers.get(name)
+            engine.save_checkpoint(str(out_dir / name), tag="state", save_latest=False,
+                                   client_state={"scheduler": sched.state_dict() if sched is not None else None})
+        torch.save(_rng_state(), out_dir / f"rng_state_{self.acc.process_index}.pt")
+        self._write_info(out_dir)
+
+    def load_state(self, in_dir: Path, schedulers: dict) -> None:
+        in_dir = Path(in_dir)
+        self._check_info(in_dir)
+        for name, engine in self.engines.items():
+            path, client = engine.load_checkpoint(str(in_dir / name), tag="state")
+            if path is None:
+                raise StrategyError(f"no DeepSpeed state for the {name} in {in_dir / name}")
+            sched = schedulers.get(name)
+            if sched is not None and client.get("scheduler") is not None:
+                sched.load_state_dict(client["scheduler"])
+        rng = in_dir / f"rng_state_{self.acc.process_index}.pt"
+        if rng.is_file():
+            _set_rng_state(torch.load(rng, weights_only=False))
