@@ -25,6 +25,8 @@ from vineppo import checkpoint as ckpt
 from vineppo.advantages import token_advantages, vine_step_advantages
 from vineppo.config import TrainConfig, save_config
 from vineppo.episodes import (Episode, episode_metrics, generate_episodes, sample_question_indices, shard)
+from vineppo.mc import MCBudget
+from vineppo.probe import critic_estimates, mc_estimates, probe_metrics, run_value_probe
 from vineppo.values import estimate_mc_values
 
 log = logging.getLogger("vineppo")
@@ -87,6 +89,12 @@ def assign_vine_advantages(episodes: list[Episode]) -> None:
         rewards[-1] = e.reward
         e.step_advantages = vine_step_advantages(e.step_values, rewards)
         e.advantages = token_advantages(e.step_boundaries, e.token_starts, e.step_advantages, eos=e.finished)
+
+
+def mc_budget(cfg: TrainConfig) -> MCBudget:
+    m = cfg.mc
+    return MCBudget(k=m.k, adaptive=m.adaptive, k_min=m.k_min, k_max=m.k_max, target_halfwidth=m.target_halfwidth,
+                    include_episode_outcome=m.include_episode_outcome)
 
 
 def _reduce_metrics(acc, local: dict, sums: set[str]) -> dict:
@@ -161,6 +169,9 @@ def dump_episodes(run_dir: Path, iteration: int, rank: int, episodes: list[Episo
                 "finished": e.finished, "truncated": e.truncated, "reward": e.reward,
                 "step_boundaries": e.step_boundaries, "step_values": e.step_values,
                 "step_advantages": e.step_advantages, "advantages": e.advantages,
+                # VinePPO: per state, engine rollouts, all samples (free episode outcomes included), 95 % Wilson interval
+                "step_mc_rollouts": e.meta.get("mc_rollouts"), "step_mc_samples": e.meta.get("mc_samples"),
+                "step_mc_intervals": e.meta.get("mc_interval"),
             }) + "\n")
 
 
@@ -242,12 +253,26 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
             mstats = estimate_mc_values(
                 engine, task, tokenizer, rows, episodes, k=cfg.mc.k, cap=cfg.mc.max_states_per_response,
                 temperature=scfg.temperature, top_p=scfg.top_p, max_new_tokens=scfg.max_new_tokens,
-                max_sequence_length=max_len, stop=scfg.stop, seed=cfg.seed + 100 * rank + it + 1)
+                max_sequence_length=max_len, stop=scfg.stop, seed=cfg.seed + 100 * rank + it + 1,
+                budget=mc_budget(cfg))
             assign_vine_advantages(episodes)
             row.update(mstats)
+        probe = None
+        if cfg.probe.every and (it + 1) % cfg.probe.every == 0:
+            # ground truth with the weights that sampled this iteration's episodes
+            probe = run_value_probe(
+                engine, task, tokenizer, rows, episodes, n_states=cfg.probe.states, k=cfg.probe.k,
+                cap=cfg.mc.max_states_per_response, temperature=scfg.temperature, top_p=scfg.top_p,
+                max_new_tokens=scfg.max_new_tokens, max_sequence_length=max_len, stop=scfg.stop,
+                seed=(cfg.seed + 100 * rank + it + 2) % (2**31))
+            row.update(probe.stats)
+            if cfg.algorithm == "vineppo":
+                row.update(probe_metrics(probe, mc_estimates(probe, episodes), "mc"))
         if cfg.engine.sleep_during_training:
             engine.sleep()
         tstats = trainer.step(episodes)
+        if probe is not None and cfg.algorithm == "ppo":
+            row.update(probe_metrics(probe, critic_estimates(probe, episodes), "critic"))
         whiten = tstats.pop("train/whiten_stats", None)
         t_sync = time.perf_counter()
         # push while asleep, then wake: the engine applies the safe wake order (weights, then KV cache)
@@ -262,7 +287,8 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
                 with open(run_dir / "episodes" / f"iter_{it + 1:06d}.rank{rank}.whiten.json", "w") as f:
                     json.dump(whiten, f)
         row = _reduce_metrics(acc, row, sums={"episodes/count", "mc/states", "mc/unique_states", "mc/rollouts",
-                                              "mc/engine_calls", "generate/tokens", "mc/tokens"})
+                                              "mc/engine_calls", "generate/tokens", "mc/tokens",
+                                              "probe/states", "probe/tokens"})
         row["iteration"] = it + 1
         row["seconds"] = time.perf_counter() - t_iter
         for phase in ("generate", "mc", "logprobs", "train", "sync"):
