@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from test_training import sft_gsm8k  # noqa: F401  (session fixture)
 from test_values import CharTokenizer, ScriptedEngine, char_episode
 from vineppo.config import ConfigError, load_config
 from vineppo.mc import MCBudget, estimate_mc_values, round_seed, wilson_halfwidth, wilson_interval
@@ -141,3 +142,54 @@ def test_config_adaptive_and_probe(tmp_path):
         load_config(None, ["model.name_or_path=x", "mc.adaptive=true", "mc.k_min=5", "mc.k_max=3"])
     with pytest.raises(ConfigError, match="target_halfwidth"):
         load_config(None, ["model.name_or_path=x", "mc.adaptive=true", "mc.target_halfwidth=0"])
+
+
+
+def test_compare_plots_value_error_only_for_probed_runs(tmp_path):
+    import json
+
+    from test_compare import PNG_MAGIC, make_run
+    from vineppo.compare import VALUE_ERROR_PLOT, compare
+
+    ppo = make_run(tmp_path, "ppo", "ppo", 1.0, test={2: 0.3}, validation={2: 0.3}, iterations=4)
+    vine = make_run(tmp_path, "vine", "vineppo", 1.0, test={2: 0.4}, validation={2: 0.4}, iterations=4)
+    res = compare([ppo, vine], tmp_path / "plain", print_table=False)
+    assert "value_error_vs_iteration" not in res.plots and not (tmp_path / "plain" / VALUE_ERROR_PLOT).exists()
+    for run, key in ((ppo, "probe/critic_abs_error"), (vine, "probe/mc_abs_error")):
+        rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+        for r in rows:
+            if r["iteration"] % 2 == 0:
+                r[key] = 0.3 / r["iteration"]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = compare([ppo, vine], tmp_path / "probed", print_table=False)
+    data = res.plots["value_error_vs_iteration"].read_bytes()
+    assert res.plots["value_error_vs_iteration"].name == VALUE_ERROR_PLOT
+    assert data.startswith(PNG_MAGIC) and len(data) > 5000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["vineppo", "ppo"])
+def test_training_logs_adaptive_mc_and_probe_metrics(algorithm, sft_gsm8k, tmp_path):
+    import json
+
+    from test_training import tiny_cfg
+    from vineppo.loop import train
+
+    model_dir, data_dir = sft_gsm8k
+    cfg = tiny_cfg(model_dir, data_dir, algorithm, "iterations=1", "save_every=1", "mc.adaptive=true",
+                   "mc.k_min=2", "mc.k_max=6", "probe.every=1", "probe.states=6", "probe.k=8",
+                   "logging.dump_episodes=true")
+    run = train(cfg, tmp_path / "run").run_dir
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["probe/states"] == 6 and row["probe/tokens"] > 0
+    name = "mc" if algorithm == "vineppo" else "critic"
+    assert 0 <= row[f"probe/{name}_abs_error"] <= 1
+    if algorithm == "vineppo":
+        assert 2 <= row["mc/rollouts_per_state_mean"] <= row["mc/rollouts_per_state_max"] <= 6
+        for key in ("mc/wilson_halfwidth_mean", "mc/share_exact_0_or_1", "mc/tokens_per_episode",
+                    "mc/states_per_response"):
+            assert key in row, key
+        ep = json.loads((run / "episodes" / "iter_000001.rank0.jsonl").read_text().splitlines()[0])
+        n = len([v for v in ep["step_values"] if v is not None])
+        assert len(ep["step_mc_rollouts"]) == len(ep["step_mc_intervals"]) == n
+        assert all(lo <= v <= hi for v, (lo, hi) in zip(ep["step_values"], ep["step_mc_intervals"]))

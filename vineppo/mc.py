@@ -117,25 +117,31 @@ def round_seed(seed: int | None, round_index: int) -> int | None:
     return (seed * 1_000_003 + 7919 * round_index) % (2**31)
 
 
-def score_rollouts(task: Task, tokenizer, rows: Sequence[Row], requests: Sequence[MCRequest], outs,
-                   max_sequence_length: int) -> tuple[np.ndarray, int]:
-    """Sum of rewards of each request's continuations, and the generated token count. A
-    continuation's reward is the task reward of prefix steps + continuation; one stopped by length,
-    or running past max_sequence_length, scores 0."""
+def rollout_rewards(task: Task, tokenizer, rows: Sequence[Row], requests: Sequence[MCRequest], outs,
+                    max_sequence_length: int) -> list[list[float]]:
+    """The reward of every continuation of every request. A continuation's reward is the task
+    reward of prefix steps + continuation; one stopped by length, or running past
+    max_sequence_length, scores 0."""
     texts, owners, rows_for = [], [], []
-    tokens = 0
+    rewards = [[0.0] * len(comps) for comps in outs]
     for ri, (req, comps) in enumerate(zip(requests, outs)):
-        for c in comps:
-            tokens += len(c.token_ids)
+        for ci, c in enumerate(comps):
             fits = len(req.prompt_ids) + len(req.prefix_response_ids) + len(c.token_ids) + 1 <= max_sequence_length
             if c.finish_reason == "stop" and fits:
                 texts.append(decode_response(tokenizer, req.prefix_response_ids + list(c.token_ids)))
-                owners.append(ri)
+                owners.append((ri, ci))
                 rows_for.append(rows[req.question_index])
-    sums = np.zeros(len(requests))
-    for ri, rew in zip(owners, task.rewards_many(texts, rows_for)):
-        sums[ri] += rew
-    return sums, tokens
+    for (ri, ci), rew in zip(owners, task.rewards_many(texts, rows_for)):
+        rewards[ri][ci] = float(rew)
+    return rewards
+
+
+def score_rollouts(task: Task, tokenizer, rows: Sequence[Row], requests: Sequence[MCRequest], outs,
+                   max_sequence_length: int) -> tuple[np.ndarray, int]:
+    """Sum of rewards of each request's continuations, and the generated token count."""
+    rewards = rollout_rewards(task, tokenizer, rows, requests, outs, max_sequence_length)
+    tokens = sum(len(c.token_ids) for comps in outs for c in comps)
+    return np.array([sum(r) for r in rewards], dtype=float), tokens
 
 
 def estimate_mc_values(engine: Engine, task: Task, tokenizer, rows: Sequence[Row], episodes: Sequence[Episode], *,
