@@ -207,7 +207,7 @@ def sweep(rewards, tokens, episodes) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--questions", type=int, default=32)
+    ap.add_argument("--questions", type=int, default=96)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--truth-k", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=4, help="runs of each scheme (different seeds), errors averaged")
@@ -217,7 +217,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    from vineppo.config import MCConfig
+    from vineppo.config import MCConfig, TrainConfig
     from vineppo.demo import default_cache_dir
     from vineppo.mc import MCBudget
 
@@ -228,10 +228,12 @@ def main() -> None:
     if args.sweep:
         sweep(rewards, tokens, episodes)
         return
-    d = MCConfig()
+    from vineppo.loop import mc_budget
+
     fixed = MCBudget(k=9)
-    adaptive = MCBudget(k=d.k, adaptive=True, k_min=d.k_min, k_max=d.k_max, target_halfwidth=d.target_halfwidth,
-                        include_episode_outcome=d.include_episode_outcome)
+    # the adaptive defaults, resolved exactly as a run with `mc.adaptive=true` resolves them
+    adaptive = mc_budget(TrainConfig(mc=MCConfig(adaptive=True)))
+    d = adaptive
     share_01 = sum(t in (0.0, 1.0) for t in truth) / len(truth)
     say(f"{len(truth)} unique states; true values: mean {sum(truth) / len(truth):.3f}, "
         f"{100 * share_01:.0f}% exactly 0 or 1 after {len(rewards[0])} rollouts")

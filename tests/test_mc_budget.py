@@ -138,6 +138,14 @@ def test_config_adaptive_and_probe(tmp_path):
                              "probe.every=5"])
     assert cfg.mc.adaptive and cfg.mc.k_max == 12 and cfg.probe.every == 5 and cfg.probe.k == 64
     assert load_config(None, ["model.name_or_path=x"]).probe.every == 0  # off by default
+    from vineppo.loop import mc_budget
+
+    # the episode's own outcome: on with adaptive MC unless turned off, off with the paper's fixed K
+    assert mc_budget(cfg).include_episode_outcome and mc_budget(cfg).adaptive
+    plain = mc_budget(load_config(None, ["model.name_or_path=x"]))
+    assert not plain.adaptive and not plain.include_episode_outcome and plain.round_sizes() == [9]
+    assert not mc_budget(load_config(None, ["model.name_or_path=x", "mc.adaptive=true",
+                                            "mc.include_episode_outcome=false"])).include_episode_outcome
     with pytest.raises(ConfigError, match="k_min"):
         load_config(None, ["model.name_or_path=x", "mc.adaptive=true", "mc.k_min=5", "mc.k_max=3"])
     with pytest.raises(ConfigError, match="target_halfwidth"):

@@ -83,10 +83,11 @@ class MCConfig:
     #: half-width is above target_halfwidth, at most k_max in all; off = k for every state (the paper)
     adaptive: bool = False
     k_min: int = 3
-    k_max: int = 18
-    target_halfwidth: float = 0.2
-    #: the sampled response counts as one more rollout of every state it passes through
-    include_episode_outcome: bool = False
+    k_max: int = 16
+    target_halfwidth: float = 0.25
+    #: the sampled response counts as one more sample of every state it passes through (free);
+    #: null = on with mc.adaptive, off with fixed k (the paper)
+    include_episode_outcome: bool | None = None
 
 
 @dataclass

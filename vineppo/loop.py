@@ -92,9 +92,11 @@ def assign_vine_advantages(episodes: list[Episode]) -> None:
 
 
 def mc_budget(cfg: TrainConfig) -> MCBudget:
+    """The run's MC budget from `mc.*` (fixed K unless `mc.adaptive`)."""
     m = cfg.mc
+    outcome = m.adaptive if m.include_episode_outcome is None else m.include_episode_outcome
     return MCBudget(k=m.k, adaptive=m.adaptive, k_min=m.k_min, k_max=m.k_max, target_halfwidth=m.target_halfwidth,
-                    include_episode_outcome=m.include_episode_outcome)
+                    include_episode_outcome=outcome)
 
 
 def _reduce_metrics(acc, local: dict, sums: set[str]) -> dict:

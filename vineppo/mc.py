@@ -94,9 +94,11 @@ class MCBudget:
     k: int = 9
     adaptive: bool = False
     k_min: int = 3
-    k_max: int = 18
-    target_halfwidth: float = 0.2
-    #: count each sampled response as one more sample of every state it passes through
+    k_max: int = 16
+    target_halfwidth: float = 0.25
+    #: count each sampled response as one more sample of every state it passes through: it is a
+    #: continuation of each of its prefixes drawn from the same policy, so the mean stays unbiased
+    #: (the step advantages then share that one sample with the episode's reward)
     include_episode_outcome: bool = False
 
     def round_sizes(self) -> list[int]:
