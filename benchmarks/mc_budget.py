@@ -12,7 +12,7 @@ the adaptive scheme's.
 Episodes and truth rollouts are cached next to the SFT start ($VINEPPO_CACHE_DIR or
 ~/.cache/vineppo), so a second run only re-runs the two schemes.
 
-    python benchmarks/mc_budget.py [--questions 32] [--samples 4] [--repeats 4] [--backend auto|hf|vllm]
+    python benchmarks/mc_budget.py [--questions 96] [--samples 4] [--repeats 8] [--backend auto|hf|vllm]
     python benchmarks/mc_budget.py --sweep      # offline: simulate budgets from the cached truth rollouts
 
 The very last line is `mc_budget: fixed K=9 error E1, adaptive error E2, token ratio R`.
@@ -144,14 +144,14 @@ def mean_abs(a, b) -> float:
 
 
 def simulate(rewards, tokens, budget, rng, episode_samples=None):
-    """One budget replayed on the cached rollouts: rollouts come from the first half of each state's
-    pool (shuffled), the truth is the mean of the other half. Returns (values, truth, tokens)."""
+    """One budget replayed on the cached rollouts: a state's rollouts are drawn from its pool
+    without replacement, and its truth is the mean of the pool's rollouts it did not use (so the
+    two are independent). Returns (values, truth, tokens used)."""
     from vineppo.mc import wilson_halfwidth
 
-    half = len(rewards[0]) // 2
     vals, truth, used_tokens = [], [], 0
     for si, (rs, ts) in enumerate(zip(rewards, tokens)):
-        order = list(range(half))
+        order = list(range(len(rs)))
         rng.shuffle(order)
         total, n, used = 0.0, 0, 0
         if episode_samples is not None:
@@ -165,7 +165,8 @@ def simulate(rewards, tokens, budget, rng, episode_samples=None):
             used += size
             n += size
         vals.append(total / n)
-        truth.append(sum(rs[half:]) / (len(rs) - half))
+        rest = order[used:]
+        truth.append(sum(rs[j] for j in rest) / len(rest))
     return vals, truth, used_tokens
 
 
@@ -178,7 +179,7 @@ def sweep(rewards, tokens, episodes) -> None:
         for ri in ids:
             outcome[ri][0] += e.reward
             outcome[ri][1] += 1
-    reps = 20
+    reps = 40
 
     def score(budget, with_outcome=False):
         errs, toks = [], []
@@ -189,15 +190,15 @@ def sweep(rewards, tokens, episodes) -> None:
         return sum(errs) / reps, sum(toks) / reps
 
     e9, t9 = score(MCBudget(k=9))
-    print(f"simulated from the cached pools ({reps} replays; truth = the other half of each pool)")
+    print(f"simulated from the cached pools ({reps} replays; truth = the rollouts of the pool a scheme did not use)")
     print(f"fixed K=9: error {e9:.4f}")
     print("k_min k_max target outcome | error  error/E9 token_ratio")
-    for k_min in (2, 3, 4):
-        for k_max in (9, 12, 16, 24, 32):
-            for target in (0.15, 0.2, 0.25, 0.3, 0.35):
+    for k_min in (2, 3, 4, 5):
+        for k_max in (12, 16, 24):
+            for target in (0.18, 0.2, 0.22, 0.24, 0.25, 0.26, 0.28, 0.3):
                 for outc in (False, True):
                     b = MCBudget(adaptive=True, k_min=k_min, k_max=k_max, target_halfwidth=target)
-                    if max(b.round_sizes()) > 32 or k_max > len(rewards[0]) // 2:
+                    if k_max > len(rewards[0]) // 2:
                         continue
                     e, t = score(b, outc)
                     if t9 / t >= 1.8 and e <= 1.15 * e9:
@@ -210,7 +211,7 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=96)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--truth-k", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=4, help="runs of each scheme (different seeds), errors averaged")
+    ap.add_argument("--repeats", type=int, default=8, help="runs of each scheme (different seeds), errors averaged")
     ap.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"])
     ap.add_argument("--cache-dir", help="default: $VINEPPO_CACHE_DIR or ~/.cache/vineppo")
     ap.add_argument("--sweep", action="store_true", help="simulate budgets from the cached truth rollouts, then exit")

@@ -82,9 +82,9 @@ class MCConfig:
     #: adaptive budget (vineppo/mc.py MCBudget): rounds of k_min rollouts while a state's 95 % Wilson
     #: half-width is above target_halfwidth, at most k_max in all; off = k for every state (the paper)
     adaptive: bool = False
-    k_min: int = 3
+    k_min: int = 2
     k_max: int = 16
-    target_halfwidth: float = 0.25
+    target_halfwidth: float = 0.24
     #: the sampled response counts as one more sample of every state it passes through (free);
     #: null = on with mc.adaptive, off with fixed k (the paper)
     include_episode_outcome: bool | None = None

@@ -93,9 +93,9 @@ class MCBudget:
     go to the engine in one call. The value is the mean over every sample the state received."""
     k: int = 9
     adaptive: bool = False
-    k_min: int = 3
+    k_min: int = 2
     k_max: int = 16
-    target_halfwidth: float = 0.25
+    target_halfwidth: float = 0.24
     #: count each sampled response as one more sample of every state it passes through: it is a
     #: continuation of each of its prefixes drawn from the same policy, so the mean stays unbiased
     #: (the step advantages then share that one sample with the episode's reward)
