@@ -253,6 +253,7 @@ def main() -> None:
                 f"{rolls[-1]:.2f} (max {stats['mc/rollouts_per_state_max']}), engine calls {calls[-1]}, "
                 f"mean Wilson half-width {stats['mc/wilson_halfwidth_mean']:.3f}")
         results[name] = (sum(errs) / len(errs), sum(toks) / len(toks))
+    engine().close()
     (e1, t1), (e2, t2) = results["fixed"], results["adaptive"]
     say(f"E2/E1 = {e2 / e1:.3f}")
     print(f"mc_budget: fixed K=9 error {e1:.4f}, adaptive error {e2:.4f}, token ratio {t1 / t2:.2f}")
