@@ -51,6 +51,8 @@ PLOT_FILES = {
     "reward_vs_iteration": "train_reward_vs_iteration.png",
     "accuracy_vs_kl": "test_pass1_vs_kl.png",
 }
+#: written only when a run logged the value-quality probe (`probe.every`)
+VALUE_ERROR_PLOT = "value_error_vs_iteration.png"
 TABLE_FILE = "compare.md"
 JSON_FILE = "compare.json"
 NO_VALIDATION = "no validation results"
@@ -477,6 +479,27 @@ def plot_accuracy_vs_kl(runs: Sequence[Run], out: Path) -> Path:
                    "KL(policy ‖ reference) per sequence", "pass@1 (%)")
 
 
+def plot_value_error(runs: Sequence[Run], out: Path) -> Path | None:
+    """The value-quality probe: mean |value estimate − k-rollout truth| vs iteration, per run (VinePPO:
+    its MC estimate, solid; PPO: its critic, dashed). None when no run logged the probe."""
+    series = []
+    for i, run in enumerate(runs):
+        for key, style in (("probe/mc_abs_error", "-o"), ("probe/critic_abs_error", "--s")):
+            pts = [(r["iteration"], float(r[key])) for r in run.metrics
+                   if key in r and r[key] is not None and not math.isnan(float(r[key]))]
+            if pts:
+                series.append((i, run, key, style, pts))
+    if not series:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, run, key, style, pts in series:
+        what = "MC estimate" if key == "probe/mc_abs_error" else "critic"
+        ax.plot(*zip(*pts), style, color=f"C{i}", markersize=3, label=f"{run.label} ({what})")
+    return _finish(ax, fig, out, "Value error against the probe's ground truth", "iteration",
+                   "mean |V estimate − V true|")
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
@@ -534,6 +557,8 @@ def compare(run_dirs: Sequence[str | Path], output_dir: str | Path, *, labels: S
         "reward_vs_iteration": plot_reward(runs, out / PLOT_FILES["reward_vs_iteration"]),
         "accuracy_vs_kl": plot_accuracy_vs_kl(runs, out / PLOT_FILES["accuracy_vs_kl"]),
     }
+    if (value_plot := plot_value_error(runs, out / VALUE_ERROR_PLOT)) is not None:
+        plots["value_error_vs_iteration"] = value_plot
     _pyplot().close("all")
     text = console_table(TABLE_HEADER, rows) + "\nreaching each other run's peak:\n" + console_table(
         REACH_HEADER, reach_rows(reaches))

@@ -112,6 +112,24 @@ class MCConfig:
     k: int = 9
     #: estimate values for at most this many states per response (GSM8K 25, MATH None = all)
     max_states_per_response: int | None = None
+    #: adaptive budget (vineppo/mc.py MCBudget): rounds of k_min rollouts while a state's 95 % Wilson
+    #: half-width is above target_halfwidth, at most k_max in all; off = k for every state (the paper)
+    adaptive: bool = False
+    k_min: int = 2
+    k_max: int = 16
+    target_halfwidth: float = 0.24
+    #: the sampled response counts as one more sample of every state it passes through (free);
+    #: null = on with mc.adaptive, off with fixed k (the paper)
+    include_episode_outcome: bool | None = None
+
+
+@dataclass
+class ProbeConfig:
+    """Value-quality probe (vineppo/probe.py): every `every` iterations, `k` rollouts from `states`
+    states of that iteration as ground truth; logs the run's value error. 0 = off."""
+    every: int = 0
+    states: int = 32
+    k: int = 64
 
 
 @dataclass
@@ -233,6 +251,7 @@ class TrainConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     episodes: EpisodeConfig = field(default_factory=EpisodeConfig)
     mc: MCConfig = field(default_factory=MCConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -443,6 +462,14 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"distributed.timeout_minutes must be >= 1, got {cfg.distributed.timeout_minutes}")
     if cfg.checkpoint.keep_trainer_state is not None and cfg.checkpoint.keep_trainer_state < 1:
         raise ConfigError(f"checkpoint.keep_trainer_state must be >= 1 or null, got {cfg.checkpoint.keep_trainer_state}")
+    if cfg.mc.adaptive and not 1 <= cfg.mc.k_min <= cfg.mc.k_max:
+        raise ConfigError(f"mc.adaptive needs 1 <= mc.k_min <= mc.k_max, got k_min={cfg.mc.k_min}, "
+                          f"k_max={cfg.mc.k_max}")
+    if cfg.mc.adaptive and not 0 < cfg.mc.target_halfwidth < 1:
+        raise ConfigError(f"mc.target_halfwidth must be in (0, 1), got {cfg.mc.target_halfwidth}")
+    if cfg.probe.every < 0 or cfg.probe.states < 1 or cfg.probe.k < 1:
+        raise ConfigError(f"probe: every >= 0, states >= 1 and k >= 1 required, got every={cfg.probe.every}, "
+                          f"states={cfg.probe.states}, k={cfg.probe.k}")
     if cfg.ppo.minibatch_size % cfg.ppo.micro_batch_size:
         raise ConfigError(f"ppo.minibatch_size ({cfg.ppo.minibatch_size}) must be a multiple of "
                           f"ppo.micro_batch_size ({cfg.ppo.micro_batch_size})")

@@ -24,6 +24,8 @@ from vineppo.advantages import GROUP_METHODS, group_advantages, token_advantages
 from vineppo.config import TrainConfig, save_config
 from vineppo.episodes import (Episode, episode_metrics, generate_episodes, sample_question_indices, shard)
 from vineppo.seeds import derive_seed
+from vineppo.mc import MCBudget
+from vineppo.probe import critic_estimates, mc_estimates, probe_metrics, run_value_probe
 from vineppo.values import estimate_mc_values
 
 log = logging.getLogger("vineppo")
@@ -129,6 +131,14 @@ def accumulate_compute(row: dict, previous: dict) -> dict:
             for k, parts in COMPUTE_COUNTERS.items()}
 
 
+def mc_budget(cfg: TrainConfig) -> MCBudget:
+    """The run's MC budget from `mc.*` (fixed K unless `mc.adaptive`)."""
+    m = cfg.mc
+    outcome = m.adaptive if m.include_episode_outcome is None else m.include_episode_outcome
+    return MCBudget(k=m.k, adaptive=m.adaptive, k_min=m.k_min, k_max=m.k_max, target_halfwidth=m.target_halfwidth,
+                    include_episode_outcome=outcome)
+
+
 def _reduce_metrics(acc, local: dict, sums: set[str]) -> dict:
     """Average (or sum, for counts) scalar metrics across processes."""
     keys = sorted(k for k, v in local.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
@@ -213,6 +223,9 @@ def dump_episodes(run_dir: Path, iteration: int, rank: int, episodes: list[Episo
                 "finished": e.finished, "truncated": e.truncated, "reward": e.reward,
                 "step_boundaries": e.step_boundaries, "step_values": e.step_values,
                 "step_advantages": e.step_advantages, "advantages": e.advantages,
+                # VinePPO: per state, engine rollouts, all samples (free episode outcomes included), 95 % Wilson interval
+                "step_mc_rollouts": e.meta.get("mc_rollouts"), "step_mc_samples": e.meta.get("mc_samples"),
+                "step_mc_intervals": e.meta.get("mc_interval"),
             }) + "\n")
 
 
@@ -328,16 +341,30 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
             mstats = estimate_mc_values(
                 engine, task, tokenizer, rows, episodes, k=cfg.mc.k, cap=cfg.mc.max_states_per_response,
                 temperature=scfg.temperature, top_p=scfg.top_p, max_new_tokens=scfg.max_new_tokens,
-                max_sequence_length=max_len, stop=stop, seed=derive_seed(cfg.seed, rank, it, "mc"))
+                max_sequence_length=max_len, stop=stop, seed=derive_seed(cfg.seed, rank, it, "mc"),
+                budget=mc_budget(cfg))
             assign_vine_advantages(episodes)
             row.update(mstats)
         elif cfg.algorithm in GROUP_METHODS:  # grpo, dr_grpo, rloo: no critic, no MC rollouts
             assign_group_advantages(episodes, cfg.episodes.samples_per_question, cfg.algorithm,
                                     tokenizer.eos_token_id)
         # ppo: the trainer computes critic values and GAE
+        probe = None
+        if cfg.probe.every and (it + 1) % cfg.probe.every == 0:
+            # ground truth with the weights that sampled this iteration's episodes
+            probe = run_value_probe(
+                engine, task, tokenizer, rows, episodes, n_states=cfg.probe.states, k=cfg.probe.k,
+                cap=cfg.mc.max_states_per_response, temperature=scfg.temperature, top_p=scfg.top_p,
+                max_new_tokens=scfg.max_new_tokens, max_sequence_length=max_len, stop=stop,
+                seed=derive_seed(cfg.seed, rank, it, "probe"))
+            row.update(probe.stats)
+            if cfg.algorithm == "vineppo":
+                row.update(probe_metrics(probe, mc_estimates(probe, episodes), "mc"))
         if cfg.engine.sleep_during_training:
             engine.sleep()
         tstats = trainer.step(episodes, iteration=it)
+        if probe is not None and cfg.algorithm == "ppo":
+            row.update(probe_metrics(probe, critic_estimates(probe, episodes), "critic"))
         whiten = tstats.pop("train/whiten_stats", None)
         t_sync = time.perf_counter()
         # push while asleep, then wake: the engine applies the safe wake order (weights, then KV cache)
@@ -357,7 +384,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
                     json.dump(whiten, f)
         row = _reduce_metrics(acc, row, sums={"episodes/count", "mc/states", "mc/unique_states", "mc/rollouts",
                                               "mc/engine_calls", "generate/tokens", "mc/tokens",
-                                              "train/tokens"})
+                                              "train/tokens", "probe/states", "probe/tokens"})
         row["iteration"] = it + 1
         row["seconds"] = time.perf_counter() - t_iter
         cumulative = accumulate_compute(row, cumulative)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 
 #: the phases that draw from the engine
-PHASES = ("engine", "episodes", "mc")
+PHASES = ("engine", "episodes", "mc", "probe")
 
 
 def derive_seed(run_seed: int, rank: int, iteration: int, phase: str) -> int:

@@ -284,6 +284,7 @@ class Trainer:
         if cfg.algorithm == "ppo":
             advs, rets = [], []
             for e, v in zip(episodes, old_v):
+                e.meta["critic_values"] = v  # V(s_t) per action token, read by the value probe
                 n = len(v)
                 r = torch.zeros(1, n)
                 if n:

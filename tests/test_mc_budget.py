@@ -1,0 +1,203 @@
+"""The MC budget: Wilson intervals, adaptive rounds, per-state diagnostics, the value-quality probe."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from test_training import sft_gsm8k  # noqa: F401  (session fixture)
+from test_values import CharTokenizer, ScriptedEngine, char_episode
+from vineppo.config import ConfigError, load_config
+from vineppo.mc import MCBudget, estimate_mc_values, round_seed, wilson_halfwidth, wilson_interval
+from vineppo.probe import critic_estimates, mc_estimates, probe_metrics, run_value_probe, select_probe_states
+from vineppo.tasks import get_task
+
+TASK = get_task("gsm8k")
+ROWS = [{"question": "Q", "answer": "x\n#### 4"}]
+PROMPT = "Q\nSolution:"
+
+
+def test_wilson_interval_matches_hand_computed_values():
+    # 0 of 3, z = 1.96: upper = z² / (n + z²) = 3.8416 / 6.8416, lower 0
+    lo, hi = wilson_interval(0.0, 3)
+    assert lo == 0.0 and hi == pytest.approx(3.8416 / 6.8416, abs=1e-9)
+    # 5 of 10: centre 0.5, half-width = 1.96 / 1.38416 · sqrt(0.025 + 3.8416 / 400) = 0.26341
+    lo, hi = wilson_interval(0.5, 10)
+    assert lo == pytest.approx(0.23659, abs=1e-5) and hi == pytest.approx(0.76341, abs=1e-5)
+    # 9 of 9 mirrors 0 of 9
+    assert wilson_interval(1.0, 9) == pytest.approx(tuple(1 - x for x in reversed(wilson_interval(0.0, 9))))
+    assert wilson_halfwidth(0.0, 6) == pytest.approx(3.8416 / 9.8416 / 2)
+    assert wilson_interval(0.3, 0) == (0.0, 1.0)
+
+
+def test_round_sizes_and_seeds():
+    assert MCBudget(k=9).round_sizes() == [9]
+    assert MCBudget(adaptive=True, k_min=3, k_max=8).round_sizes() == [3, 3, 2]
+    assert MCBudget(adaptive=True, k_min=4, k_max=4).round_sizes() == [4]
+    assert round_seed(5, 0) == 5 and len({round_seed(5, r) for r in range(4)}) == 4 and round_seed(None, 2) is None
+
+
+def _episodes():
+    # two different responses of one question: states s0 (shared), s1 = "\nx = 2" and s1' = "\nx = 3"
+    return [char_episode(TASK, 0, PROMPT, "\nx = 2\ny = 4\n#### 4", reward=1.0, j=0),
+            char_episode(TASK, 0, PROMPT, "\nx = 3\ny = 5\n#### 5", reward=0.0, j=1)]
+
+
+def _mixed_or_sure(prefix, n):
+    """From s0 and "x = 3": alternately right and wrong (value 1/2, never certain); from "x = 2": always right."""
+    if prefix.endswith("x = 2"):
+        return ["\n#### 4"] * n
+    return list(itertools.islice(itertools.cycle(["\n#### 4", "\n#### 9"]), n))
+
+
+def _estimate(engine, episodes, budget, k=9):
+    return estimate_mc_values(engine, TASK, CharTokenizer(), ROWS, episodes, k=k, cap=None, temperature=0.6,
+                              top_p=0.9, max_new_tokens=32, max_sequence_length=1000, stop=[], seed=1, budget=budget)
+
+
+def test_adaptive_rounds_stop_at_k_max_one_engine_call_per_round():
+    episodes = _episodes()
+    eng = ScriptedEngine(_mixed_or_sure)
+    budget = MCBudget(adaptive=True, k_min=3, k_max=8, target_halfwidth=0.2)
+    stats = _estimate(eng, episodes, budget)
+    # round 1: all 3 states; 3/3 right still has half-width 0.28 > 0.2 → round 2: all 3;
+    # 6/6 right: half-width 0.195 ≤ 0.2 → done; the uncertain two get round 3 of k_max − 6 = 2
+    assert [len(prompts) for prompts, _ in eng.calls] == [3, 3, 2]
+    assert [p.n for _, p in eng.calls] == [3, 3, 2]
+    assert len({p.seed for _, p in eng.calls}) == 3  # each round draws new samples
+    assert stats["mc/engine_calls"] == 3 and stats["mc/rollouts"] == 8 + 6 + 8
+    assert episodes[0].meta["mc_rollouts"] == [8, 6] and episodes[1].meta["mc_rollouts"] == [8, 8]
+    assert stats["mc/rollouts_per_state_max"] == 8
+    assert stats["mc/rollouts_per_state_mean"] == pytest.approx(22 / 3)
+    # value = mean over all rollouts the state received: rounds of R W R | R W R | R W = 5 of 8
+    assert episodes[0].step_values == pytest.approx([5 / 8, 1.0])
+    assert episodes[1].step_values == pytest.approx([5 / 8, 5 / 8])
+    lo, hi = episodes[0].meta["mc_interval"][1]
+    assert (lo, hi) == pytest.approx(wilson_interval(1.0, 6))
+    assert stats["mc/share_exact_0_or_1"] == pytest.approx(1 / 3)
+    assert stats["mc/states_per_response"] == 2 and stats["mc/unique_states"] == 3
+    assert stats["mc/tokens_per_episode"] == pytest.approx(stats["mc/tokens"] / 2)
+
+
+def test_fixed_budget_is_one_call_of_k():
+    eng = ScriptedEngine(_mixed_or_sure)
+    episodes = _episodes()
+    stats = _estimate(eng, episodes, MCBudget(k=4))
+    assert [p.n for _, p in eng.calls] == [4] and stats["mc/rollouts"] == 12
+    assert episodes[0].meta["mc_rollouts"] == [4, 4]
+    assert stats["mc/wilson_halfwidth_mean"] == pytest.approx(
+        (wilson_halfwidth(0.5, 4) * 2 + wilson_halfwidth(1.0, 4)) / 3)
+    assert stats["mc/share_exact_0_or_1"] == pytest.approx(1 / 3)
+
+
+def test_include_episode_outcome_adds_one_sample_per_episode_through_the_state():
+    eng = ScriptedEngine(lambda p, n: ["\n#### 9"] * n)  # every rollout wrong
+    episodes = _episodes()  # episode 0 is right (reward 1), episode 1 wrong
+    _estimate(eng, episodes, MCBudget(k=3, include_episode_outcome=True))
+    # s0 is shared by both episodes: 3 rollouts + 2 outcomes, 1 right; s1 of episode 0: 3 + 1, 1 right
+    assert episodes[0].step_values == pytest.approx([1 / 5, 1 / 4])
+    assert episodes[1].step_values == pytest.approx([1 / 5, 0.0])
+    assert episodes[0].meta["mc_rollouts"] == [3, 3] and episodes[0].meta["mc_samples"] == [5, 4]
+
+
+def test_probe_error_is_zero_on_a_deterministic_task():
+    # the continuation is a function of the prefix: every state's true value is exactly 0 or 1
+    def det(prefix, n):
+        return ["\n#### 4" if prefix.endswith(("x = 2", "Solution:")) else "\n#### 5"] * n
+
+    episodes = _episodes() + [char_episode(TASK, 0, PROMPT, "\nx = 2\ny = 1\nz = 0\n#### 4", reward=1.0, j=2)]
+    eng = ScriptedEngine(det)
+    _estimate(eng, episodes, MCBudget(adaptive=True, k_min=2, k_max=6))
+    probe = run_value_probe(eng, TASK, CharTokenizer(), ROWS, episodes, n_states=10, k=64, cap=None,
+                            temperature=0.6, top_p=0.9, max_new_tokens=32, max_sequence_length=1000, stop=[], seed=3)
+    assert eng.calls[-1][1].n == 64 and len(eng.calls[-1][0]) == probe.stats["probe/states"] == 4
+    m = probe_metrics(probe, mc_estimates(probe, episodes), "mc")
+    assert m["probe/mc_abs_error"] == 0.0
+    assert m["probe/mc_sibling_accuracy"] == 1.0 and m["probe/scored_pairs"] >= 1
+    # a critic that says 0.5 everywhere is off by 0.5 on each 0/1 state and cannot rank siblings
+    for e in episodes:
+        e.meta["critic_values"] = [0.5] * (len(e.response_ids) + 1)
+    c = probe_metrics(probe, critic_estimates(probe, episodes), "critic")
+    assert c["probe/critic_abs_error"] == pytest.approx(0.5) and c["probe/critic_sibling_accuracy"] == 0.5
+
+
+def test_probe_sample_starts_with_sibling_pairs_and_is_seeded():
+    episodes = _episodes()
+    states, pairs = select_probe_states(episodes, 3, random.Random(0))
+    assert len(states) == 3 and pairs == [(0, 1)]
+    a, b = states[0], states[1]
+    assert a.step == b.step == 1 and {a.episode, b.episode} == {0, 1}  # the two different first steps
+    again, _ = select_probe_states(episodes, 3, random.Random(0))
+    assert again == states
+
+
+def test_config_adaptive_and_probe(tmp_path):
+    cfg = load_config(None, ["model.name_or_path=x", "mc.adaptive=true", "mc.k_min=2", "mc.k_max=12",
+                             "probe.every=5"])
+    assert cfg.mc.adaptive and cfg.mc.k_max == 12 and cfg.probe.every == 5 and cfg.probe.k == 64
+    assert load_config(None, ["model.name_or_path=x"]).probe.every == 0  # off by default
+    from vineppo.loop import mc_budget
+
+    # the episode's own outcome: on with adaptive MC unless turned off, off with the paper's fixed K
+    assert mc_budget(cfg).include_episode_outcome and mc_budget(cfg).adaptive
+    plain = mc_budget(load_config(None, ["model.name_or_path=x"]))
+    assert not plain.adaptive and not plain.include_episode_outcome and plain.round_sizes() == [9]
+    assert not mc_budget(load_config(None, ["model.name_or_path=x", "mc.adaptive=true",
+                                            "mc.include_episode_outcome=false"])).include_episode_outcome
+    with pytest.raises(ConfigError, match="k_min"):
+        load_config(None, ["model.name_or_path=x", "mc.adaptive=true", "mc.k_min=5", "mc.k_max=3"])
+    with pytest.raises(ConfigError, match="target_halfwidth"):
+        load_config(None, ["model.name_or_path=x", "mc.adaptive=true", "mc.target_halfwidth=0"])
+
+
+
+def test_compare_plots_value_error_only_for_probed_runs(tmp_path):
+    import json
+
+    from test_compare import PNG_MAGIC, make_run
+    from vineppo.compare import VALUE_ERROR_PLOT, compare
+
+    ppo = make_run(tmp_path, "ppo", "ppo", 1.0, test={2: 0.3}, validation={2: 0.3}, iterations=4)
+    vine = make_run(tmp_path, "vine", "vineppo", 1.0, test={2: 0.4}, validation={2: 0.4}, iterations=4)
+    res = compare([ppo, vine], tmp_path / "plain", print_table=False)
+    assert "value_error_vs_iteration" not in res.plots and not (tmp_path / "plain" / VALUE_ERROR_PLOT).exists()
+    for run, key in ((ppo, "probe/critic_abs_error"), (vine, "probe/mc_abs_error")):
+        rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+        for r in rows:
+            if r["iteration"] % 2 == 0:
+                r[key] = 0.3 / r["iteration"]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = compare([ppo, vine], tmp_path / "probed", print_table=False)
+    data = res.plots["value_error_vs_iteration"].read_bytes()
+    assert res.plots["value_error_vs_iteration"].name == VALUE_ERROR_PLOT
+    assert data.startswith(PNG_MAGIC) and len(data) > 5000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["vineppo", "ppo"])
+def test_training_logs_adaptive_mc_and_probe_metrics(algorithm, sft_gsm8k, tmp_path):
+    import json
+
+    from test_training import tiny_cfg
+    from vineppo.loop import train
+
+    model_dir, data_dir = sft_gsm8k
+    cfg = tiny_cfg(model_dir, data_dir, algorithm, "iterations=1", "save_every=1", "mc.adaptive=true",
+                   "mc.k_min=2", "mc.k_max=6", "probe.every=1", "probe.states=6", "probe.k=8",
+                   "logging.dump_episodes=true")
+    run = train(cfg, tmp_path / "run").run_dir
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["probe/states"] == 6 and row["probe/tokens"] > 0
+    name = "mc" if algorithm == "vineppo" else "critic"
+    assert 0 <= row[f"probe/{name}_abs_error"] <= 1
+    if algorithm == "vineppo":
+        assert 2 <= row["mc/rollouts_per_state_mean"] <= row["mc/rollouts_per_state_max"] <= 6
+        for key in ("mc/wilson_halfwidth_mean", "mc/share_exact_0_or_1", "mc/tokens_per_episode",
+                    "mc/states_per_response"):
+            assert key in row, key
+        ep = json.loads((run / "episodes" / "iter_000001.rank0.jsonl").read_text().splitlines()[0])
+        n = len([v for v in ep["step_values"] if v is not None])
+        assert len(ep["step_mc_rollouts"]) == len(ep["step_mc_intervals"]) == n
+        assert all(lo <= v <= hi for v, (lo, hi) in zip(ep["step_values"], ep["step_mc_intervals"]))
