@@ -61,3 +61,20 @@ def test_one_step_moves_log_probs_with_the_sign_of_the_advantage(algorithm, tiny
         assert torch.isfinite(torch.tensor(stats["train/value_loss"]))
     assert after[0] > before[0] + 1e-3, (before, after)
     assert after[1] < before[1] - 1e-3, (before, after)
+
+
+@pytest.mark.parametrize("algorithm", ["vineppo", "ppo"])
+def test_an_empty_unfinished_response_trains_nothing_and_breaks_nothing(algorithm, tiny_model_dir, one_torch_thread):
+    """A response that stopped at once without an answer has no action token (no EOS either)."""
+    trainer, tok = _trainer(tiny_model_dir, algorithm)
+    prompt = encode_prompt(tok, "[MATH_TASK] Problem:\nWhat is 2 + 2?\n\nSolution:")
+    good = tok("4", add_special_tokens=False)["input_ids"][0]
+    eps = [Episode(question_index=0, sample_index=0, prompt_ids=prompt, response_ids=[good], response_text="4",
+                   finished=False, truncated=False, reward=1.0, step_boundaries=[0, 1], token_starts=[0]),
+           Episode(question_index=0, sample_index=1, prompt_ids=prompt, response_ids=[], response_text="",
+                   finished=False, truncated=False, reward=0.0, step_boundaries=[0, 0], token_starts=[])]
+    if algorithm == "vineppo":
+        eps[0].advantages, eps[1].advantages = [1.0], []
+    stats = trainer.step(eps)
+    assert stats["train/optimizer_steps"] == 1 and eps[1].advantages == []
+    assert all(torch.isfinite(torch.tensor(v)) for k, v in stats.items() if isinstance(v, float))

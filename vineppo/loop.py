@@ -140,15 +140,25 @@ def mc_budget(cfg: TrainConfig) -> MCBudget:
 
 
 def _reduce_metrics(acc, local: dict, sums: set[str]) -> dict:
-    """Average (or sum, for counts) scalar metrics across processes."""
+    """Average (or sum, for counts) scalar metrics across processes. A metric some processes do not
+    report (e.g. one undefined on their shard) is reduced over the processes that do: the key sets
+    are gathered first, so the tensors every process gathers always line up."""
     keys = sorted(k for k, v in local.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
-    if acc.num_processes == 1 or not keys:
+    if acc.num_processes == 1:
         return dict(local)
-    t = torch.tensor([float(local[k]) for k in keys], dtype=torch.float64, device=acc.device)
+    from accelerate.utils import gather_object
+
+    keys = sorted(set().union(*gather_object([keys])))
+    if not keys:
+        return dict(local)
+    t = torch.tensor([float(local.get(k, float("nan"))) for k in keys], dtype=torch.float64, device=acc.device)
     g = acc.gather(t.unsqueeze(0)).reshape(acc.num_processes, -1)
     out = dict(local)
     for i, k in enumerate(keys):
-        out[k] = float(g[:, i].sum() if k in sums else g[:, i].mean())
+        col = g[:, i]
+        if torch.isnan(col).all():
+            continue
+        out[k] = float(torch.nansum(col) if k in sums else torch.nanmean(col))
     return out
 
 

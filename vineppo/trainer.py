@@ -286,9 +286,15 @@ class Trainer:
             for e, v in zip(episodes, old_v):
                 e.meta["critic_values"] = v  # V(s_t) per action token, read by the value probe
                 n = len(v)
+                if n == 0:
+                    # no action token: an empty response that stopped without an answer (unfinished,
+                    # so no EOS is trained either); it adds nothing to any loss
+                    advs.append([])
+                    rets.append([])
+                    e.advantages = []
+                    continue
                 r = torch.zeros(1, n)
-                if n:
-                    r[0, -1] = e.reward  # the score sits on the last action token
+                r[0, -1] = e.reward  # the score sits on the last action token
                 a, g = gae_advantages(r, torch.tensor([v]), torch.ones(1, n), cfg.ppo.gamma, cfg.ppo.lam)
                 advs.append(a[0].tolist())
                 rets.append(g[0].tolist())
