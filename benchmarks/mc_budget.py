@@ -41,19 +41,13 @@ def say(msg: str) -> None:
 
 def sft_start(cache: Path):
     """The demo's SFT start and its RL rows (the demo's own data, split and cache key)."""
-    from vineppo.data import load_rows
-    from vineppo.demo import TASK, _write_jsonl, ensure_sft_start, load_demo_config
-    from vineppo.tasks.arithmetic import make_splits
+    from vineppo.demo import ensure_sft_start, load_demo_config
+    from vineppo.demo.data import prepare_data
 
     dc = load_demo_config()
     demo, base = dc.demo, dc.train
-    train_rows, test_rows = make_splits(demo.data.train_problems, demo.data.test_problems, demo.data.seed)
-    data_dir = cache / "mc-budget-data"
-    _write_jsonl(data_dir / "train.jsonl", train_rows)
-    _write_jsonl(data_dir / "test.jsonl", test_rows)
-    vsize = base.data.validation_size or 0
-    rl_rows = load_rows(TASK, "train", data_dir, validation_size=vsize, seed=base.data.validation_seed)
-    val_rows = load_rows(TASK, "validation", data_dir, validation_size=vsize, seed=base.data.validation_seed)
+    data = prepare_data(demo, base, cache / "mc-budget")  # the demo's own problems and validation carve
+    rl_rows, val_rows = data.rl_rows, data.val_rows
     t0 = time.perf_counter()
     model_dir, info, cached = ensure_sft_start(demo, rl_rows, cache, stop_rows=val_rows)
     say(f"SFT start {'from the cache' if cached else f'built in {time.perf_counter() - t0:.0f}s'}: {model_dir} "
