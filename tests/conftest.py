@@ -57,6 +57,15 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"VINEPPO_TEST_STRICT=1: this test would be skipped ({reason}); CI installs everything it needs"
 
 
+def free_port() -> int:
+    """A free TCP port for an `accelerate launch` rendezvous (29500 may be held by another run)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
     rows = []
     with open(path, encoding="utf-8") as f:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 STRATEGIES = ["ddp", "fsdp", "zero2", "zero3"]
 
@@ -191,7 +193,7 @@ def _deepspeed_available() -> bool:
 def _launch(strategy: str, config: str, out: Path, model_dir: Path, *extra: str) -> None:
     accelerate = str(Path(sys.executable).with_name("accelerate"))
     cmd = [accelerate, "launch", "--config_file", str(REPO / "launch" / "cpu" / f"{strategy}.yaml"),
-           "--main_process_port", str(29500 + os.getpid() % 1000),
+           "--main_process_port", str(free_port()),
            "-m", "vineppo", "train", "--config", str(REPO / "configs" / "tiny" / config), "--output-dir", str(out),
            f"model.name_or_path={model_dir}", "episodes.questions_per_iteration=4", "sampling.max_new_tokens=32",
            "mc.k=2", "iterations=1", "save_every=1", "logging.progress=false", "logging.check_sync_greedy=true",

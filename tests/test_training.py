@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import free_port
 from vineppo.config import load_config
 from vineppo.loop import train
 
@@ -119,15 +120,6 @@ def test_two_iterations_train_and_sync(algorithm, backend, sft_gsm8k, tmp_path):
             res.engine.close()
 
 
-def _free_port() -> int:
-    """A free TCP port for the launcher's rendezvous (29500 may be taken by another run)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run_cli(args: list[str], env_extra: dict | None = None, launcher: list[str] | None = None):
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     cmd = (launcher or [sys.executable, "-m"]) + ["vineppo", "train"] + args
@@ -229,7 +221,7 @@ def test_accelerate_two_processes_whitening_is_global(sft_gsm8k, tmp_path):
     cfg_file.write_text("{}\n")
     accelerate = str(Path(sys.executable).with_name("accelerate"))
     launcher = [accelerate, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-                "--main_process_port", str(_free_port()), "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
+                "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
     r = _run_cli(["--config", str(cfg_file), "--output-dir", str(tmp_path / "run")]
                  + _cli_overrides(model_dir, data_dir) + ["iterations=1", "save_every=1"], launcher=launcher)
     assert r.returncode == 0, r.stderr[-4000:]

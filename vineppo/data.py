@@ -196,15 +196,9 @@ def last_boxed(solution: str) -> str:
         return ""
     i = start + len("\\boxed")
     if solution.startswith("{", i):
-        depth = 0
-        for j in range(i, len(solution)):
-            if solution[j] == "{":
-                depth += 1
-            elif solution[j] == "}":
-                depth -= 1
-                if depth == 0:
-                    return solution[i + 1:j]
-        return ""
+        from vineppo.tasks.boxed import braced_content
+
+        return braced_content(solution, i) or ""
     match = re.match(r"\s+([^\s$]+)", solution[i:])
     return match.group(1) if match else ""
 

@@ -16,6 +16,20 @@ ANSWER_FORMATS: tuple[str, ...] = ("hashes", "boxed", "auto")
 _BOXED = ("\\boxed", "\\fbox")
 
 
+def braced_content(text: str, open_index: int) -> str | None:
+    """The raw text inside the `{...}` that opens at `text[open_index]` (nested braces matched);
+    None when it never closes."""
+    depth = 0
+    for j in range(open_index, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[open_index + 1:j]
+    return None
+
+
 def extract_boxed(text: str) -> str | None:
     """The content of the last `\\boxed{...}` (or `\\fbox{...}`) of `text`, braces matched and
     stripped; `\\boxed 18` (no braces) gives "18". None when there is none or it never closes."""
@@ -26,15 +40,8 @@ def extract_boxed(text: str) -> str | None:
         return None
     i = start + len(name)
     if text.startswith("{", i):
-        depth = 0
-        for j in range(i, len(text)):
-            if text[j] == "{":
-                depth += 1
-            elif text[j] == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[i + 1:j].strip()
-        return None
+        inner = braced_content(text, i)
+        return None if inner is None else inner.strip()
     rest = text[i:]
     if not rest[:1].isspace():
         return None  # e.g. "\\boxedx": not a box
