@@ -87,7 +87,7 @@ from vineppo.engine.vllm_compat import hf_layout, register_open, shutdown_llm
 from vineppo.engine.vllm_compat import import_vllm as _import_vllm
 from vineppo.engine.vllm_compat import local_rank as _local_rank
 from vineppo.engine.vllm_compat import torch_threads as _torch_threads
-from vineppo.engine.vllm_logprobs import install_untruncated_logprobs
+from vineppo.engine.vllm_logprobs import V1_RUNNER_ENV, install_untruncated_logprobs
 from vineppo.tokens import decode_response
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,9 @@ class VLLMEngine(Engine):
         """
         if sleep_level not in (1, 2):
             raise ValueError(f"sleep_level must be 1 or 2, got {sleep_level}")
+        if sleep_level == 2 and llm_kwargs.get("enable_lora"):
+            raise ValueError("sleep_level 2 discards the base weights, and LoRA adapter sync never pushes them "
+                             "again: use engine.sleep_level=1, or lora.sync=merged (full weights each push)")
         if weight_sync not in ("auto", "in_process", "disk"):
             raise ValueError(f"weight_sync must be 'auto', 'in_process' or 'disk', got {weight_sync!r}")
         self.model_path = str(model_path)
@@ -409,7 +412,9 @@ class VLLMEngine(Engine):
         if sampling.logprobs and sampling.top_p < 1 and not self.untruncated_logprobs and not getattr(self, "_warned_lp", False):
             self._warned_lp = True
             log.warning("vLLM %s: could not patch its sampler; with top_p < 1 the returned log-probs are "
-                        "renormalised over the nucleus, not log_softmax(logits / T)", self.vllm_version)
+                        "renormalised over the nucleus, not log_softmax(logits / T), and sync/logprob_gap "
+                        "loses its meaning (on CUDA, %s=0 selects the V1 model runner, whose sampler is "
+                        "patched)", self.vllm_version, V1_RUNNER_ENV)
         use_tqdm: Any = bool(self.progress and len(prompts) > 1)
         if use_tqdm:
             from tqdm.auto import tqdm

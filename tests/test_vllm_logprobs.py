@@ -1,0 +1,148 @@
+"""The untruncated log-prob patch on both of vLLM's samplers, and the engine's sleep/wake order, on
+CPU without a GPU: vLLM's V2 model runner (CUDA vLLM 0.32's default, never run by the CPU build)
+is driven through its real `Sampler._sample_random` with a CPU stand-in for its Triton Gumbel
+kernel; the wake order is checked against a recording stand-in for `vllm.LLM`."""
+
+from __future__ import annotations
+
+import os
+import types
+
+import pytest
+import torch
+
+from vineppo.engine.vllm_logprobs import V2_SAMPLE_RANDOM_PARAMS, install_untruncated_logprobs, patch_v2_sampler
+
+LOGITS = torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0], [0.1, 0.0, 3.0, 2.5, -0.5]])
+TOP_P = torch.tensor([0.6, 0.6])
+
+
+def _v2_sampler():
+    """A real V2 `Sampler` without its GPU state: only what `_sample_random` reads."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    from vllm.v1.worker.gpu.sample.sampler import Sampler
+
+    s = Sampler.__new__(Sampler)
+    s.logprobs_mode = "processed_logprobs"
+    s.return_sampling_mask = False
+    s.use_flashinfer = s.use_xpu_sampler = s.use_fp64_gumbel = False
+    s.sampling_states = types.SimpleNamespace(temperature=types.SimpleNamespace(gpu=None),
+                                              seeds=types.SimpleNamespace(gpu=None))
+    return s
+
+
+def _argmax_gumbel(logits, *args, **kwargs):  # CPU stand-in for the Triton kernel: greedy over the kept set
+    return logits.argmax(dim=-1)
+
+
+@pytest.mark.vllm
+def test_v2_sampler_shape_is_what_the_patch_wraps():
+    """The V2 sampler of the installed vLLM: `sample` returns `_sample_random`'s logits, which
+    `__call__` turns into the processed log-probs; `_sample_random` has the parameters wrapped."""
+    import inspect
+
+    from vllm.v1.worker.gpu.sample.sampler import Sampler
+
+    assert tuple(inspect.signature(Sampler._sample_random).parameters)[1:] == V2_SAMPLE_RANDOM_PARAMS
+    assert "return self._sample_random(" in inspect.getsource(Sampler.sample)
+    call = inspect.getsource(Sampler.__call__)
+    assert "logits = processed_logits" in call and "PROCESSED_LOGPROBS_MODES" in call
+
+
+@pytest.mark.vllm
+def test_v2_patch_returns_logits_before_top_p(monkeypatch):
+    import vllm.v1.worker.gpu.sample.sampler as v2
+
+    monkeypatch.setattr(v2, "gumbel_sample", _argmax_gumbel)
+    plain = _v2_sampler()
+    _, truncated = plain._sample_random(LOGITS.clone(), None, None, None, None, TOP_P, False)
+    assert torch.isinf(truncated).any()  # vLLM's own path: masked (renormalised over the nucleus)
+
+    s = _v2_sampler()
+    worker = types.SimpleNamespace(model_runner=types.SimpleNamespace(sampler=s))
+    assert install_untruncated_logprobs(worker) and install_untruncated_logprobs(worker)  # idempotent
+    sampled, logits = s._sample_random(LOGITS.clone(), None, None, None, None, TOP_P, False)
+    assert sampled.tolist() == [0, 2]  # sampling itself unchanged
+    torch.testing.assert_close(logits, LOGITS)
+    lp = logits.log_softmax(-1).gather(1, sampled[:, None]).squeeze(1)
+    torch.testing.assert_close(lp, LOGITS.log_softmax(-1)[[0, 1], [0, 2]])
+    assert (lp < truncated.log_softmax(-1)[[0, 1], [0, 2]]).all()
+
+
+def test_v2_patch_refuses_other_shapes():
+    def other(processed_logits, top_p):
+        return processed_logits.argmax(-1), processed_logits
+
+    odd = types.SimpleNamespace(logprobs_mode="processed_logprobs", _sample_random=other)
+    assert not patch_v2_sampler(odd) and odd._sample_random is other
+    masked = types.SimpleNamespace(logprobs_mode="processed_logprobs", return_sampling_mask=True)
+    masked._sample_random = lambda processed_logits, expanded_idx_mapping, idx_mapping_np, pos, top_k, top_p, \
+        use_fused_sampler: None
+    assert not patch_v2_sampler(masked)
+    raw = types.SimpleNamespace(model_runner=types.SimpleNamespace(sampler=types.SimpleNamespace(
+        logprobs_mode="raw_logprobs", topk_topp_sampler=None)))
+    assert not install_untruncated_logprobs(raw)
+
+
+class _RecordingLLM:
+    """Stands in for `vllm.LLM` with sleep mode: records the calls the engine makes, in order."""
+
+    def __init__(self, calls):
+        self.calls = calls
+        worker = types.SimpleNamespace(device="cpu", reload_weights=self._reload)
+        self.llm_engine = types.SimpleNamespace(model_executor=types.SimpleNamespace(driver_worker=worker))
+
+    def _reload(self, weights_iterator=None):
+        self.calls.append(("reload_weights", sorted(k for k, _ in weights_iterator)))
+
+    def sleep(self, level):
+        self.calls.append(("sleep", level))
+
+    def wake_up(self, tags=None):
+        self.calls.append(("wake_up", tags))
+
+    def reset_prefix_cache(self):
+        self.calls.append(("reset_prefix_cache",))
+
+
+def _gpu_engine(level, calls):
+    from vineppo.engine.base import EngineStats
+    from vineppo.engine.vllm import VLLMEngine
+
+    eng = VLLMEngine.__new__(VLLMEngine)
+    eng.llm, eng.stats, eng.sleep_level, eng.sleep_supported = _RecordingLLM(calls), EngineStats(), level, True
+    eng.is_cpu, eng.cpu_threads, eng.weight_sync, eng.dtype = False, None, "auto", torch.float32
+    eng._sleeping, eng._pending, eng.weights_version = False, None, 0
+    eng._expected, eng._aliases = {"w": torch.Size([2])}, {}
+    return eng
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_sleep_wake_order_with_a_push(level):
+    """The training loop's order (sleep -> train -> update_weights -> wake): the push is deferred and
+    wake() does weights -> push -> KV cache -> prefix-cache reset, at level 2 (weights dropped) too."""
+    calls = []
+    eng = _gpu_engine(level, calls)
+    eng.sleep()
+    eng.update_weights({"w": torch.ones(2)})
+    assert calls == [("sleep", level)] and eng.weights_version == 0  # deferred
+    eng.wake()
+    assert calls == [("sleep", level), ("wake_up", ["weights"]), ("reload_weights", ["w"]), ("reset_prefix_cache",),
+                     ("wake_up", ["kv_cache"]), ("reset_prefix_cache",)]
+    assert eng.weights_version == 1 and not eng.sleeping
+
+
+def test_level_2_refuses_to_wake_without_weights():
+    calls = []
+    eng = _gpu_engine(2, calls)
+    eng.sleep()
+    with pytest.raises(RuntimeError, match="update_weights"):
+        eng.wake()
+    assert ("wake_up", ["weights"]) not in calls
+
+
+def test_level_2_with_lora_adapters_is_refused_up_front():
+    from vineppo.engine.vllm import VLLMEngine
+
+    with pytest.raises(ValueError, match="sleep_level=1"):
+        VLLMEngine("unused", types.SimpleNamespace(eos_token_id=0), sleep_level=2, enable_lora=True)
