@@ -44,10 +44,11 @@ def _eval(args) -> int:
                 raise EvalError("--output-dir is for --checkpoint; a run's results go under each checkpoint")
             where = f"{args.run}/config.yaml"
             ecfg = engine_config(read_run_config(args.run), where, backend=args.backend,
-                                 tensor_parallel_size=args.tensor_parallel_size)
+                                 tensor_parallel_size=args.tensor_parallel_size,
+                                 gpu_memory_utilization=args.gpu_memory_utilization)
             done = evaluate_run(args.run, args.task, args.split, data_source=args.data_source, engine_cfg=ecfg,
                                 force=args.force, include_initial=args.include_initial, grading=args.grading,
-                                **sampling)
+                                every=args.every, workers=args.workers, **sampling)
             for r in done:
                 print(f"{r['checkpoint']} {r['split']}: pass@1 {100 * r['pass@1']:.2f} "
                       f"maj@{r['n_samples']} {100 * r[f'maj@{args.n_samples}']:.2f}")
@@ -57,7 +58,8 @@ def _eval(args) -> int:
         run_cfg = read_run_config(run) if run is not None else {}
         where = f"{run}/config.yaml" if run is not None else "--checkpoint"
         spec = data_spec(run_cfg, task=args.task, source=args.data_source, where=where)
-        ecfg = engine_config(run_cfg, where, backend=args.backend, tensor_parallel_size=args.tensor_parallel_size)
+        ecfg = engine_config(run_cfg, where, backend=args.backend, tensor_parallel_size=args.tensor_parallel_size,
+                             gpu_memory_utilization=args.gpu_memory_utilization)
         for split in args.split:
             r = evaluate_checkpoint(args.checkpoint, spec.task, split, data_source=spec.source,
                                     out_dir=f"{args.output_dir}/{split}" if args.output_dir else None,
@@ -80,7 +82,7 @@ def _compare(args) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        compare(args.runs, args.output_dir, labels=args.labels)
+        compare(args.runs, args.output_dir, labels=args.labels, iteration_grid=args.iteration_grid)
     except CompareError as e:
         print(f"vineppo compare: error: {e}", file=sys.stderr)
         return 2
@@ -151,6 +153,16 @@ def _add_eval_parser(sub) -> None:
                    help="engine backend (default: the run's engine.backend, else auto = vLLM when installed)")
     e.add_argument("--tensor-parallel-size", type=int, default=None,
                    help="vLLM: shard the evaluated model over this many GPUs of the node (one process)")
+    e.add_argument("--gpu-memory-utilization", type=float, default=None,
+                   help="vLLM's share of each GPU (default 0.9: an evaluation process has its GPUs to itself; "
+                        "the run's training share is not inherited)")
+    e.add_argument("--every", type=int, default=None,
+                   help="with --run: only checkpoints of iterations divisible by N, plus the last (default: the "
+                        "run's eval_every, else all); a multiple of the run's save_every")
+    e.add_argument("--workers", type=int, default=None,
+                   help="with --run: checkpoints evaluated side by side, one process per GPU (per "
+                        "--tensor-parallel-size GPUs) pinned with CUDA_VISIBLE_DEVICES (default: one per GPU "
+                        "group of the node; 1 without CUDA)")
     e.add_argument("--output-dir", help="with --checkpoint: write DIR/<split>/ instead of <checkpoint>/eval/<split>/")
     e.add_argument("--force", action="store_true", help="re-evaluate checkpoints that already have results")
     e.add_argument("--grading", choices=["official", "math_verify"], default=None,
@@ -169,6 +181,9 @@ def _add_compare_parser(sub) -> None:
     c.add_argument("runs", nargs="+", help="run directories")
     c.add_argument("--output-dir", default="compare", help="where compare.md, compare.json and the PNGs go")
     c.add_argument("--labels", nargs="+", help="one display name per run (default: directory names)")
+    c.add_argument("--iteration-grid", type=int, default=None,
+                   help="judge every run on the checkpoints of iterations divisible by N, plus its last (default: "
+                        "the coarsest eval_every / save_every among the runs, so no run gets more draws)")
     c.set_defaults(func=_compare)
 
 

@@ -37,6 +37,7 @@ from typing import Sequence
 
 from vineppo import checkpoint as ckpt
 from vineppo.evaluate import INITIAL_DIR, checkpoint_iteration, eval_dir, read_results, read_run_config
+from vineppo.evaluate.grid import GridError, check_grid, declared_grid, default_grid, on_grid, save_interval
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,11 @@ class Run:
     metrics: list[dict]
     #: split -> iteration -> results.json contents
     evals: dict[str, dict[int, dict]] = field(default_factory=dict)
+    #: how often it saved a checkpoint, and its own evaluation grid (config.yaml `eval_every`)
+    save_every: int | None = None
+    eval_every: int | None = None
+    #: its last checkpoint's iteration (always on the grid)
+    last_checkpoint: int | None = None
 
     def curve(self, split: str) -> list[tuple[int, float]]:
         """(iteration, pass@1) of every evaluated checkpoint on `split`, by iteration."""
@@ -178,10 +184,29 @@ def load_run(run_dir: str | Path, label: str | None = None) -> Run:
     metrics = read_metrics(path / "metrics.jsonl")
     if not metrics:
         log.warning("%s has no metrics.jsonl rows: no reward curve, no wall-clock", path)
-    run = Run(path, label or path.name, algorithm, data.get("task"), metrics, load_evals(path))
+    its = [it for it, _ in _eval_roots(path) if it > 0]
+    run = Run(path, label or path.name, algorithm, data.get("task"), metrics, load_evals(path),
+              save_every=save_interval(cfg, its), eval_every=declared_grid(cfg), last_checkpoint=max(its, default=None))
     if not any(run.evals.values()):
         log.warning("%s has no eval results; run `vineppo eval --run %s --split validation test`", path, path)
     return run
+
+
+def apply_grid(runs: Sequence[Run], iteration_grid: int | None) -> int | None:
+    """Keep each run's evaluations on one grid (`vineppo.evaluate.grid`): iterations divisible by
+    `iteration_grid` plus the run's last checkpoint. Default: the coarsest interval among the runs
+    (each run's `eval_every`, else its save interval), so no run gets more draws than another.
+    Raises CompareError for a grid a run's checkpoints cannot fill. Returns the grid used."""
+    grid = iteration_grid if iteration_grid is not None else default_grid(
+        r.eval_every or r.save_every for r in runs)
+    for r in runs:
+        try:
+            check_grid(grid, r.save_every, f"{r.label} ({r.algorithm})", "--iteration-grid")
+        except GridError as e:
+            raise CompareError(str(e)) from None
+        r.evals = {s: {it: res for it, res in by.items() if on_grid(it, grid, r.last_checkpoint)}
+                   for s, by in r.evals.items()}
+    return grid
 
 
 # ----------------------------------------------------------------------------- selection
@@ -512,8 +537,10 @@ class CompareResult:
 
 
 def compare(run_dirs: Sequence[str | Path], output_dir: str | Path, *, labels: Sequence[str] | None = None,
-            print_table: bool = True) -> CompareResult:
-    """Load the runs, write `compare.md`, `compare.json` and the four PNGs into `output_dir`."""
+            print_table: bool = True, iteration_grid: int | None = None) -> CompareResult:
+    """Load the runs, write `compare.md`, `compare.json` and the four PNGs into `output_dir`.
+    iteration_grid: compare every run on the checkpoints of iterations divisible by it (plus each
+    run's last); None: the coarsest interval among the runs (`apply_grid`)."""
     if not run_dirs:
         raise CompareError("no run directories given")
     if labels is not None and len(labels) != len(run_dirs):
@@ -524,6 +551,7 @@ def compare(run_dirs: Sequence[str | Path], output_dir: str | Path, *, labels: S
         if r.label in seen:
             r.label = f"{r.label} ({r.path})"
         seen.add(r.label)
+    grid = apply_grid(runs, iteration_grid)
     refs = reference_runs(runs)
     if not refs:
         log.warning("no PPO run among the runs: no 'iterations to reach the PPO peak'")
@@ -536,8 +564,10 @@ def compare(run_dirs: Sequence[str | Path], output_dir: str | Path, *, labels: S
           "pass@1 in %. The selected checkpoint is the best on **validation** (never chosen on test). "
           "Speed-ups: the PPO run's iterations (hours) to its peak test pass@1 divided by this run's. "
           "Hours: cumulative `seconds` of metrics.jsonl (no checkpointing or evaluation time). "
-          "Generated tokens: episodes + MC rollouts.\n\n"
-          "## Reaching each other run's peak (equal compute)\n\n" + markdown_table(REACH_HEADER, reach_rows(reaches))
+          "Generated tokens: episodes + MC rollouts. "
+          + (f"Every run is judged on the checkpoints of iterations divisible by {grid} (and its last).\n\n"
+             if grid is not None else "\n\n")
+          + "## Reaching each other run's peak (equal compute)\n\n" + markdown_table(REACH_HEADER, reach_rows(reaches))
           + "\nFor each pair of runs of one task: the first evaluated checkpoint of `run` whose test pass@1 is at "
           "least the other run's peak, and the wall-clock and generated tokens spent up to it.\n")
     md_path = out / TABLE_FILE

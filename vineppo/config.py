@@ -245,6 +245,10 @@ class TrainConfig:
     iterations: int = 1000
     #: checkpoint every N iterations (and at the last one)
     save_every: int = 10
+    #: the evaluation grid: `vineppo eval` / `compare` use the checkpoints of iterations divisible
+    #: by N (and the last), as the official code keeps (40 Rho-1.1B, 60 DeepSeekMath-7B); a
+    #: multiple of save_every; None = every saved checkpoint (vineppo.evaluate.grid)
+    eval_every: int | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
@@ -432,6 +436,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"iterations must be >= 1, got {cfg.iterations}")
     if cfg.save_every < 1:
         raise ConfigError(f"save_every must be >= 1, got {cfg.save_every}")
+    if cfg.eval_every is not None and (cfg.eval_every < 1 or cfg.eval_every % cfg.save_every):
+        raise ConfigError(f"eval_every must be a multiple of save_every ({cfg.save_every}), got {cfg.eval_every}")
     if cfg.mc.k < 1:
         raise ConfigError(f"mc.k must be >= 1, got {cfg.mc.k}")
     episodes = cfg.episodes.questions_per_iteration * cfg.episodes.samples_per_question

@@ -15,8 +15,10 @@ Contract shared by every backend (tested by tests/test_engine_interface.py again
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Mapping, Sequence
 
 import torch
@@ -88,6 +90,21 @@ class Engine(ABC):
     @abstractmethod
     def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Load HF-named weights of the current policy into the running engine (no re-creation)."""
+
+    def update_weights_from_dir(self, model_dir: str | os.PathLike) -> None:
+        """Load the weights of a saved HF model directory (its ``*.safetensors``) into the running
+        engine, e.g. the next checkpoint of an evaluation sweep. Here: read them, `update_weights`;
+        the vLLM backend lets its workers read the directory themselves (no copy through this
+        process, none to a temp dir). Raises like `update_weights`, and ValueError without weights."""
+        from safetensors.torch import load_file
+
+        files = sorted(Path(model_dir).glob("*.safetensors"))
+        if not files:
+            raise ValueError(f"{model_dir} has no safetensors weights")
+        state: dict[str, torch.Tensor] = {}
+        for f in files:
+            state.update(load_file(str(f)))
+        self.update_weights(state)
 
     def sleep(self) -> None:
         """Free engine memory before training. No-op where the backend has none."""

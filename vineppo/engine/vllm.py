@@ -556,6 +556,33 @@ class VLLMEngine(Engine):
                           "version": self.weights_version}
         log.debug("update_weights: %s", self.last_sync)
 
+    def update_weights_from_dir(self, model_dir: str | os.PathLike) -> None:
+        """Load a saved HF model directory's weights: each worker reads the files itself
+        (``reload_weights(weights_path=...)``, any executor, tensor-parallel workers included), so
+        nothing is copied through this process or re-saved. Names and shapes (the safetensors
+        headers) are checked against the engine's layout first, like `update_weights`."""
+        from safetensors import safe_open
+
+        self._check_open()
+        files = sorted(Path(model_dir).glob("*.safetensors"))
+        if not files:
+            raise ValueError(f"{model_dir} has no safetensors weights")
+        shapes: dict[str, torch.Size] = {}
+        for f in files:
+            with safe_open(str(f), framework="pt") as sf:
+                shapes.update({k: torch.Size(sf.get_slice(k).get_shape()) for k in sf.keys()})
+        # the same checks as a push, on meta tensors (nothing is read but the headers)
+        self._validate({k: torch.empty(v, device="meta") for k, v in shapes.items()})
+        if self._sleeping and self.sleep_supported:
+            raise RuntimeError("update_weights_from_dir while asleep: call wake() first")
+        t0 = time.perf_counter()
+        with _torch_threads(self.cpu_threads):
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_dir)})
+        self.llm.reset_prefix_cache()
+        self.weights_version += 1
+        self.last_sync = {"method": "dir:collective_rpc(reload_weights, weights_path)",
+                          "seconds": time.perf_counter() - t0, "tensors": len(shapes), "version": self.weights_version}
+
     def update_adapter(self, adapter_dir: str | os.PathLike) -> None:
         """Serve the PEFT LoRA adapter saved in `adapter_dir` (adapter_config.json +
         adapter_model.safetensors) on top of the unchanged base weights, through vLLM's LoRA support

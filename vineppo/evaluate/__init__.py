@@ -20,12 +20,21 @@ never on test.
 
 Modules: `settings` (the protocol's defaults, EvalSettings), `metrics` (pass@k, maj@k, summary),
 `sampling` (sample and grade one model), `results` (the files), `runs` (what a run directory
-says: config, data carve, checkpoints), `sweep` (one checkpoint or every checkpoint of a run).
+says: config, data carve, checkpoints), `grid` (which checkpoints are evaluated and compared),
+`sweep` (one checkpoint or every checkpoint of a run), `parallel` (one process per GPU).
 Everything is importable from `vineppo.evaluate`.
 """
 
 from __future__ import annotations
 
+from vineppo.evaluate.grid import (
+    GridError,
+    check_grid,
+    declared_grid,
+    default_grid,
+    on_grid,
+    save_interval,
+)
 from vineppo.evaluate.metrics import (
     extracted_answer,
     majority_answer,
@@ -56,6 +65,7 @@ from vineppo.evaluate.settings import (
     DEFAULT_SEED,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
+    EVAL_GPU_MEMORY_UTILIZATION,
     INITIAL_DIR,
     RESULTS_FILE,
     SAMPLES_FILE,
@@ -67,12 +77,21 @@ from vineppo.evaluate.settings import (
 from vineppo.evaluate.sweep import (
     EvalJob,
     evaluate_checkpoint,
+    evaluate_jobs,
     evaluate_run,
     initial_job,
     pending_checkpoints,
 )
 
 __all__ = [
+    "GridError",
+    "check_grid",
+    "declared_grid",
+    "default_grid",
+    "on_grid",
+    "save_interval",
+    "EVAL_GPU_MEMORY_UTILIZATION",
+    "evaluate_jobs",
     "DEFAULT_N_SAMPLES",
     "DEFAULT_TEMPERATURE",
     "DEFAULT_TOP_P",

@@ -13,7 +13,7 @@ import yaml
 
 from vineppo import checkpoint as ckpt
 from vineppo.config import EngineConfig, PromptConfig, from_dict
-from vineppo.evaluate.settings import EvalError
+from vineppo.evaluate.settings import EVAL_GPU_MEMORY_UTILIZATION, EvalError
 from vineppo.tasks import get_task
 from vineppo.tasks.base import Task
 
@@ -103,8 +103,12 @@ def grading_mode(run_cfg: Mapping[str, Any], where: str) -> str:
 
 
 def engine_config(run_cfg: Mapping[str, Any], where: str, **overrides: Any) -> EngineConfig:
-    """The run's engine section (if any) with non-None `overrides` applied."""
+    """The engine of an evaluation process: the run's engine section (if any) with non-None
+    `overrides` applied, except its memory share. Training gives vLLM a fraction of the GPU (0.3 -
+    0.4 in the paper configs) so that the trainer fits beside it; an evaluation process has the GPU
+    to itself, so it uses `EVAL_GPU_MEMORY_UTILIZATION` unless `gpu_memory_utilization` is given."""
     section = dict(_section(run_cfg, "engine", where))
+    section["gpu_memory_utilization"] = EVAL_GPU_MEMORY_UTILIZATION
     section.update({k: v for k, v in overrides.items() if v is not None})
     return from_dict(EngineConfig, section, where=f"{where}: engine")
 

@@ -12,6 +12,8 @@ DEFAULT_TEMPERATURE = 0.35
 DEFAULT_TOP_P = 0.9
 DEFAULT_MAX_NEW_TOKENS = 1024
 DEFAULT_SEED = 42
+#: vLLM's share of GPU memory in an evaluation process (nothing else runs on its GPU)
+EVAL_GPU_MEMORY_UTILIZATION = 0.9
 #: problems per engine call (each call generates chunk × n samples)
 DEFAULT_CHUNK_PROBLEMS = 128
 RESULTS_FILE = "results.json"

@@ -14,6 +14,14 @@ from tqdm.auto import tqdm
 from vineppo import checkpoint as ckpt
 from vineppo.config import EngineConfig
 from vineppo.engine.base import Engine
+from vineppo.evaluate.grid import check_grid, declared_grid, on_grid, save_interval
+from vineppo.evaluate.parallel import (
+    assign,
+    default_workers,
+    device_groups,
+    run_shares,
+    visible_devices,
+)
 from vineppo.evaluate.results import eval_dir, read_results, write_results
 from vineppo.evaluate.runs import (
     DataSpec,
@@ -24,7 +32,6 @@ from vineppo.evaluate.runs import (
     engine_config,
     grading_mode,
     load_eval_rows,
-    load_hf_weights,
     load_tokenizer,
     read_run_config,
 )
@@ -134,8 +141,9 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, task_name: str, split: str, 
 
 
 class _EngineCache:
-    """One engine for a sweep over checkpoints of the same run: built once, then new weights are
-    pushed in place (`Engine.update_weights`); rebuilt if a push is impossible."""
+    """One engine for a sweep over checkpoints of the same run: built once, then each checkpoint's
+    weights are loaded in place from its directory (`Engine.update_weights_from_dir`); rebuilt if
+    that is impossible."""
 
     def __init__(self, cfg: EngineConfig, tokenizer, seed: int, max_model_len: int | None, progress: bool):
         self.cfg, self.tokenizer, self.seed = cfg, tokenizer, seed
@@ -153,11 +161,11 @@ class _EngineCache:
         if self.loaded == path and self.engine is not None:
             return self.engine
         if self.engine is not None:
-            weights = load_hf_weights(path) if Path(path).is_dir() else None
             try:
-                if weights is None:
-                    raise ValueError("no safetensors weights")
-                self.engine.update_weights(weights)
+                if not Path(path).is_dir():
+                    raise ValueError("not a local directory")
+                # straight from the checkpoint directory (vLLM: its workers read the files)
+                self.engine.update_weights_from_dir(path)
                 self.loaded = path
                 return self.engine
             except (KeyError, ValueError, TypeError) as e:
@@ -191,21 +199,32 @@ class EvalJob:
 
 
 def pending_checkpoints(run_dir: str | Path, splits: Sequence[str], wanted: Mapping[str, Any], *,
-                        force: bool = False) -> list[EvalJob]:
-    """A job per complete checkpoint of the run that still lacks results on some of `splits`.
+                        force: bool = False, every: int | None = None,
+                        run_cfg: Mapping[str, Any] | None = None) -> list[EvalJob]:
+    """A job per complete checkpoint of the run on the grid of `every` iterations (None: all;
+    the last checkpoint always) that still lacks results on some of `splits`.
 
     Incomplete checkpoints (manifest missing or not matching) are skipped with a warning; a split
     whose results.json exists is skipped unless `force` (a warning names differing settings).
+    Raises GridError when `every` is not a multiple of the run's save interval.
     """
-    todo = []
+    complete = []
     for path in ckpt.list_checkpoints(Path(run_dir)):
         ok, why = ckpt.verify_checkpoint(path)
         if not ok:
             log.warning("skipping incomplete checkpoint %s: %s", path, why)
             continue
+        complete.append((checkpoint_iteration(path), path))
+    its = [it for it, _ in complete if it is not None]
+    check_grid(every, save_interval(run_cfg or {}, its), str(run_dir), "--every")
+    last = max(its, default=None)
+    todo = []
+    for it, path in complete:
+        if it is not None and not on_grid(it, every, last):
+            continue
         left = _splits_left(path, splits, wanted, force)
         if left:
-            todo.append(EvalJob(str(path), path, tuple(left), checkpoint_iteration(path)))
+            todo.append(EvalJob(str(path), path, tuple(left), it))
     return todo
 
 
@@ -242,16 +261,24 @@ def evaluate_run(run_dir: str | Path, task_name: str | None = None, split: str |
                  temperature: float = DEFAULT_TEMPERATURE, top_p: float = DEFAULT_TOP_P,
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, seed: int = DEFAULT_SEED,
                  max_sequence_length: int | None = None, max_problems: int | None = None,
-                 progress: bool = True, grading: str | None = None, unfinished: str = "grade") -> list[dict]:
+                 progress: bool = True, grading: str | None = None, unfinished: str = "grade",
+                 every: int | None = None, workers: int | None = 1) -> list[dict]:
     """Evaluate every complete checkpoint of a run on `split` (one name or several), skipping the
     ones already evaluated (results.json present) unless `force`.
 
-    Task, data source, validation carve and engine knobs default to the run's config.yaml.
+    Task, data source, validation carve and engine knobs default to the run's config.yaml (the
+    engine's memory share does not: see `engine_config`).
     include_initial: also evaluate the run's starting model (config.yaml model.name_or_path) as
         iteration 0, into `RUN/initial/eval/<split>/`.
-    One engine serves all checkpoints (weights are pushed in place between them).
+    every: the evaluation grid (`vineppo.evaluate.grid`): only iterations divisible by it, plus the
+        run's last checkpoint; None: the run's `eval_every`, else every checkpoint. Must be a
+        multiple of the run's save interval.
+    workers: processes evaluating checkpoints side by side, one per GPU group
+        (`vineppo.evaluate.parallel`); None: one per GPU group of the node (1 without CUDA).
+        Each process serves its share of the checkpoints with one engine, whose weights are
+        loaded in place from each checkpoint directory.
     grading: the grading mode; None: the run's `grading.mode` (else "official").
-    Returns the results dicts written by this call.
+    Returns the results dicts written by this call, in checkpoint order.
     """
     run = Path(run_dir)
     if not run.is_dir():
@@ -264,19 +291,45 @@ def evaluate_run(run_dir: str | Path, task_name: str | None = None, split: str |
     settings = EvalSettings(n_samples, temperature, top_p, max_new_tokens, seed, max_sequence_length,
                             grading, unfinished)
     wanted = _settings_dict(spec.task, settings, max_problems)
-    todo = pending_checkpoints(run, splits, wanted, force=force)
+    every = every if every is not None else declared_grid(run_cfg)
+    todo = pending_checkpoints(run, splits, wanted, force=force, every=every, run_cfg=run_cfg)
     if include_initial:
         first = initial_job(run, run_cfg, splits, wanted, force=force)
         todo = ([first] if first is not None else []) + todo
     if not todo:
         log.info("%s: every checkpoint is already evaluated on %s", run, ", ".join(splits))
         return []
-    rows = {s: load_eval_rows(spec, s, max_problems) for s in sorted({s for job in todo for s in job.splits})}
-    tokenizer = load_tokenizer(todo[-1].model)
-    cache = _EngineCache(engine_cfg or engine_config(run_cfg, where), tokenizer, seed, max_sequence_length, progress)
+    cfg = engine_cfg or engine_config(run_cfg, where)
+    kwargs = dict(n_samples=n_samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                  seed=seed, max_sequence_length=max_sequence_length, max_problems=max_problems,
+                  progress=progress, grading=grading, unfinished=unfinished)
+    if workers is None:
+        workers = default_workers(cfg.tensor_parallel_size, len(todo))
+    if workers <= 1 or len(todo) == 1:
+        return evaluate_jobs(todo, run.name, spec, cfg, **kwargs)
+    shares = assign(todo, workers)
+    groups = device_groups(visible_devices(), cfg.tensor_parallel_size)
+    if groups and len(groups) < len(shares):
+        raise EvalError(f"{workers} workers need {len(shares)} groups of {cfg.tensor_parallel_size} GPU(s); "
+                        f"this node has {len(groups)}")
+    devices = groups[: len(shares)] if groups else [None] * len(shares)
+    log.info("%s: %d checkpoints over %d processes (devices %s)", run, len(todo), len(shares), devices)
+    done = run_shares(evaluate_jobs, shares, devices, args=(run.name, spec, cfg), kwargs=kwargs)
+    order = {job.model: i for i, job in enumerate(todo)}
+    return sorted((r for part in done for r in part), key=lambda r: order[r["checkpoint"]])
+
+
+def evaluate_jobs(jobs: Sequence[EvalJob], run_name: str, spec: DataSpec, engine_cfg: EngineConfig, *,
+                  n_samples: int, temperature: float, top_p: float, max_new_tokens: int, seed: int,
+                  max_sequence_length: int | None, max_problems: int | None, progress: bool, grading: str,
+                  unfinished: str) -> list[dict]:
+    """Evaluate `jobs` one after the other with one engine (the body of one sweep process)."""
+    rows = {s: load_eval_rows(spec, s, max_problems) for s in sorted({s for job in jobs for s in job.splits})}
+    tokenizer = load_tokenizer(jobs[-1].model)
+    cache = _EngineCache(engine_cfg, tokenizer, seed, max_sequence_length, progress)
     written = []
     try:
-        for job in tqdm(todo, desc=f"eval {run.name}: checkpoints", unit="ckpt", disable=not progress):
+        for job in tqdm(jobs, desc=f"eval {run_name}: checkpoints", unit="ckpt", disable=not progress):
             engine = cache.get(job.model)
             for s in job.splits:
                 written.append(evaluate_checkpoint(
