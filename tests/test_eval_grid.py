@@ -131,3 +131,31 @@ def test_two_worker_processes_equal_the_sequential_sweep(tiny_model_dir, shared_
     assert [r["iteration"] for r in parallel] == [r["iteration"] for r in sequential] == [1, 2, 3]
     assert [r["pass@1"] for r in parallel] == [r["pass@1"] for r in sequential]
     assert _samples(run) == first and len(set(first.values())) == 3
+
+
+def test_update_weights_from_dir_loads_the_checkpoint(tiny_model_dir, tiny_tokenizer, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from vineppo.engine.hf import HFEngine
+
+    other = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(1.5)
+    other.save_pretrained(tmp_path / "next")
+    engine = HFEngine(str(tiny_model_dir), tiny_tokenizer, progress=False)
+    engine.update_weights_from_dir(tmp_path / "next")
+    for k, v in other.state_dict().items():
+        torch.testing.assert_close(engine.model.state_dict()[k], v)
+    with pytest.raises(ValueError, match="no safetensors"):
+        engine.update_weights_from_dir(tmp_path)
+
+
+@pytest.mark.slow
+def test_run_shares_returns_in_order_and_names_a_failure():  # ~20 s: four spawned processes import torch
+    from vineppo.evaluate.parallel import run_shares
+
+    assert run_shares(sorted, [[3, 1], [2]], [None, None]) == [[1, 3], [2]]
+    with pytest.raises(RuntimeError, match="process 1 .*TypeError"):
+        run_shares(sum, [[1, 2], [None]], [None, None])

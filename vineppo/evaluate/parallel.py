@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import queue as queue_module
+import traceback
 from typing import Any, Callable, Sequence, TypeVar
 
 log = logging.getLogger("vineppo.evaluate")
@@ -52,26 +54,55 @@ def assign(jobs: Sequence[T], workers: int) -> list[list[T]]:
     return [list(jobs[w::workers]) for w in range(workers) if jobs[w::workers]]
 
 
-def _run_share(devices: str | None, threads: int, fn: Callable[..., list], args: tuple, kwargs: dict) -> list:
+def _run_share(queue, index: int, devices: str | None, threads: int, fn: Callable[..., list], args: tuple,
+               kwargs: dict) -> None:
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = devices  # before anything in this fresh process touches CUDA
-    import torch
+    try:
+        import torch
 
-    torch.set_num_threads(threads)  # the caller's CPU threads, split between the processes
-    return fn(*args, **kwargs)
+        torch.set_num_threads(threads)  # the caller's CPU threads, split between the processes
+        queue.put((index, fn(*args, **kwargs), None))
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises
+        queue.put((index, None, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
 
 
 def run_shares(fn: Callable[..., list], shares: Sequence[Sequence[Any]], devices: Sequence[str | None],
                args: tuple = (), kwargs: dict | None = None) -> list[list]:
     """`fn(share, *args, **kwargs)` for every share, each in a fresh spawned process (CUDA state is
-    per process) pinned to its `devices` entry (None: inherit). Returns the results in share order."""
-    if len(devices) < len(shares):
-        raise ValueError(f"{len(shares)} shares but devices for {len(devices)}")
+    per process) pinned to its `devices` entry (None: inherit). Returns the results in share order;
+    raises RuntimeError naming the share when a process fails or dies.
+
+    Plain (non-daemon) processes, not a Pool: a tensor-parallel vLLM engine starts worker
+    processes of its own, which a daemonic pool worker may not."""
     import torch
 
+    if len(devices) < len(shares):
+        raise ValueError(f"{len(shares)} shares but devices for {len(devices)}")
     threads = max(1, torch.get_num_threads() // len(shares))
     ctx = mp.get_context("spawn")
-    with ctx.Pool(processes=len(shares), maxtasksperchild=1) as pool:
-        pending = [pool.apply_async(_run_share, (d, threads, fn, (list(share), *args), dict(kwargs or {})))
-                   for share, d in zip(shares, devices)]
-        return [p.get() for p in pending]
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_run_share, args=(queue, i, d, threads, fn, (list(share), *args), dict(kwargs or {})))
+             for i, (share, d) in enumerate(zip(shares, devices))]
+    for p in procs:
+        p.start()
+    results: dict[int, list] = {}
+    try:
+        while len(results) < len(procs):
+            try:
+                index, value, error = queue.get(timeout=5)
+            except queue_module.Empty:
+                dead = [i for i, p in enumerate(procs) if i not in results and p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"evaluation process {dead[0]} (devices {devices[dead[0]]}) died with exit "
+                                       f"code {procs[dead[0]].exitcode}") from None
+                continue
+            if error is not None:
+                raise RuntimeError(f"evaluation process {index} (devices {devices[index]}) failed: {error}")
+            results[index] = value
+    finally:
+        for p in procs:
+            p.join(timeout=60 if len(results) == len(procs) else 1)
+            if p.is_alive():
+                p.terminate()
+    return [results[i] for i in range(len(procs))]
