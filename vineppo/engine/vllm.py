@@ -71,23 +71,36 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 import weakref
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
-from vineppo.engine.base import Completion, Engine, EngineStats, SamplingParams, cut_generation
-from vineppo.engine.vllm_compat import VLLM_ENV_DEFAULTS, prepare_vllm_env  # noqa: F401 (public here too)
+from vineppo.engine.base import (
+    Completion,
+    Engine,
+    EngineStats,
+    SamplingParams,
+    cut_generation,
+)
+from vineppo.engine.vllm_compat import (  # noqa: F401 (public here too)
+    VLLM_ENV_DEFAULTS,
+    hf_layout,
+    prepare_vllm_env,
+    register_open,
+    shutdown_llm,
+    stop_token_ids,
+    warn_if_tokenizers_differ,
+)
 from vineppo.engine.vllm_compat import accepts as _accepts
 from vineppo.engine.vllm_compat import checkpoint_dtype as _checkpoint_dtype
 from vineppo.engine.vllm_compat import engine_arg_names as _engine_arg_names
-from vineppo.engine.vllm_compat import hf_layout, register_open, shutdown_llm
 from vineppo.engine.vllm_compat import import_vllm as _import_vllm
 from vineppo.engine.vllm_compat import local_rank as _local_rank
 from vineppo.engine.vllm_compat import torch_threads as _torch_threads
 from vineppo.engine.vllm_logprobs import V1_RUNNER_ENV, install_untruncated_logprobs
+from vineppo.engine.vllm_stats import PrefixCacheCounter
 from vineppo.tokens import decode_response
 
 log = logging.getLogger(__name__)
@@ -150,7 +163,7 @@ class VLLMEngine(Engine):
         self.last_sync: dict[str, Any] = {}
         self.eos_id = tokenizer.eos_token_id
         #: ids that end a response (vLLM also stops on the generation config's EOS ids)
-        self.stop_token_ids = self._stop_ids(tokenizer, model_path)
+        self.stop_token_ids = stop_token_ids(tokenizer, model_path)
         #: the LoRA adapter served on top of the base weights (`update_adapter`), or None
         self.lora_request = None
         self._sleeping = False
@@ -266,25 +279,12 @@ class VLLMEngine(Engine):
                 self.untruncated_logprobs = all(self.llm.collective_rpc(install_untruncated_logprobs))
             except Exception as e:  # pragma: no cover - depends on the vLLM version
                 log.debug("could not patch the vLLM sampler: %r", e)
-        self._check_tokenizer()
-        self._pc = [0, 0]
-        self._pc_hooked = self._hook_prefix_stats()
+        warn_if_tokenizers_differ(self.llm, self.tokenizer)
+        self._prefix = PrefixCacheCounter(self.llm)
         log.info("vLLM %s engine on %s ready in %.1fs (dtype %s, in-process worker: %s)", self.vllm_version,
                  current_platform.device_type, self.init_seconds, self.dtype, self._inproc_worker() is not None)
 
     # ------------------------------------------------------------------ helpers
-    @staticmethod
-    def _stop_ids(tokenizer, model_path) -> set[int]:
-        ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-        try:
-            from transformers import GenerationConfig
-
-            eos = GenerationConfig.from_pretrained(str(model_path)).eos_token_id
-            ids |= set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-        except Exception:  # no generation_config.json
-            pass
-        return ids
-
     def _check_open(self):
         if self.llm is None:
             raise RuntimeError("VLLMEngine is closed")
@@ -300,56 +300,9 @@ class VLLMEngine(Engine):
         worker = getattr(executor, "driver_worker", None)
         return getattr(worker, "worker", worker)
 
-    def _check_tokenizer(self):
-        try:
-            vtok = self.llm.get_tokenizer()
-        except Exception:
-            return
-        probe = "Natalia sold 48/2 = 24 clips.\n#### 72"
-        try:
-            same = list(vtok.encode(probe, add_special_tokens=False)) == list(self.tokenizer.encode(probe, add_special_tokens=False))
-        except Exception:
-            same = True
-        if not same:
-            warnings.warn("vLLM loads a different tokenizer from the model dir than the one given to VLLMEngine: "
-                          "prompts are token ids (fine), but stop strings are detected on vLLM's text and may "
-                          "cut at other places. Save the tokenizer so that every loader agrees.", stacklevel=3)
-
-    def _hook_prefix_stats(self) -> bool:
-        """Count this engine's prefix-cache queries/hits from the scheduler stats vLLM records each
-        step (the source of get_metrics(); the Prometheus registry is process-global and only
-        follows the newest engine when there are several)."""
-        mgr = getattr(self.llm.llm_engine, "logger_manager", None)
-        inner = getattr(mgr, "record", None)
-        if inner is None:
-            return False
-        counts = self._pc
-
-        def record(scheduler_stats=None, iteration_stats=None, *args, **kwargs):
-            pcs = getattr(scheduler_stats, "prefix_cache_stats", None)
-            if pcs is not None:
-                counts[0] += int(getattr(pcs, "queries", 0) or 0)
-                counts[1] += int(getattr(pcs, "hits", 0) or 0)
-            return inner(scheduler_stats, iteration_stats, *args, **kwargs)
-
-        mgr.record = record
-        return True
-
     def _prefix_counters(self) -> tuple[float, float]:
         """Cumulative (prefix-cache queried tokens, hit tokens) of this engine, or (0, 0)."""
-        if self._pc_hooked:
-            return float(self._pc[0]), float(self._pc[1])
-        try:
-            metrics = self.llm.get_metrics()
-        except Exception:
-            return (0.0, 0.0)
-        queries = hits = 0.0
-        for m in metrics:
-            if m.name == "vllm:prefix_cache_queries":
-                queries += float(getattr(m, "value", 0) or 0)
-            elif m.name == "vllm:prefix_cache_hits":
-                hits += float(getattr(m, "value", 0) or 0)
-        return queries, hits
+        return self._prefix.totals()
 
     @contextlib.contextmanager
     def _engine_rng(self, seed: int | None):

@@ -1,7 +1,7 @@
 """vLLM version and platform shims used by `vineppo.engine.vllm.VLLMEngine`: the environment vLLM
 must see before it is imported, feature checks on its API (engine args, keyword names), the torch
-thread count around its calls, the HF weight layout a push is validated against, and the
-process-global life cycle of `vllm.LLM`s (vLLM's distributed state is one per process)."""
+thread count around its calls, the HF weight layout a push is validated against, the stop ids
+and tokenizer vLLM reads from the model dir, and the process-global life cycle of `vllm.LLM`s (vLLM's distributed state is one per process)."""
 
 from __future__ import annotations
 
@@ -116,6 +116,36 @@ def hf_layout(model_path: str, trust_remote_code: bool = False) -> tuple[dict[st
     if not expected:
         raise RuntimeError(f"cannot determine the weight layout of {model_path}")
     return expected, {}
+
+
+def stop_token_ids(tokenizer, model_path) -> set[int]:
+    """Ids that end a response: the tokenizer's EOS and the generation config's EOS ids."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    try:
+        from transformers import GenerationConfig
+
+        eos = GenerationConfig.from_pretrained(str(model_path)).eos_token_id
+        ids |= set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+    except Exception:  # no generation_config.json
+        pass
+    return ids
+
+
+def warn_if_tokenizers_differ(llm, tokenizer) -> None:
+    """Warn when vLLM loaded a tokenizer that encodes differently from the one given to the engine."""
+    try:
+        vtok = llm.get_tokenizer()
+    except Exception:
+        return
+    probe = "Natalia sold 48/2 = 24 clips.\n#### 72"
+    try:
+        same = list(vtok.encode(probe, add_special_tokens=False)) == list(tokenizer.encode(probe, add_special_tokens=False))
+    except Exception:
+        same = True
+    if not same:
+        warnings.warn("vLLM loads a different tokenizer from the model dir than the one given to VLLMEngine: "
+                      "prompts are token ids (fine), but stop strings are detected on vLLM's text and may "
+                      "cut at other places. Save the tokenizer so that every loader agrees.", stacklevel=3)
 
 
 def local_rank(rank: int, world: int) -> int:
