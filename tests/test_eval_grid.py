@@ -159,3 +159,10 @@ def test_run_shares_returns_in_order_and_names_a_failure():  # ~20 s: four spawn
     assert run_shares(sorted, [[3, 1], [2]], [None, None]) == [[1, 3], [2]]
     with pytest.raises(RuntimeError, match="process 1 .*TypeError"):
         run_shares(sum, [[1, 2], [None]], [None, None])
+
+
+def test_eval_cli_sweep_flags_need_a_run(tiny_model_dir, capsys):
+    from vineppo.cli import main
+
+    assert main(["eval", "--checkpoint", str(tiny_model_dir), "--every", "40"]) == 2
+    assert "--every and --workers are for --run" in capsys.readouterr().err

@@ -54,6 +54,8 @@ def _eval(args) -> int:
                       f"maj@{r['n_samples']} {100 * r[f'maj@{args.n_samples}']:.2f}")
             print(f"evaluated {len(done)} (checkpoint, split) pairs; already evaluated ones were skipped")
             return 0
+        if args.every is not None or args.workers is not None:
+            raise EvalError("--every and --workers are for --run (a sweep over a run's checkpoints)")
         run = run_dir_of(args.checkpoint)
         run_cfg = read_run_config(run) if run is not None else {}
         where = f"{run}/config.yaml" if run is not None else "--checkpoint"
