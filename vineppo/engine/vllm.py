@@ -77,13 +77,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
-from vineppo.engine.base import (
-    Completion,
-    Engine,
-    EngineStats,
-    SamplingParams,
-    cut_generation,
-)
+from vineppo.engine.base import Completion, Engine, EngineStats, SamplingParams, cut_generation
 from vineppo.engine.vllm_compat import (  # noqa: F401 (public here too)
     VLLM_ENV_DEFAULTS,
     hf_layout,

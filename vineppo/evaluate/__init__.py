@@ -27,22 +27,8 @@ Everything is importable from `vineppo.evaluate`.
 
 from __future__ import annotations
 
-from vineppo.evaluate.grid import (
-    GridError,
-    check_grid,
-    declared_grid,
-    default_grid,
-    on_grid,
-    save_interval,
-)
-from vineppo.evaluate.metrics import (
-    extracted_answer,
-    majority_answer,
-    majority_vote,
-    pass_at_k,
-    summarize,
-    vote_key,
-)
+from vineppo.evaluate.grid import GridError, check_grid, declared_grid, default_grid, on_grid, save_interval
+from vineppo.evaluate.metrics import extracted_answer, majority_answer, majority_vote, pass_at_k, summarize, vote_key
 from vineppo.evaluate.results import eval_dir, read_results, write_results
 from vineppo.evaluate.runs import (
     DataSpec,

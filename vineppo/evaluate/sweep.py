@@ -15,13 +15,7 @@ from vineppo import checkpoint as ckpt
 from vineppo.config import EngineConfig
 from vineppo.engine.base import Engine
 from vineppo.evaluate.grid import check_grid, declared_grid, on_grid, save_interval
-from vineppo.evaluate.parallel import (
-    assign,
-    default_workers,
-    device_groups,
-    run_shares,
-    visible_devices,
-)
+from vineppo.evaluate.parallel import assign, default_workers, device_groups, run_shares, visible_devices
 from vineppo.evaluate.results import eval_dir, read_results, write_results
 from vineppo.evaluate.runs import (
     DataSpec,
