@@ -5,7 +5,6 @@ evaluated side by side in worker processes (equal to the one-process sweep)."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -86,17 +85,9 @@ def test_compare_cli_refuses_a_finer_grid(tmp_path, capsys):
 
 
 def _eval_run(root: Path, tiny_model_dir: Path, data_dir: Path, iterations, save_every: int) -> Path:
-    run = root / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "config.yaml").write_text(
-        f"algorithm: vineppo\nsave_every: {save_every}\nmodel:\n  name_or_path: {tiny_model_dir}\n"
-        f"data:\n  task: gsm8k\n  source: {data_dir}\n  validation_size: 20\n"
-        "engine:\n  backend: hf\n  max_batch_size: 16\n")
-    for it in iterations:
-        d = run / "checkpoints" / f"iter_{it:06d}"
-        shutil.copytree(tiny_model_dir, d)
-        write_manifest(d, it)
-    return run
+    from test_evaluate import _fake_run
+
+    return _fake_run(root, tiny_model_dir, data_dir, iterations, save_every=save_every)
 
 
 def test_eval_every_keeps_the_grid_and_the_last(tiny_model_dir, shared_data_dir, tmp_path, one_torch_thread):

@@ -207,11 +207,13 @@ def test_evaluate_checkpoint_writes_files(tiny_model_dir, shared_data_dir, tmp_p
     assert not list(out.glob(".*tmp*"))  # atomic writes leave no temporary files
 
 
-def _fake_run(root: Path, tiny_model_dir: Path, data_dir: Path, iterations: list[int]) -> Path:
+def _fake_run(root: Path, tiny_model_dir: Path, data_dir: Path, iterations: list[int],
+              save_every: int | None = None) -> Path:
     run = root / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text(
-        f"algorithm: vineppo\nmodel:\n  name_or_path: {tiny_model_dir}\n"
+        "algorithm: vineppo\n" + (f"save_every: {save_every}\n" if save_every else "")
+        + f"model:\n  name_or_path: {tiny_model_dir}\n"
         f"data:\n  task: gsm8k\n  source: {data_dir}\n  validation_size: 20\n  validation_seed: 42\n"
         "engine:\n  backend: hf\n  max_batch_size: 16\n")
     for it in iterations:
