@@ -157,3 +157,15 @@ def test_eval_cli_sweep_flags_need_a_run(tiny_model_dir, capsys):
 
     assert main(["eval", "--checkpoint", str(tiny_model_dir), "--every", "40"]) == 2
     assert "--every and --workers are for --run" in capsys.readouterr().err
+
+
+def test_paper_configs_state_the_official_grid():
+    from vineppo.config import ConfigError, load_config
+
+    root = Path(__file__).resolve().parent.parent / "configs" / "paper"
+    for path in sorted(root.glob("*.yaml")):
+        cfg = load_config(str(path), [])
+        assert cfg.eval_every == (60 if path.name.startswith("deepseekmath") else 40), path.name
+        assert cfg.eval_every % cfg.save_every == 0
+    with pytest.raises(ConfigError, match="eval_every must be a multiple of save_every"):
+        load_config(str(root / "rho1b_gsm8k_vineppo.yaml"), ["eval_every=15"])
