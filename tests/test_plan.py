@@ -223,7 +223,7 @@ def test_group_methods_keep_their_whitening_default():
 def test_activation_and_logits_estimate_against_measurement():
     """The training micro-batch's activations + logits peak, estimated vs measured by torch's
     MemTracker on CPU (fp32 tiny Llama, sdpa, the trainer's chunked log-softmax): the estimate is
-    within −5 % / +20 % of the measurement (README "Will it fit?" states the error)."""
+    never under the measurement and at most 25 % over it (README "Will it fit?" states the error)."""
     import torch
     from torch.distributed._tools.mem_tracker import MemTracker
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -237,26 +237,27 @@ def test_activation_and_logits_estimate_against_measurement():
     torch.manual_seed(0)
     model = LlamaForCausalLM(c).train()
     shape = shape_from_config(c)
-    B, L = 2, 520
+    B, L = 1, 300  # > one 256-position log-softmax chunk
     ids = torch.randint(0, c.vocab_size, (B, L))
-    for checkpointing in (True, False):
+    for checkpointing, with_logits in ((True, False), (True, True), (False, True)):
         if checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         else:
             model.gradient_checkpointing_disable()
-        for with_logits in (False, True):
-            tracker = MemTracker()
-            tracker.track_external(model)
-            with tracker:
-                if with_logits:
-                    logits = model(input_ids=ids, use_cache=False).logits
-                    logprobs_from_logits(logits[:, :-1], ids[:, 1:], 0.6).sum().backward()
-                else:
-                    model.model(input_ids=ids, use_cache=False).last_hidden_state.sum().backward()
-            peak = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]
-            measured = peak["Total"] - sum(v for k, v in peak.items() if "PARAM" in str(k) or "BUFFER" in str(k))
-            estimate = activation_bytes(shape, B, L, 4, checkpointing, "sdpa")
+        tracker = MemTracker()
+        tracker.track_external(model)
+        with tracker:
             if with_logits:
-                estimate += logits_peak_bytes(shape, B, L, 4)
-            model.zero_grad(set_to_none=True)
-            assert 0.95 * measured <= estimate <= 1.20 * measured, (checkpointing, with_logits, estimate, measured)
+                logits = model(input_ids=ids, use_cache=False).logits
+                logprobs_from_logits(logits[:, :-1], ids[:, 1:], 0.6).sum().backward()
+            else:
+                model.model(input_ids=ids, use_cache=False).last_hidden_state.sum().backward()
+        peak = {str(k).rsplit(".", 1)[-1]: v
+                for k, v in tracker.get_tracker_snapshot("peak")[torch.device("cpu")].items()}
+        measured = peak["ACT"] + peak["TEMP"]  # weights and gradients are planned separately
+        estimate = activation_bytes(shape, B, L, 4, checkpointing, "sdpa")
+        if with_logits:
+            estimate += logits_peak_bytes(shape, B, L, 4)
+        model.zero_grad(set_to_none=True)
+        # measured here: +2..6 % without, +15..21 % with gradient checkpointing (never under)
+        assert measured <= estimate <= 1.25 * measured, (checkpointing, with_logits, estimate, measured)
