@@ -261,3 +261,50 @@ def test_activation_and_logits_estimate_against_measurement():
         model.zero_grad(set_to_none=True)
         # measured here: +2..6 % without, +15..21 % with gradient checkpointing (never under)
         assert measured <= estimate <= 1.25 * measured, (checkpointing, with_logits, estimate, measured)
+
+
+def _expand(name: str) -> list[str]:
+    """`rho1b_{math,gsm8k}_ppo` -> both names."""
+    m = re.search(r"\{([^}]*)\}", name)
+    if not m:
+        return [name]
+    return [x for opt in m.group(1).split(",") for x in _expand(name[:m.start()] + opt + name[m.end():])]
+
+
+def test_launch_readme_plan_table_agrees_with_the_plan(model_dirs):
+    text = (ROOT / "launch" / "README.md").read_text()
+    rows = re.findall(r"^\| (\S+) \| `(\S+\.yaml)` \| ([\d.]+) \((\w+)\) \| (yes|no) \| ([\d.]+) / ([\d.]+) \|$", text, re.M)
+    assert len(rows) == 5
+    covered = set()
+    for names, launch, peak, phase, fits, share, largest in rows:
+        for name in _expand(names):
+            covered.add((name, launch))
+            model = name.split("_")[0]
+            cfg = load_config(PAPER / f"{name}.yaml", [f"model.name_or_path={model_dirs[model]}"])
+            plan = plan_memory(model_shape(model_dirs[model]), cfg, read_launch(ROOT / "launch" / launch), 80 * GIB)
+            assert (round(plan.peak / GIB, 1), plan.peak_phase, plan.fits) == (float(peak), phase, fits == "yes"), name
+            assert (cfg.engine.gpu_memory_utilization, plan.max_gpu_memory_utilization) == (float(share), float(largest))
+    assert covered == set(_readme_pairs())
+
+
+def test_train_startup_check_refuses_on_a_fake_gpu(model_dirs, monkeypatch):
+    """The hook `vineppo train` calls on CUDA, with torch.cuda faked to one 80 GiB GPU."""
+    import types
+
+    import torch
+
+    from vineppo.plan import MemoryPlanError, check_memory_at_startup
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(total_memory=80 * GIB))
+    for k in ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    seven_b = load_config(PAPER / "deepseekmath7b_math_vineppo.yaml", [f"model.name_or_path={model_dirs['deepseekmath7b']}"])
+    with pytest.raises(MemoryPlanError, match=r"GiB per GPU in its train phase.*change: --config_file"):
+        check_memory_at_startup(seven_b)
+    seven_b.distributed.memory_check = False
+    check_memory_at_startup(seven_b)  # overridden: starts anyway
+    rho = load_config(PAPER / "rho1b_math_vineppo.yaml", [f"model.name_or_path={model_dirs['rho1b']}"])
+    check_memory_at_startup(rho)
