@@ -308,3 +308,16 @@ def test_train_startup_check_refuses_on_a_fake_gpu(model_dirs, monkeypatch):
     check_memory_at_startup(seven_b)  # overridden: starts anyway
     rho = load_config(PAPER / "rho1b_math_vineppo.yaml", [f"model.name_or_path={model_dirs['rho1b']}"])
     check_memory_at_startup(rho)
+
+
+def test_a_share_too_small_for_the_engine_weights_does_not_fit(model_dirs):
+    """0.1 × 80 GiB cannot hold 7B's 12.9 GiB of bf16 engine weights: no KV cache, no fit, even
+    though every phase is under the capacity; the first change is a larger share."""
+    ds = model_shape(model_dirs["deepseekmath7b"])
+    cfg = load_config(PAPER / "deepseekmath7b_math_ppo.yaml", [f"model.name_or_path={model_dirs['deepseekmath7b']}",
+                                                               "engine.gpu_memory_utilization=0.1"])
+    launch = read_launch(ROOT / "launch" / "fsdp_8gpu.yaml")
+    plan = make_plan(ds, cfg, launch, 80 * GIB, sorted((ROOT / "launch").glob("*.yaml")))
+    assert plan.peak < plan.capacity and plan.kv_cache_tokens == 0
+    assert not plan.fits
+    assert plan.suggestion == f"engine.gpu_memory_utilization={plan.max_gpu_memory_utilization}"
