@@ -12,7 +12,8 @@ points (`vineppo train` under `accelerate launch`, the engine classes, the Train
 - `torch.cuda.max_memory_allocated` of a ~0.5B Llama's training step at paper sequence lengths,
   and the GPU memory in use with the engine awake, against `vineppo plan`'s prediction.
 
-One line per check, the last `gpu_check: N passed, M failed`; exit 1 if any failed. Without CUDA:
+`--full` runs VinePPO, PPO and GRPO under each of FSDP2, ZeRO-2 and ZeRO-3 (by default each
+strategy runs one of them). One line per check, the last `gpu_check: N passed, M failed`; exit 1 if any failed. Without CUDA:
 `gpu_check: no CUDA device, nothing checked`, exit 0. Budget: <= 8 minutes on one 80 GB GPU.
 The pure parts (runner, formatting, the plan comparison, the model shapes) are tested on CPU in
 tests/test_gpu_check.py.
@@ -134,13 +135,38 @@ class Workspace:
         self.tiny = save_tiny(root / "tiny", [r["question"] + "\n" + r["answer"] for r in rows_train])
 
     def train_overrides(self, algorithm: str) -> list[str]:
-        return [f"algorithm={algorithm}", f"model.name_or_path={self.tiny}", "model.dtype=bfloat16",
-                "data.task=arithmetic", f"data.source={self.data}", "data.validation_size=0",
-                "model.gradient_checkpointing=true", "iterations=1", "save_every=1", "episodes.questions_per_iteration=8",
-                "episodes.samples_per_question=4", "ppo.minibatch_size=16", "ppo.micro_batch_size=8",
-                "sampling.max_new_tokens=48", "sampling.max_sequence_length=512", "mc.k=2",
-                "mc.max_states_per_response=4", "engine.backend=vllm", "engine.gpu_memory_utilization=0.2",
-                "engine.kv_cache_memory_bytes=null", "logging.progress=false", "optim.lr=1e-5"]
+        return train_overrides(self.tiny, self.data, algorithm)
+
+
+def train_overrides(model_dir: Path, data_dir: Path, algorithm: str) -> list[str]:
+    """One short bf16 iteration of `algorithm` on the tiny model with the vLLM engine."""
+    return [f"algorithm={algorithm}", f"model.name_or_path={model_dir}", "model.dtype=bfloat16",
+            "model.gradient_checkpointing=true", "data.task=arithmetic", f"data.source={data_dir}",
+            "data.validation_size=0", "iterations=1", "save_every=1", "episodes.questions_per_iteration=8",
+            "episodes.samples_per_question=4", "ppo.minibatch_size=16", "ppo.micro_batch_size=8",
+            "sampling.max_new_tokens=48", "sampling.max_sequence_length=512", "mc.k=2",
+            "mc.max_states_per_response=4", "engine.backend=vllm", "engine.gpu_memory_utilization=0.2",
+            "engine.kv_cache_memory_bytes=null", "logging.progress=false", "optim.lr=1e-5"]
+
+
+#: the config every training check starts from (then `train_overrides` and the run's extras)
+TRAIN_CONFIG = ROOT / "configs" / "tiny" / "gsm8k_vineppo.yaml"
+#: (check name, algorithm, launch file or None for `accelerate launch --num_processes 1`, extra overrides)
+TRAIN_RUNS = [
+    ("single_vineppo_reference_offload", "vineppo", "single_gpu.yaml",
+     ["model.reference_offload=true", "engine.sleep_level=1"]),
+    ("single_ppo_sleep_level_2", "ppo", "single_gpu.yaml", ["engine.sleep_level=2"]),
+    ("single_grpo", "grpo", "single_gpu.yaml", []),
+    ("lora_adapter_sync", "grpo", "single_gpu.yaml", ["model.lora={r: 8, alpha: 16, sync: adapter}"]),
+    ("fsdp2_vineppo", "vineppo", "fsdp_8gpu.yaml", []),
+    ("zero2_ppo", "ppo", "zero2_8gpu.yaml", []),
+    ("zero3_grpo", "grpo", "zero3_8gpu.yaml", []),
+]
+#: `--full`: every algorithm under every sharded strategy too (longer than the 8-minute budget)
+FULL_RUNS = [(f"{launch.split('_')[0]}_{algorithm}", algorithm, launch, [])
+             for launch in ("fsdp_8gpu.yaml", "zero2_8gpu.yaml", "zero3_8gpu.yaml")
+             for algorithm in ("vineppo", "ppo", "grpo")]
+FLASH_RUN = ("flash_attention_2", "grpo", None, ["model.attn_implementation=flash_attention_2"])
 
 
 def train_run(ws: Workspace, name: str, algorithm: str, launch: str | None, extra: list[str]) -> dict:
@@ -151,7 +177,7 @@ def train_run(ws: Workspace, name: str, algorithm: str, launch: str | None, extr
         cmd += ["--config_file", str(one_process_launch(ROOT / "launch" / launch, ws.root / f"{name}.yaml"))]
     else:
         cmd += ["--num_processes", "1", "--mixed_precision", "bf16"]
-    cmd += ["-m", "vineppo", "train", "--config", str(ROOT / "configs" / "tiny" / "gsm8k_vineppo.yaml"),
+    cmd += ["-m", "vineppo", "train", "--config", str(TRAIN_CONFIG),
             "--output-dir", str(out), *ws.train_overrides(algorithm), *extra]
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
@@ -268,6 +294,11 @@ def check_memory_against_plan(ws: Workspace) -> str:
     free, total = torch.cuda.mem_get_info()
     measured_rollout = total - free
     engine.close()
+    del trainer, engine
+    import gc
+
+    gc.collect()
+    torch.cuda.empty_cache()
     lines = compare_with_plan({"train step": measured_step, "rollout": measured_rollout},
                               {"train step": planned_step, "rollout": sum(phases["rollout"].values())})
     bad = [d for _, ok, d in lines if not ok]
@@ -276,33 +307,30 @@ def check_memory_against_plan(ws: Workspace) -> str:
     return "; ".join(d for _, _, d in lines)
 
 
-def gpu_checks(ws: Workspace) -> list[tuple[str, Callable[[], str]]]:
+def training_runs(full: bool) -> list[tuple[str, str, str | None, list[str]]]:
+    """TRAIN_RUNS, with `full` the sharded strategies' runs replaced by all of FULL_RUNS."""
+    if not full:
+        return list(TRAIN_RUNS)
+    return [r for r in TRAIN_RUNS if r[2] == "single_gpu.yaml"] + FULL_RUNS
+
+
+def gpu_checks(ws: Workspace, full: bool = False) -> list[tuple[str, Callable[[], str]]]:
     import importlib.util
 
-    flash = importlib.util.find_spec("flash_attn") is not None
+    def run(name, algorithm, launch, extra):
+        return name, lambda: check_training(ws, name, algorithm, launch, extra)
 
     def flash_run():
-        if not flash:
+        if importlib.util.find_spec("flash_attn") is None:
             raise Skip("flash-attn is not installed")
-        return check_training(ws, "flash_attn", "grpo", None, ["model.attn_implementation=flash_attention_2"])
+        return check_training(ws, *FLASH_RUN)
 
-    return [
-        ("vllm_cuda_graphs_sleep_level_1", lambda: check_engine_sleep(ws, 1)),
-        ("vllm_cuda_graphs_sleep_level_2", lambda: check_engine_sleep(ws, 2)),
-        ("single_vineppo_reference_offload", lambda: check_training(
-            ws, "single_vineppo", "vineppo", "single_gpu.yaml",
-            ["model.reference_offload=true", "engine.sleep_level=1"])),
-        ("single_ppo_sleep_level_2", lambda: check_training(ws, "single_ppo", "ppo", "single_gpu.yaml",
-                                                            ["engine.sleep_level=2"])),
-        ("single_grpo", lambda: check_training(ws, "single_grpo", "grpo", "single_gpu.yaml", [])),
-        ("lora_adapter_sync", lambda: check_training(ws, "lora", "grpo", "single_gpu.yaml",
-                                                     ["model.lora={r: 8, alpha: 16, sync: adapter}"])),
-        ("fsdp2_vineppo", lambda: check_training(ws, "fsdp", "vineppo", "fsdp_8gpu.yaml", [])),
-        ("zero2_ppo", lambda: check_training(ws, "zero2", "ppo", "zero2_8gpu.yaml", [])),
-        ("zero3_grpo", lambda: check_training(ws, "zero3", "grpo", "zero3_8gpu.yaml", [])),
-        ("flash_attention_2", flash_run),
-        ("memory_vs_plan_0.5B", lambda: check_memory_against_plan(ws)),
-    ]
+    # the memory comparison first: nothing else has touched the GPU yet
+    return [("memory_vs_plan_0.5B", lambda: check_memory_against_plan(ws)),
+            ("vllm_cuda_graphs_sleep_level_1", lambda: check_engine_sleep(ws, 1)),
+            ("vllm_cuda_graphs_sleep_level_2", lambda: check_engine_sleep(ws, 2)),
+            *(run(*r) for r in training_runs(full)),
+            (FLASH_RUN[0], flash_run)]
 
 
 def main() -> int:
@@ -319,7 +347,7 @@ def main() -> int:
             traceback.print_exc()
             print("gpu_check: 0 passed, 1 failed")
             return 1
-        results = run_checks(gpu_checks(ws))
+        results = run_checks(gpu_checks(ws, full="--full" in sys.argv[1:]))
     print(summary(results))
     return 0 if all(r.ok is not False for r in results) else 1
 

@@ -75,3 +75,28 @@ def test_without_cuda_nothing_is_checked():
                           text=True, timeout=300)
     assert proc.returncode == 0
     assert proc.stdout.strip().splitlines() == ["gpu_check: no CUDA device, nothing checked"]
+
+
+def test_every_training_check_is_a_valid_run(tmp_path):
+    """Each training check's config + overrides loads and validates as `vineppo train` would read
+    it, its launch file exists, and together they cover VinePPO, PPO and GRPO under every strategy."""
+    from benchmarks.gpu_check import FLASH_RUN, FULL_RUNS, TRAIN_CONFIG, TRAIN_RUNS, training_runs, train_overrides
+    from vineppo.config import load_config
+    from vineppo.plan import read_launch
+
+    seen = set()
+    assert len({r[0] for r in training_runs(True)}) == len(training_runs(True)) == 4 + 9
+    full = {(read_launch(ROOT / "launch" / r[2]).strategy, r[1]) for r in FULL_RUNS}
+    assert full == {(s, a) for s in ("fsdp", "zero2", "zero3") for a in ("vineppo", "ppo", "grpo")}
+    for name, algorithm, launch, extra in [*TRAIN_RUNS, *FULL_RUNS, FLASH_RUN]:
+        cfg = load_config(TRAIN_CONFIG, train_overrides(tmp_path / "m", tmp_path / "d", algorithm) + extra)
+        assert cfg.algorithm == algorithm and cfg.model.dtype == "bfloat16" and cfg.engine.backend == "vllm"
+        strategy = read_launch(ROOT / "launch" / launch).strategy if launch else "single"
+        seen.add((strategy, algorithm))
+        if name == "lora_adapter_sync":
+            assert cfg.model.lora is not None and cfg.model.lora.sync == "adapter"
+        if name.endswith("reference_offload"):
+            assert cfg.model.reference_offload
+    assert {a for s, a in seen if s == "single"} == {"vineppo", "ppo", "grpo"}
+    assert {s for s, _ in seen} == {"single", "fsdp", "zero2", "zero3"}
+    assert [r[0] for r in training_runs(False)] == [r[0] for r in TRAIN_RUNS]
