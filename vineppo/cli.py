@@ -13,12 +13,13 @@ def _train(args) -> int:
     from vineppo.loop import train
 
     from vineppo.data import DataError
+    from vineppo.plan import MemoryPlanError
     from vineppo.tasks.custom import MissingSolutionError
 
     cfg = load_config(args.config, args.overrides)
     try:
         train(cfg, args.output_dir, resume=args.resume)
-    except (DataError, MissingSolutionError, FileNotFoundError, FileExistsError) as e:
+    except (DataError, MissingSolutionError, FileNotFoundError, FileExistsError, MemoryPlanError) as e:
         # Bad data (file, line, field) or paths: one line for the user, not a traceback.
         kind = "data error" if isinstance(e, (DataError, MissingSolutionError)) else "error"
         print(f"vineppo train: {kind}: {e}", file=sys.stderr)
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare_parser(sub)
     _add_sft_parser(sub)
     _add_demo_parser(sub)
+    _add_plan_parser(sub)
     return p
 
 
@@ -246,6 +248,40 @@ def _add_demo_parser(sub) -> None:
     d.add_argument("overrides", nargs="*",
                    help="dotted overrides, e.g. iterations=20 mc.k=5 demo.eval.n_samples=16 demo.sft.max_steps=600")
     d.set_defaults(func=_demo)
+
+
+def _plan(args) -> int:
+    import json
+    from pathlib import Path
+
+    from vineppo.config import load_config
+    from vineppo.plan import GIB, PlanError, Launch, format_plan, launch_files, make_plan, model_shape, read_launch
+
+    try:
+        if args.gpu_memory <= 0:
+            raise PlanError(f"--gpu-memory must be positive, got {args.gpu_memory}")
+        cfg = load_config(args.config, args.overrides)
+        launch = read_launch(args.launch) if args.launch else Launch("(no launch file)", "single", 1)
+        others = launch_files(Path(args.launch).parent if args.launch else None)
+        plan = make_plan(model_shape(cfg.model.name_or_path), cfg, launch, int(args.gpu_memory * GIB), others)
+    except PlanError as e:
+        print(f"vineppo plan: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(plan.to_json(), indent=1) if args.json else format_plan(plan))
+    return 0 if plan.fits else 3
+
+
+def _add_plan_parser(sub) -> None:
+    pl = sub.add_parser("plan", help="will it fit? per-GPU memory of each phase of a run, before launch "
+                                     "(exit 0 fits, 3 does not)")
+    pl.add_argument("--config", required=True, help="YAML config (see configs/)")
+    pl.add_argument("--launch", default=None, help="accelerate launch file (default: one process, no strategy)")
+    pl.add_argument("--gpu-memory", type=float, default=80.0, metavar="GIB",
+                    help="memory of one GPU in GiB (default 80)")
+    pl.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    pl.add_argument("overrides", nargs="*",
+                    help="dotted overrides, e.g. model.name_or_path=DIR (a directory with only config.json works)")
+    pl.set_defaults(func=_plan)
 
 
 def _requested_cpu_processes() -> int | None:

@@ -205,6 +205,8 @@ class DistributedConfig:
     #: process-group timeout: generation and MC phases are long and uneven across ranks (the
     #: defaults are 10 min for NCCL, 30 min for DeepSpeed)
     timeout_minutes: int = 120
+    #: `vineppo train` on CUDA refuses a run whose memory plan (`vineppo plan`) does not fit the GPU
+    memory_check: bool = True
 
 
 @dataclass

@@ -286,6 +286,8 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
     # processes form a gloo group (vineppo/distributed.py)
     acc = build_accelerator(cfg)
     rank, world = acc.process_index, acc.num_processes
+    from vineppo.plan import check_memory_at_startup
+    check_memory_at_startup(cfg)  # CUDA only: refuse a run whose memory plan does not fit (vineppo plan)
     logging.basicConfig(level=logging.INFO if acc.is_main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if acc.is_main_process:
