@@ -85,7 +85,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
-from vineppo.engine.base import Completion, Engine, EngineStats, SamplingParams, cut_generation
+from vineppo.engine.base import (Completion, Engine, EngineStats, SamplingParams, cut_generation, ending_token,
+                                 stop_token_ids)
 from vineppo.tokens import decode_response
 
 log = logging.getLogger(__name__)
@@ -366,15 +367,13 @@ class VLLMEngine(Engine):
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def _stop_ids(tokenizer, model_path) -> set[int]:
-        ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
         try:
             from transformers import GenerationConfig
 
             eos = GenerationConfig.from_pretrained(str(model_path)).eos_token_id
-            ids |= set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
         except Exception:  # no generation_config.json
-            pass
-        return ids
+            eos = None
+        return stop_token_ids(tokenizer, eos)
 
     def _check_open(self):
         if self.llm is None:
@@ -600,7 +599,8 @@ class VLLMEngine(Engine):
         if sampling.logprobs:
             entries = c.logprobs or []
             logp = [float(entries[i][t].logprob) for i, t in enumerate(toks)]
-        return Completion(token_ids=toks, text=text, finish_reason=finish, logprobs=logp)
+        return Completion(token_ids=toks, text=text, finish_reason=finish, logprobs=logp,
+                          stop_token_id=ending_token(c.token_ids, toks, self.stop_token_ids))
 
     # ------------------------------------------------------------------ weights
     def _validate(self, state_dict: Mapping[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
