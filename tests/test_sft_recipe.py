@@ -113,7 +113,8 @@ def test_sft_plans_the_partial_batch(tiny_hf_model, tiny_tokenizer, one_torch_th
 
     stats = sft(copy.deepcopy(tiny_hf_model).requires_grad_(True), tiny_tokenizer, get_task("gsm8k"), ROWS * 3,
                 SFTConfig(epochs=1, batch_size=4, micro_batch_size=4, max_length=512, lr=0.0), progress=False)
-    assert stats["planned_steps"] == stats["steps"] == 2  # 6 examples: a batch of 4 and one of 2
+    # 6 examples: a batch of 4 and one of 2 (dropping it would start the next epoch: 8 examples)
+    assert stats["planned_steps"] == stats["steps"] == 2 and stats["trained_examples"] == 6
 
 
 def test_target_template_of_task_and_model_family(tiny_tokenizer):
