@@ -184,7 +184,8 @@ def _add_sft_parser(sub) -> None:
     s.add_argument("--model", required=True, help="base model: local directory or hub id")
     s.add_argument("--task", required=True, choices=["gsm8k", "math"])
     s.add_argument("--output-dir", required=True)
-    s.add_argument("--data-source", help="directory of JSONL files (default: the hub)")
+    s.add_argument("--data-source", help="the official data files (DatasetDict dir) or a directory of JSONL files "
+                                         "(default: the hub)")
     s.add_argument("--question-field", help="your data: the field holding the question")
     s.add_argument("--solution-field", help="your data: the field holding the worked solution (SFT needs it)")
     s.add_argument("--answer-field", help="your data: the field holding the bare final answer")
