@@ -212,3 +212,38 @@ def test_evaluation_with_each_template(chatml, header, tmp_path):
         assert res["pass@1"] == (0.5 if opened else 1.0), name
         builder = PromptBuilder(tok, spec.make_task(tok), spec.prompt)
         assert engine.prompts == [builder.ids(ROW)]
+
+
+def test_vineppo_sft_chat_trains_the_template_and_saves_its_end_of_turn_as_eos(header, tmp_path, one_torch_thread):
+    import json
+
+    from transformers import AutoTokenizer
+
+    from vineppo.cli import main
+    from vineppo.tiny import TinyModelConfig, build_model
+
+    tok, (eot, end) = header
+    base = tmp_path / "base"
+    model = build_model(tok, TinyModelConfig(hidden_size=64, num_layers=1, num_heads=2, intermediate_size=128))
+    model.generation_config.eos_token_id = [eot, end]
+    model.save_pretrained(base)
+    tok.save_pretrained(base)
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "test"):
+        (data / f"{split}.jsonl").write_text(json.dumps(ROW) + "\n")
+    out = tmp_path / "sft"
+    assert main(["sft", "--model", str(base), "--task", "gsm8k", "--output-dir", str(out), "--data-source", str(data),
+                 "--validation-size", "0", "--batch-size", "1", "--max-steps", "1", "--max-length", "512",
+                 "--chat", "--system", "S"]) == 0
+    info = json.loads((out / "sft_info.json").read_text())
+    assert info["examples"] == 1 and info["prompt"]["chat"] is True and info["prompt"]["system"] == "S"
+    assert info["config"]["target_template"] is None  # chat: the template, not the paper's target
+    assert AutoTokenizer.from_pretrained(out).eos_token == "<|eot_id|>"
+    # the loss is the one of the chat-formatted example (not of the paper's prompt and target)
+    from test_sft_recipe import _per_example_loss_by_hand
+
+    from vineppo.tasks.gsm8k import GSM8KTask
+
+    examples = sft_examples(GSM8KTask(), tok, [ROW], 512, prompt=PromptConfig(chat=True, system="S"))
+    assert info["final_loss"] == pytest.approx(_per_example_loss_by_hand(base, examples)[0], rel=1e-4)
