@@ -188,12 +188,14 @@ def sft(model, tokenizer, task: Task, rows: Sequence[Row], cfg: SFTConfig, *, pr
     model.train()
     batches: list[list[int]] = []
     losses = []
+    trained = 0  # examples through the optimizer steps (the last partial batch of an epoch included)
     t0 = time.perf_counter()
     for _ in tqdm(range(total), desc="sft", disable=not progress):
         if not batches:
             batches = _epoch_batches(rng, [len(ids) for ids, _ in examples], cfg.batch_size, cfg.group_by_length,
                                      drop_last=cfg.drop_last)
         batch = batches.pop(0)
+        trained += len(batch)
         opt.zero_grad(set_to_none=True)
         n_tok = sum(len(examples[i][0]) - examples[i][1] for i in batch)
         step_loss = 0.0
@@ -224,7 +226,7 @@ def sft(model, tokenizer, task: Task, rows: Sequence[Row], cfg: SFTConfig, *, pr
     if out_dir is not None:
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
-    return {"steps": len(losses), "planned_steps": total, "final_loss": float(np.mean(losses[-10:])), "seconds": time.perf_counter() - t0}
+    return {"steps": len(losses), "planned_steps": total, "trained_examples": trained, "final_loss": float(np.mean(losses[-10:])), "seconds": time.perf_counter() - t0}
 
 
 def sft_from_pretrained(model_name_or_path: str, task_name: str, output_dir: str | Path, cfg: SFTConfig, *,
