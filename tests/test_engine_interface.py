@@ -153,6 +153,8 @@ def test_finish_stop_at_eos(engine, prompts, tiny_hf_model, tiny_tokenizer):
         assert row[0].finish_reason == ref_finish
         assert eos not in row[0].token_ids
         assert row[0].text == decode_response(tiny_tokenizer, row[0].token_ids)
+        # the token that ended it is reported (episodes train it as the EOS); none at the length limit
+        assert row[0].stop_token_id == (eos if ref_finish == "stop" else None)
 
 
 def _pick_stop(text: str) -> tuple[int, str] | None:
@@ -174,7 +176,7 @@ def test_stop_string(engine, prompts, tiny_tokenizer):
             continue
         pos, stop = pick
         got = engine.generate([p], SamplingParams(temperature=0.0, max_new_tokens=MAX_NEW, stop=(stop,)))[0][0]
-        assert got.finish_reason == "stop"
+        assert got.finish_reason == "stop" and got.stop_token_id is None  # a string, not a token, ended it
         assert got.text == c.text[:pos]  # cut just before the stop string
         want_ids, want_text, stopped = trim_at_stop(c.token_ids, decode, (stop,))
         assert stopped and want_text == got.text

@@ -104,14 +104,21 @@ def _sft(args) -> int:
     cfg = SFTConfig(epochs=args.epochs, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
                     lr=args.lr, warmup_ratio=args.warmup_ratio, max_length=args.max_length, seed=args.seed,
                     max_steps=args.max_steps, autocast_dtype=None if args.autocast == "none" else args.autocast,
-                    lr_schedule=args.lr_schedule, group_by_length=args.group_by_length)
+                    lr_schedule=args.lr_schedule, group_by_length=args.group_by_length,
+                    warmup_shape=args.warmup_shape, loss_reduction=args.loss_reduction, drop_last=args.drop_last,
+                    target_template=args.target_template)
+    prompt = None
+    if args.chat:
+        from vineppo.config import PromptConfig
+
+        prompt = PromptConfig(chat=True, system=args.system)
     try:
         info = sft_from_pretrained(args.model, args.task, args.output_dir, cfg, data_source=args.data_source,
                                    validation_size=args.validation_size, max_train_rows=args.max_train_rows,
                                    dtype=args.dtype, gradient_checkpointing=args.gradient_checkpointing,
                                    attn_implementation=args.attn_implementation, overwrite=args.overwrite,
                                    question_field=args.question_field, answer_field=args.answer_field,
-                                   solution_field=args.solution_field)
+                                   solution_field=args.solution_field, prompt=prompt)
     except (FileExistsError, FileNotFoundError, DataError, MissingSolutionError, ConfigError) as e:
         print(f"vineppo sft: error: {e}", file=sys.stderr)
         return 2
@@ -196,7 +203,8 @@ def _add_sft_parser(sub) -> None:
     s.add_argument("--model", required=True, help="base model: local directory or hub id")
     s.add_argument("--task", required=True, choices=["gsm8k", "math"])
     s.add_argument("--output-dir", required=True)
-    s.add_argument("--data-source", help="directory of JSONL files (default: the hub)")
+    s.add_argument("--data-source", help="the official data files (DatasetDict dir) or a directory of JSONL files "
+                                         "(default: the hub)")
     s.add_argument("--question-field", help="your data: the field holding the question")
     s.add_argument("--solution-field", help="your data: the field holding the worked solution (SFT needs it)")
     s.add_argument("--answer-field", help="your data: the field holding the bare final answer")
@@ -207,6 +215,18 @@ def _add_sft_parser(sub) -> None:
     s.add_argument("--warmup-ratio", type=float, default=0.03)
     s.add_argument("--lr-schedule", choices=["linear", "constant"], default="linear",
                    help="after warmup: linear decay to 0 (the paper) or constant")
+    s.add_argument("--warmup-shape", choices=["log", "linear"], default="log",
+                   help="warm-up shape: log (DeepSpeed WarmupDecayLR, the paper) or linear")
+    s.add_argument("--loss-reduction", choices=["per_example", "tokens"], default="per_example",
+                   help="per_example: each example's token mean, then the mean over examples (the paper); "
+                        "tokens: one token mean over the batch")
+    s.add_argument("--drop-last", action="store_true", help="drop each epoch's last partial batch (the paper keeps it)")
+    s.add_argument("--target-template", default=None,
+                   help="text after the prompt with {solution} (default: the paper's for the task and model family: "
+                        "'\\n{solution}\\n', DeepSeekMath on MATH '\\n{solution}')")
+    s.add_argument("--chat", action="store_true",
+                   help="format with the tokenizer's chat template (generation prompt + solution + end-of-turn token)")
+    s.add_argument("--system", default=None, help="with --chat: a system message")
     s.add_argument("--group-by-length", action="store_true", help="batch examples of similar length (less padding)")
     s.add_argument("--max-length", type=int, default=2048, help="longer prompt + target examples are dropped")
     s.add_argument("--seed", type=int, default=0)

@@ -1,12 +1,18 @@
-"""Dataset rows for a task: from a local directory of JSON Lines files or from the HF hub.
+"""Dataset rows for a task: the official repository's data files, a local directory of JSON Lines
+files, or the HF hub.
 
 Splits (spec §3):
-- "test": the task's test file (GSM8K test, 1,319 rows; MATH-500).
-- "train" / "validation": the train file with a validation set carved out of it. The carve is
+- The official files (McGill-NLP/VinePPO `scripts/download_and_prepare_dataset.sh` unpacks them to
+  `data/gsm8k`, `data/math`): HF `DatasetDict`s saved with `save_to_disk` (a `dataset_dict.json`
+  beside `train/`, `validation/`, `test/`), read by `datasets.load_from_disk` like the official
+  `Task._load_data_source`. Their three splits are used as they are: the paper's exact rows.
+- A JSONL directory with `validation.jsonl`: likewise, that file is the validation split.
+- Otherwise "test" is the task's test file (GSM8K test, 1,319 rows; MATH-500) and "train" /
+  "validation" are the train file with a validation set carved out of it. The carve is
   deterministic in (seed, question text): a row is chosen by a hash of its question, not its
   position, so the same questions are held out whichever copy of the data (local or hub, in any
-  order) is read. Default sizes: GSM8K 373, MATH 500 (spec §3). The two parts are disjoint and
-  each keeps the file order.
+  order) is read. Default sizes: GSM8K 373, MATH 500 (spec §3), the official sizes, though not
+  the official members. The two parts are disjoint and each keeps the file order.
 
 Rows are validated as they are read: every required field of the task must be a non-empty
 string, and the task may check more (`Task.validate_row`, optional). A bad row raises DataError
@@ -173,6 +179,42 @@ def _local_file(directory: Path, task_name: str, file_split: str) -> Path:
     raise FileNotFoundError(f"no {file_split}.jsonl for task {task_name!r}; tried: {', '.join(map(str, tried))}")
 
 
+#: the file `DatasetDict.save_to_disk` writes: marks a directory in the official data format
+OFFICIAL_MARKER = "dataset_dict.json"
+
+
+def official_dir(source: str | os.PathLike[str], task_name: str) -> Path | None:
+    """The official-format `DatasetDict` directory of `source` for `task_name`: `source` itself or
+    `source/<task_name>` (the official `data/` root), if it holds a `dataset_dict.json`."""
+    root = Path(source)
+    for candidate in (root, root / task_name):
+        if (candidate / OFFICIAL_MARKER).is_file():
+            return candidate
+    return None
+
+
+def read_official_split(directory: Path, split: str, task: Task) -> Rows:
+    """The rows of `split` of an official-format `DatasetDict` directory, validated for `task`.
+    A list-valued `solution` (OpenAI PRM800K format) is joined with newlines, as the official
+    `MATH` task does; other fields (e.g. `_treetune__idx`) are kept as they are."""
+    import datasets  # imported here: loading the library is slow and only this path needs it
+
+    loaded = datasets.load_from_disk(str(directory))
+    if not isinstance(loaded, datasets.DatasetDict):
+        raise DataError(str(directory), "expected a DatasetDict (train/validation/test splits), got one Dataset")
+    if split not in loaded:
+        raise DataError(str(directory / OFFICIAL_MARKER),
+                        f"no {split!r} split; the official data has: {', '.join(loaded)}")
+    rows = []
+    for r in loaded[split]:
+        r = dict(r)
+        if isinstance(r.get("solution"), list):
+            r["solution"] = "\n".join(r["solution"])
+        rows.append(r)
+    required, validate_row = _task_checks(task)
+    return validate_rows(rows, f"{directory} (official DatasetDict), split {split!r}", required, validate_row)
+
+
 def _hub(path: str, name: str | None, split: str) -> Any:
     import datasets  # imported here: loading the library is slow and only the hub path needs it
 
@@ -282,8 +324,11 @@ def load_rows(
 ) -> Rows:
     """Validated rows of `split` ("train", "validation" or "test") for task `task_name`.
 
-    source: a directory holding `train.jsonl` and `test.jsonl` (or a `<task_name>/` folder with
-        them, e.g. the shared data root), or None / "hub" for the hub defaults: GSM8K
+    source: the official data (a `DatasetDict` directory, or the `data/` root holding
+        `<task_name>/`; its own train / validation / test splits are used, `validation_size` is
+        ignored), a directory holding `train.jsonl` and `test.jsonl` (and optionally
+        `validation.jsonl`, then used as the validation split) or a `<task_name>/` folder with
+        them, e.g. the shared data root, or None / "hub" for the hub defaults: GSM8K
         `openai/gsm8k` (main); MATH test `HuggingFaceH4/MATH-500`, MATH train = all of
         `EleutherAI/hendrycks_math` minus the MATH-500 problems.
     validation_size: rows carved from train into "validation" (default: VALIDATION_SIZES).
@@ -301,12 +346,28 @@ def load_rows(
     custom = any(isinstance(t, CustomFieldsTask) for t in _task_chain(task))
     file_split = "test" if split == "test" else "train"
 
+    hub = source is None or (isinstance(source, str) and source == "hub")
+    if not hub and not (custom and is_hub_id(source)):
+        official = official_dir(source, task_name)
+        if official is not None:
+            if validation_size is not None:
+                logger.info("data.source %s has the official validation split; validation_size=%d is not used",
+                            official, validation_size)
+            return read_official_split(official, split, task)
+        required, validate_row = _task_checks(task)
+        if split != "test":
+            try:
+                own = _local_file(Path(source), task_name, "validation")
+            except FileNotFoundError:
+                own = None
+            if own is not None:  # the directory ships its validation split: no carve
+                return read_jsonl(own if split == "validation" else _local_file(Path(source), task_name, "train"),
+                                  required, validate_row)
     if custom and is_hub_id(source):
         rows = _hub_rows(task, str(source), None, file_split)
-    elif source is None or (isinstance(source, str) and source == "hub"):
+    elif hub:
         rows = _hub_split(task_name, task, file_split)
     else:
-        required, validate_row = _task_checks(task)
         rows = read_jsonl(_local_file(Path(source), task_name, file_split), required, validate_row)
 
     if split == "test":

@@ -46,6 +46,9 @@ class Episode:
     advantages: list[float] | None = None
     #: per action token, log-probs the engine reported while sampling (sync canary)
     engine_logprobs: list[float] | None = None
+    #: the stop token that ended the response (the engine's `Completion.stop_token_id`: EOS or any
+    #: other end id of a chat model); None when a stop string ended it
+    stop_token_id: int | None = None
     meta: dict = field(default_factory=dict)
 
     @property
@@ -53,9 +56,12 @@ class Episode:
         return len(self.step_boundaries) - 1
 
     def action_ids(self, eos_id: int | None) -> list[int]:
-        """The tokens the policy is trained on: the response, plus EOS when it finished."""
-        if self.finished and eos_id is not None:
-            return self.response_ids + [eos_id]
+        """The tokens the policy is trained on: the response, plus the end token when it finished:
+        the token that actually ended it (`stop_token_id`, e.g. `<|eot_id|>` where the tokenizer's
+        EOS is `<|end_of_text|>`), else `eos_id` (a stop string ended it)."""
+        end = self.stop_token_id if self.stop_token_id is not None else eos_id
+        if self.finished and end is not None:
+            return self.response_ids + [end]
         return list(self.response_ids)
 
 
@@ -118,7 +124,8 @@ def generate_episodes(engine: Engine, task: Task, tokenizer, rows: Sequence[Row]
                 question_index=int(q), sample_index=j, prompt_ids=list(prompt), response_ids=ids,
                 response_text=text, finished=finished, truncated=truncated, reward=0.0,
                 step_boundaries=task.split_steps(text), token_starts=token_char_starts(tokenizer, ids, text),
-                engine_logprobs=logp, meta={"stopped": stopped},
+                engine_logprobs=logp, stop_token_id=c.stop_token_id if finished else None,
+                meta={"stopped": stopped},
             ))
     t1 = time.perf_counter()
     # Unfinished (length-stopped) or truncated responses score 0 (spec §3, `penalize_unfinished_response`).

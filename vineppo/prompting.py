@@ -80,6 +80,12 @@ def end_of_turn_token(tokenizer) -> str | None:
     return None
 
 
+def end_of_turn_id(tokenizer) -> int:
+    """The id of the template's end-of-turn token (`end_of_turn_token`), else the tokenizer's EOS."""
+    eot = end_of_turn_token(tokenizer)
+    return tokenizer.convert_tokens_to_ids(eot) if eot is not None else tokenizer.eos_token_id
+
+
 def use_end_of_turn_as_eos(tokenizer) -> None:
     """Chat stop rule: make the tokenizer's EOS the template's end-of-turn token (a base model's
     tokenizer may say `<|endoftext|>` while its template closes turns with `<|im_end|>`). Both
@@ -116,6 +122,21 @@ class PromptBuilder:
         return _ids(self.tokenizer.apply_chat_template(self.messages(row), tokenize=True,
                                                        add_generation_prompt=True))
 
+    def opens_reasoning(self) -> bool:
+        """The chat template's generation prompt opens the reasoning block (`prompt.think_tags`)."""
+        tags = self.cfg.think_tags
+        return bool(self.cfg.chat and tags and generation_prompt(self.tokenizer).rstrip().endswith(tags[0]))
+
+    def chat_target(self, row: Row) -> str:
+        """Chat SFT: the assistant message after the generation prompt (the end-of-turn token
+        follows it): the gold solution; when the generation prompt opened a reasoning block, the
+        solution, the close tag, a blank line and the solution's last line (its final answer, e.g.
+        `#### 18`), so the model learns to close the block and answer after it."""
+        solution = self.task.gold_solution(row).strip()
+        if not self.opens_reasoning():
+            return solution
+        return f"{solution}\n{self.cfg.think_tags[1]}\n\n{solution.splitlines()[-1].strip()}"
+
     def many(self, rows: Sequence[Row]) -> list[list[int]]:
         return [self.ids(r) for r in rows]
 
@@ -145,7 +166,7 @@ def make_task(data: DataConfig, prompt: PromptConfig | None = None, tokenizer=No
         from vineppo.tasks.thinking import ThinkingTask
 
         open_tag, close_tag = prompt.think_tags
-        opened = generation_prompt(tokenizer).rstrip().endswith(open_tag)
+        opened = PromptBuilder(tokenizer, task, prompt).opens_reasoning()
         task = ThinkingTask(task, open_tag, close_tag, opened_in_prompt=opened)
     return task
 

@@ -9,6 +9,9 @@ Contract shared by every backend (tested by tests/test_engine_interface.py again
   that start before the cut (see `trim_at_stop`).
 - `finish_reason` is "stop" (EOS or stop string: the response finished) or "length"
   (max_new_tokens reached: unfinished, scored 0 by episodes).
+- `stop_token_id` is the stop token that ended the response (the tokenizer's EOS or any other id of
+  the model's generation config, e.g. `<|eot_id|>` or `<|end_of_text|>`; see `ending_token`), or
+  None when a stop string or the length limit ended it. Episodes train this token as the EOS.
 - `update_weights(state_dict)` pushes HF-named policy weights into the running engine in place.
 - `sleep()` / `wake()` release and restore engine memory around training (no-op if unsupported).
 """
@@ -19,7 +22,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Mapping, Sequence
+from typing import Collection, Literal, Mapping, Sequence
 
 import torch
 
@@ -56,6 +59,9 @@ class Completion:
     #: log-prob of each token in `token_ids` under log_softmax(logits / temperature), no top-p
     #: truncation: the trainer's definition (spec §1.4). Only if SamplingParams.logprobs.
     logprobs: list[float] | None = None
+    #: the stop token id that ended generation (dropped from `token_ids`); None: a stop string or
+    #: the length limit ended it
+    stop_token_id: int | None = None
 
 
 @dataclass
@@ -116,14 +122,36 @@ class Engine(ABC):
         """Release the engine."""
 
 
-def cut_generation(token_ids: Sequence[int], eos_id: int | None, decode, stop: Sequence[str]
+def stop_token_ids(tokenizer, generation_eos: int | Sequence[int] | None = None) -> set[int]:
+    """The ids that end a generation: the tokenizer's EOS and every EOS id of the model's generation
+    config (chat models list several, e.g. Llama-3's `<|eot_id|>` and `<|end_of_text|>`)."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    if generation_eos is not None:
+        ids |= {int(t) for t in ([generation_eos] if isinstance(generation_eos, int) else generation_eos)}
+    return ids
+
+
+def ending_token(generated: Sequence[int], kept: Sequence[int], stop_ids) -> int | None:
+    """The stop token that ended a generation: the generated token right after the `kept` ones, if
+    it is one of `stop_ids`; None when a stop string (its tokens follow the kept ones) or the
+    length limit (nothing follows) ended it."""
+    k = len(kept)
+    if k < len(generated) and int(generated[k]) in stop_ids:
+        return int(generated[k])
+    return None
+
+
+def cut_generation(token_ids: Sequence[int], eos_id: int | Collection[int] | None, decode, stop: Sequence[str]
                    ) -> tuple[list[int], str, bool]:
-    """Both backends' end-of-generation rule: cut at the first EOS (dropped), then at the first
-    stop string (`trim_at_stop`). Returns (token_ids, text, ended_by_itself)."""
+    """Both backends' end-of-generation rule: cut at the first EOS (dropped; `eos_id` may be one id
+    or several, `stop_token_ids`), then at the first stop string (`trim_at_stop`). Returns
+    (token_ids, text, ended_by_itself)."""
     ids = list(token_ids)
     ended = False
-    if eos_id is not None and eos_id in ids:
-        ids = ids[: ids.index(eos_id)]
+    ends = set() if eos_id is None else {eos_id} if isinstance(eos_id, int) else set(eos_id)
+    first = next((i for i, t in enumerate(ids) if t in ends), None)
+    if first is not None:
+        ids = ids[:first]
         ended = True
     ids, text, stopped = trim_at_stop(ids, decode, stop)
     return ids, text, ended or stopped

@@ -11,7 +11,8 @@ from typing import Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from vineppo.engine.base import Completion, Engine, EngineStats, SamplingParams, cut_generation
+from vineppo.engine.base import (Completion, Engine, EngineStats, SamplingParams, cut_generation, ending_token,
+                                 stop_token_ids)
 from vineppo.tokens import decode_response
 
 
@@ -39,6 +40,8 @@ class HFEngine(Engine):
         self.stats = EngineStats()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_id = tokenizer.eos_token_id
+        #: generation ends at any of these (the tokenizer's EOS and the generation config's ids)
+        self.stop_ids = stop_token_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None))
 
     @property
     def device(self) -> torch.device:
@@ -70,7 +73,7 @@ class HFEngine(Engine):
             kwargs = dict(
                 input_ids=input_ids.to(self.device), attention_mask=attn.to(self.device),
                 max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
-                pad_token_id=self.pad_id, eos_token_id=self.eos_id,
+                pad_token_id=self.pad_id, eos_token_id=sorted(self.stop_ids) or None,
                 return_dict_in_generate=True, output_logits=sampling.logprobs, use_cache=True,
             )
             if not greedy:
@@ -86,13 +89,14 @@ class HFEngine(Engine):
                 logits = torch.stack(out.logits, dim=1).float()  # (B, T, V), raw model logits
                 lp = torch.log_softmax(logits / max(sampling.temperature, 1e-6), dim=-1)
             for r, (i, j) in enumerate(batch):
-                toks, text, ended = cut_generation(new[r], self.eos_id, self._decode, sampling.stop)
+                toks, text, ended = cut_generation(new[r], self.stop_ids, self._decode, sampling.stop)
                 finish = "stop" if ended else "length"
                 logp = None
                 if sampling.logprobs:
                     logp = lp[r, torch.arange(len(toks)), torch.tensor(toks, dtype=torch.long)].tolist() if toks else []
                 gen_tokens += len(toks)
-                results[i][j] = Completion(token_ids=toks, text=text, finish_reason=finish, logprobs=logp)
+                results[i][j] = Completion(token_ids=toks, text=text, finish_reason=finish, logprobs=logp,
+                                           stop_token_id=ending_token(new[r], toks, self.stop_ids))
         self.stats.calls += 1
         self.stats.prompts += len(prompts)
         self.stats.prompt_tokens += sum(len(p) for p in prompts) * sampling.n

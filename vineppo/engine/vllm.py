@@ -77,7 +77,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
-from vineppo.engine.base import Completion, Engine, EngineStats, SamplingParams, cut_generation
+from vineppo.engine.base import Completion, Engine, EngineStats, SamplingParams, cut_generation, ending_token
 from vineppo.engine.vllm_compat import (  # noqa: F401 (public here too)
     VLLM_ENV_DEFAULTS,
     hf_layout,
@@ -426,7 +426,8 @@ class VLLMEngine(Engine):
         if sampling.logprobs:
             entries = c.logprobs or []
             logp = [float(entries[i][t].logprob) for i, t in enumerate(toks)]
-        return Completion(token_ids=toks, text=text, finish_reason=finish, logprobs=logp)
+        return Completion(token_ids=toks, text=text, finish_reason=finish, logprobs=logp,
+                          stop_token_id=ending_token(c.token_ids, toks, self.stop_token_ids))
 
     # ------------------------------------------------------------------ weights
     def _validate(self, state_dict: Mapping[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from vineppo.engine.base import stop_token_ids as base_stop_token_ids
+
 log = logging.getLogger("vineppo.engine.vllm")
 
 #: Environment vLLM must see before it is imported (setdefault: an explicit user value wins).
@@ -119,16 +121,15 @@ def hf_layout(model_path: str, trust_remote_code: bool = False) -> tuple[dict[st
 
 
 def stop_token_ids(tokenizer, model_path) -> set[int]:
-    """Ids that end a response: the tokenizer's EOS and the generation config's EOS ids."""
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    """Ids that end a response: `engine.base.stop_token_ids` over the tokenizer's EOS and the EOS ids
+    of the generation config saved in `model_path` (none when it has no generation_config.json)."""
     try:
         from transformers import GenerationConfig
 
         eos = GenerationConfig.from_pretrained(str(model_path)).eos_token_id
-        ids |= set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
     except Exception:  # no generation_config.json
-        pass
-    return ids
+        eos = None
+    return base_stop_token_ids(tokenizer, eos)
 
 
 def warn_if_tokenizers_differ(llm, tokenizer) -> None:
