@@ -293,3 +293,55 @@ def test_vineppo_strategy_trains(strategy, dist_model, tmp_path_factory):
     out = _train_and_resume(strategy, "gsm8k_vineppo.yaml", dist_model, root, resume=False)
     rows = _check_run(out, ppo=False)
     assert all(r["mc/rollouts"] > 0 for r in rows)
+
+
+# ---- collective timeouts (issue 18, finding 1) -------------------------------------------------
+def test_collective_timeout_is_named_after_its_setting():
+    from types import SimpleNamespace
+
+    from vineppo.distributed import CollectiveTimeout, collective_timeout, name_timeout_setting
+
+    cfg = SimpleNamespace(distributed=SimpleNamespace(timeout_minutes=0.05))
+    assert collective_timeout(cfg).total_seconds() == pytest.approx(3.0)
+    gloo = "[gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 3000ms for recv operation to complete"
+    with pytest.raises(CollectiveTimeout, match=r"distributed\.timeout_minutes=0\.05") as info:
+        with name_timeout_setting(cfg):
+            raise RuntimeError(gloo)
+    assert "Timed out waiting 3000ms" in str(info.value) and isinstance(info.value.__cause__, RuntimeError)
+    with pytest.raises(RuntimeError, match="^shape mismatch$"):  # other errors pass through unchanged
+        with name_timeout_setting(cfg):
+            raise RuntimeError("shape mismatch")
+
+
+def test_timeout_minutes_takes_fractions():
+    from vineppo.config import load_config
+
+    cfg = load_config(None, ["model.name_or_path=x", "distributed.timeout_minutes=0.05"])
+    assert cfg.distributed.timeout_minutes == 0.05
+
+
+@pytest.mark.slow
+def test_zero3_collective_of_a_late_rank_times_out_at_the_configured_timeout():
+    """Under launch/cpu/zero3.yaml rank 1 joins a collective on the ZeRO-3 optimizer's process group
+    (DeepSpeed's own copy of the world group: gradient reductions, overflow checks, norms) 40 s late;
+    distributed.timeout_minutes=0.05 (3 s) must stop rank 0 after 3 s with an error naming the
+    setting, not after torch's default for that group (gloo 30 min: the probe would then wait the
+    40 s and succeed; NCCL's 10 min killed 7B VinePPO runs)."""
+    if not _deepspeed_available():
+        pytest.skip("DeepSpeed is not installed (pip install -e '.[deepspeed]', see README Install)")
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    cmd = [accelerate, "launch", "--config_file", str(REPO / "launch" / "cpu" / "zero3.yaml"),
+           "--main_process_port", str(free_port()), str(REPO / "tests" / "scripts" / "zero_timeout_probe.py"),
+           "--timeout-minutes", "0.05", "--delay", "40"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    lines = [l for l in (proc.stdout + proc.stderr).splitlines() if l.startswith("probe:")]
+    assert len(lines) == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import re
+
+    m = re.match(r"probe: in-sync forward \S+; CollectiveTimeout after ([\d.]+) s: (.*)", lines[0])
+    assert m, lines[0]
+    waited = float(m.group(1))
+    assert 2.5 <= waited <= 20, waited  # the 3 s of the setting, far from the 40 s delay
+    assert "distributed.timeout_minutes=0.05" in m.group(2)
+    assert proc.returncode != 0

@@ -15,9 +15,12 @@ def _train(args) -> int:
     from vineppo.data import DataError
     from vineppo.tasks.custom import MissingSolutionError
 
+    from vineppo.distributed import name_timeout_setting
+
     cfg = load_config(args.config, args.overrides)
     try:
-        train(cfg, args.output_dir, resume=args.resume)
+        with name_timeout_setting(cfg):
+            train(cfg, args.output_dir, resume=args.resume)
     except (DataError, MissingSolutionError, FileNotFoundError, FileExistsError) as e:
         # Bad data (file, line, field) or paths: one line for the user, not a traceback.
         kind = "data error" if isinstance(e, (DataError, MissingSolutionError)) else "error"

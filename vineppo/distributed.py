@@ -86,7 +86,8 @@ def build_accelerator(cfg):
     strategy = launch_strategy()
     cpu = not torch.cuda.is_available()
     mixed = "bf16" if (cfg.model.dtype == "bfloat16" and not cpu) else "no"
-    kwargs = dict(cpu=cpu, kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(minutes=cfg.distributed.timeout_minutes))])
+    timeout = collective_timeout(cfg)
+    kwargs = dict(cpu=cpu, kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)])
     if strategy in ("zero2", "zero3"):
         if cpu:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -96,7 +97,8 @@ def build_accelerator(cfg):
         import deepspeed
 
         deepspeed.init_distributed(dist_backend="gloo" if cpu else "nccl", dist_init_required=False,
-                                   timeout=timedelta(minutes=cfg.distributed.timeout_minutes))
+                                   timeout=timeout)
+        pin_deepspeed_world_group(timeout)
         return acc
     if strategy == "fsdp" and cpu:
         from accelerate import FullyShardedDataParallelPlugin
@@ -112,6 +114,55 @@ def build_accelerator(cfg):
         state.fsdp_plugin = plugin
         return acc
     return Accelerator(mixed_precision=mixed, **kwargs)
+
+
+def collective_timeout(cfg) -> timedelta:
+    """`distributed.timeout_minutes` (fractions allowed) as the timeout of every process group."""
+    return timedelta(minutes=cfg.distributed.timeout_minutes)
+
+
+def pin_deepspeed_world_group(timeout: timedelta):
+    """Create DeepSpeed's copy of the world group ourselves, with `timeout`.
+
+    DeepSpeed (0.19) runs ZeRO's collectives (ZeRO-3's parameter all-gathers, the gradient
+    reduce-scatters) on a clone of the world group, made lazily by
+    `deepspeed.utils.groups._clone_world_group` with `dist.new_group(ranks)` and no timeout, i.e.
+    torch's default (NCCL 10 min, gloo 30 min) whatever `init_distributed(timeout=)` said. After a
+    long, uneven MC phase the first ZeRO-3 all-gather then kills the ranks that are ahead. Seeding
+    that clone (DeepSpeed reuses it when it is set) puts ZeRO under `distributed.timeout_minutes`."""
+    import torch.distributed as tdist
+    from deepspeed.utils import groups
+
+    if getattr(groups, "_WORLD_GROUP", None) is None:
+        groups._WORLD_GROUP = tdist.new_group(ranks=list(range(tdist.get_world_size())), timeout=timeout)
+    return groups._WORLD_GROUP
+
+
+class CollectiveTimeout(RuntimeError):
+    """A collective waited longer than `distributed.timeout_minutes` for the other ranks."""
+
+
+#: how torch's backends word a collective that waited past its timeout (gloo: "Timed out waiting
+#: 3000ms for recv operation", NCCL: "Watchdog caught collective operation timeout")
+_TIMEOUT_WORDS = ("timed out", "timeout")
+
+
+@contextlib.contextmanager
+def name_timeout_setting(cfg):
+    """Re-raise a collective's timeout as `CollectiveTimeout` naming `distributed.timeout_minutes`
+    (the backends' own message names neither the setting nor its value). Under NCCL the watchdog
+    may abort the process before Python sees an error; its log line then carries the timeout."""
+    try:
+        yield
+    except (RuntimeError, OSError) as e:
+        text = str(e).lower()
+        if isinstance(e, CollectiveTimeout) or not any(w in text for w in _TIMEOUT_WORDS):
+            raise
+        minutes = cfg.distributed.timeout_minutes
+        raise CollectiveTimeout(
+            f"a collective waited more than distributed.timeout_minutes={minutes:g} for the other ranks "
+            f"(a rank is stuck or much slower, e.g. a long uneven MC phase); raise distributed.timeout_minutes "
+            f"if the ranks are only slow. Backend error: {str(e).strip()[:500]}") from e
 
 
 def make_strategy(acc, cfg) -> "AccelerateStrategy":
@@ -311,11 +362,23 @@ class DeepSpeedStrategy(AccelerateStrategy):
             return engine, ds_opt
 
         actor, opt = init(actor, opt)
+        self._check_timed_group(actor)
         self.engines = {"policy": actor}
         if critic is not None:
             critic, critic_opt = init(critic, critic_opt)
             self.engines["critic"] = critic
         return actor, opt, critic, critic_opt
+
+    def _check_timed_group(self, engine) -> None:
+        """ZeRO's collectives must run on the group `pin_deepspeed_world_group` made (with
+        `distributed.timeout_minutes`); a DeepSpeed that builds another one would bring back
+        torch's default timeout silently."""
+        from deepspeed.utils import groups
+
+        group = getattr(engine, "seq_data_parallel_group", None)
+        if group is not None and group is not groups._WORLD_GROUP:
+            raise StrategyError("this DeepSpeed version runs ZeRO on a process group vineppo did not create, so "
+                                "distributed.timeout_minutes would not apply to it; use DeepSpeed 0.19")
 
     def unwrap(self, model):
         return getattr(model, "module", model)
