@@ -22,8 +22,9 @@ construction (its real FSDP2 `prepare` then runs on CPU); DeepSpeed runs on CPU 
 `DS_ACCELERATOR=cpu` over the same gloo group. Everything after that is the GPU code path.
 
 Weights for the engine push and for checkpoints are gathered by every rank together, one tensor
-at a time and copied to CPU (device memory peak: one full tensor), LoRA merged by PEFT (DDP and
-ZeRO-2, whose parameters are full; FSDP and ZeRO-3 reject LoRA at start-up).
+at a time and copied to CPU (device memory peak: one full tensor), in the engine's dtype for the
+push; LoRA weights are merged out of place from the gathered base weight and adapter matrices
+(`gathered_state_items`), the same code under every strategy.
 """
 
 from __future__ import annotations
@@ -167,9 +168,6 @@ def name_timeout_setting(cfg):
 
 def make_strategy(acc, cfg) -> "AccelerateStrategy":
     name = launch_strategy()
-    if cfg.model.lora is not None and name in ("fsdp", "zero3"):
-        raise StrategyError(f"model.lora is not supported under {name} (sharded base weights cannot be merged "
-                            f"in place); use DDP or DeepSpeed ZeRO-2 for LoRA")
     if name in ("zero2", "zero3"):
         return DeepSpeedStrategy(acc, cfg, name)
     return AccelerateStrategy(acc, cfg, name)
@@ -188,24 +186,58 @@ def _set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state(s["cuda"])
 
 
-def _merged_lora_items(model) -> Iterator[tuple[str, torch.Tensor]]:
-    """PEFT model with full parameters: clean HF names, each adapted weight merged out of place
-    (W + PEFT's own delta, one layer at a time); the live base weights are never modified, so
-    repeated pushes cannot drift them (an in-place merge/unmerge would, in bf16)."""
-    base = model.get_base_model()
-    lora_layers = {name: m for name, m in base.named_modules()
-                   if hasattr(m, "get_delta_weight") and hasattr(m, "base_layer")}
+def _lora_layers(model) -> dict[str, torch.nn.Module]:
+    """PEFT's LoRA layers of a (possibly sharded) PEFT model, by module name in the base model."""
+    return {name: m for name, m in model.get_base_model().named_modules()
+            if hasattr(m, "lora_A") and hasattr(m, "base_layer")}
+
+
+def lora_delta(layer, adapter: str, lora_a: torch.Tensor, lora_b: torch.Tensor) -> torch.Tensor:
+    """The weight delta of one LoRA adapter from its full A and B matrices, in fp32:
+    scaling × B A (transposed for Conv1D-style `fan_in_fan_out` layers), PEFT's Linear merge rule
+    (`get_delta_weight`) written out because sharded A and B must be gathered first."""
+    delta = (lora_b.float() @ lora_a.float()) * layer.scaling[adapter]
+    return delta.T if getattr(layer, "fan_in_fan_out", False) else delta
+
+
+def gathered_state_items(model, full, dtype: torch.dtype | None = None, lora: bool = False
+                         ) -> Iterator[tuple[str, torch.Tensor]]:
+    """HF-named full tensors of `model` (unwrapped), one at a time: gathered or merged ones on CPU in
+    `dtype` (None: as trained), resident full parameters as they are. `full(tensors)` is the strategy's context manager that yields those tensors in full
+    (a collective under FSDP2 / ZeRO-3: every rank iterates together). With `lora`, each adapted
+    weight is merged out of place (W + delta in fp32, then cast): the live base weights are never
+    modified, so repeated pushes cannot drift them (an in-place merge/unmerge would, in bf16)."""
+    base = model.get_base_model() if lora else model
+    layers = _lora_layers(model) if lora else {}
+    params = dict(base.named_parameters(remove_duplicate=False))
     suffix = ".base_layer.weight"
     for k, v in base.state_dict().items():
-        if "lora_" in k:
+        if lora and "lora_" in k:
             continue
-        if k.endswith(suffix) and k[: -len(suffix)] in lora_layers:
-            layer = lora_layers[k[: -len(suffix)]]
-            v = v.detach().clone()
-            for adapter in layer.active_adapters:
-                if adapter in getattr(layer, "lora_A", {}):
-                    v += layer.get_delta_weight(adapter).to(v.dtype)
-        yield k.replace(".base_layer", ""), v.detach()
+        t = params.get(k, v)  # the Parameter: ZeRO-3 gathers Parameters, its state_dict holds stubs
+        layer = layers.get(k[: -len(suffix)]) if k.endswith(suffix) else None
+        adapters = [a for a in layer.active_adapters if a in layer.lora_A] if layer is not None else []
+        parts = [t] + [w for a in adapters for w in (layer.lora_A[a].weight, layer.lora_B[a].weight)]
+        with full(parts) as whole, torch.no_grad():
+            w = whole[0].detach()
+            if adapters:
+                w = w.float().clone()
+                for i, a in enumerate(adapters):
+                    w += lora_delta(layer, a, whole[1 + 2 * i], whole[2 + 2 * i]).to(w.device)
+                w = w.to(dtype or whole[0].dtype)
+            if adapters or hasattr(t, "full_tensor") or hasattr(t, "ds_id"):
+                # a new full tensor (gathered or merged): to host memory in the engine's dtype, so the
+                # device holds one at a time (ZeRO-3 also re-partitions the gathered storage on exit)
+                out = w.to("cpu", dtype=dtype or w.dtype, copy=True)
+            else:
+                out = w  # a resident full parameter: shared, no copy (the engine converts it lazily)
+        yield k.replace(".base_layer", ""), out
+
+
+@contextlib.contextmanager
+def _full_dtensors(tensors):
+    """FSDP2 (DTensor parameters): all-gather each; plain tensors are already full."""
+    yield [t.full_tensor() if hasattr(t, "full_tensor") else t for t in tensors]
 
 
 class AccelerateStrategy:
@@ -223,6 +255,7 @@ class AccelerateStrategy:
         if critic is None:
             actor, opt = acc.prepare(actor, opt)
             acc.register_for_checkpointing(scheduler)
+            self._keep_half_outputs(actor)
             return actor, opt, None, None
         if self.name == "fsdp":  # FSDP2: one model (and its optimizer) per prepare call
             actor, opt = acc.prepare(actor, opt)
@@ -230,7 +263,19 @@ class AccelerateStrategy:
         else:
             actor, opt, critic, critic_opt = acc.prepare(actor, opt, critic, critic_opt)
         acc.register_for_checkpointing(scheduler, critic_scheduler)
+        self._keep_half_outputs(actor, critic)
         return actor, opt, critic, critic_opt
+
+    def _keep_half_outputs(self, *models) -> None:
+        """Under `mixed_precision: bf16` accelerate wraps each prepared model's forward in
+        `convert_outputs_to_fp32`: the full (B, L, vocab) logits would come back in fp32 (+7.6 GiB
+        at 7B, micro-batch 8 × 2499 tokens), which cancels the chunked log-softmax
+        (`losses.logprobs_from_logits` upcasts one chunk at a time). accelerate's own unwrapping
+        with `keep_fp32_wrapper=False` removes that wrapper from the inner module in place (the
+        DDP / FSDP wrapper stays); the trainer runs every forward under `accelerator.autocast()`."""
+        for m in models:
+            if m is not None:
+                self.acc.unwrap_model(m, keep_fp32_wrapper=False)
 
     def unwrap(self, model):
         return self.acc.unwrap_model(model)
@@ -239,6 +284,11 @@ class AccelerateStrategy:
     def plain_modules(self) -> bool:
         """True when the unwrapped models are ordinary modules with full parameters (safe to copy)."""
         return self.name in ("single", "ddp")
+
+    def load_dtype(self) -> torch.dtype:
+        """The dtype trained models are loaded in. fp32 here: DDP / FSDP keep fp32 master weights
+        and run bf16 under autocast, so loading in bf16 would lose the masters' precision."""
+        return torch.float32
 
     # ---- one optimizer step -------------------------------------------------------------
     def accumulate(self, *models):
@@ -268,18 +318,24 @@ class AccelerateStrategy:
         return norm
 
     # ---- full weights ---------------------------------------------------------------------
-    def full_state_items(self, model) -> Iterator[tuple[str, torch.Tensor]]:
-        """HF-named full tensors of a prepared model, on every rank (collective under FSDP: all
-        ranks iterate together); LoRA merged."""
-        m = self.unwrap(model)
-        if self.cfg.model.lora is not None:
-            yield from _merged_lora_items(m)
-            return
-        for k, v in m.state_dict().items():
-            if hasattr(v, "full_tensor"):  # FSDP2 DTensor: all-gather this one tensor, keep it on CPU
-                yield k, v.full_tensor().detach().to("cpu", copy=True)
-            else:
-                yield k, v.detach()
+    def full_state_items(self, model, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        """HF-named full tensors of a prepared model, one at a time on CPU in `dtype` (None: as
+        trained), on every rank (a collective under FSDP2 / ZeRO-3: all ranks iterate together);
+        LoRA merged."""
+        yield from gathered_state_items(self.unwrap(model), self._full, dtype, lora=self.cfg.model.lora is not None)
+
+    def _full(self, tensors):
+        return _full_dtensors(tensors)
+
+    def adapter_state(self, model) -> dict[str, torch.Tensor]:
+        """The LoRA adapter's full tensors under the PEFT model's own names (what PEFT's
+        `save_pretrained(state_dict=...)` filters), gathered by every rank together."""
+        out = {}
+        for k, p in self.unwrap(model).named_parameters():
+            if "lora_" in k:
+                with self._full([p]) as (w,):
+                    out[k] = w.detach().to("cpu", copy=True)
+        return out
 
     # ---- trainer state ----------------------------------------------------------------------
     def save_state(self, out_dir: Path, schedulers: dict) -> None:
@@ -387,6 +443,12 @@ class DeepSpeedStrategy(AccelerateStrategy):
     def plain_modules(self) -> bool:
         return False  # DeepSpeed hooks live on the module and its parameters
 
+    def load_dtype(self) -> torch.dtype:
+        """bf16 when DeepSpeed trains in bf16: it casts the module to bf16 itself and keeps its own
+        fp32 master partitions, so an fp32 load would only double the host RAM at start-up
+        (≈ 28 GB instead of 14 GB per rank at 7B)."""
+        return torch.bfloat16 if self.ds_config()["bf16"]["enabled"] else torch.float32
+
     def accumulate(self, *models):
         return contextlib.nullcontext()
 
@@ -405,22 +467,18 @@ class DeepSpeedStrategy(AccelerateStrategy):
         n = model.get_global_grad_norm()
         return None if n is None else float(n)
 
-    def full_state_items(self, model) -> Iterator[tuple[str, torch.Tensor]]:
-        m = self.unwrap(model)
-        if self.stage < 3:
-            yield from super().full_state_items(model)
+    @contextlib.contextmanager
+    def _full(self, tensors):
+        """ZeRO-3: gather the partitioned parameters among `tensors` (all ranks together), as
+        DeepSpeed's `GatheredParameters` does; ZeRO-2's parameters are full already."""
+        params = [t for t in tensors if hasattr(t, "ds_id")]
+        if not params:
+            yield list(tensors)
             return
         import deepspeed
 
-        params = dict(m.named_parameters(remove_duplicate=False))
-        for k, v in m.state_dict().items():
-            p = params.get(k)
-            if p is not None and hasattr(p, "ds_id"):
-                # all ranks gather this one parameter together; the copy lives on CPU
-                with deepspeed.zero.GatheredParameters([p]):
-                    yield k, p.data.detach().to("cpu", copy=True)
-            else:
-                yield k, v.detach()
+        with deepspeed.zero.GatheredParameters(params):
+            yield [t.data for t in tensors]
 
     def save_state(self, out_dir: Path, schedulers: dict) -> None:
         out_dir = Path(out_dir)
