@@ -313,6 +313,23 @@ def test_collective_timeout_is_named_after_its_setting():
             raise RuntimeError("shape mismatch")
 
 
+def test_zero_on_a_group_vineppo_did_not_time_is_refused(monkeypatch):
+    if not _deepspeed_available():
+        pytest.skip("DeepSpeed is not installed")
+    from types import SimpleNamespace
+
+    from deepspeed.utils import groups
+
+    from vineppo.distributed import DeepSpeedStrategy, StrategyError
+
+    ours, other = object(), object()
+    monkeypatch.setattr(groups, "_WORLD_GROUP", ours)
+    strategy = DeepSpeedStrategy(SimpleNamespace(num_processes=2), None, "zero3")
+    strategy._check_timed_group(SimpleNamespace(seq_data_parallel_group=ours))  # the pinned group: fine
+    with pytest.raises(StrategyError, match="distributed.timeout_minutes would not apply"):
+        strategy._check_timed_group(SimpleNamespace(seq_data_parallel_group=other))
+
+
 def test_timeout_minutes_takes_fractions():
     from vineppo.config import load_config
 

@@ -88,6 +88,10 @@ def build_accelerator(cfg):
     cpu = not torch.cuda.is_available()
     mixed = "bf16" if (cfg.model.dtype == "bfloat16" and not cpu) else "no"
     timeout = collective_timeout(cfg)
+    # under NCCL a timed-out collective may abort the process from the watchdog thread before
+    # `name_timeout_setting` sees it: this line names the setting behind the watchdog's timeout
+    log.info("collectives time out after %s (distributed.timeout_minutes=%g)", timeout,
+             cfg.distributed.timeout_minutes)
     kwargs = dict(cpu=cpu, kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)])
     if strategy in ("zero2", "zero3"):
         if cpu:
