@@ -49,6 +49,20 @@ def test_bf16_forward_returns_half_logits_and_fp32_logprobs(tiny_model_dir, tiny
     assert lp.dtype == torch.float32 and lp.shape == (2, ids.shape[1] - 1)
 
 
+def test_bf16_critic_values_come_back_in_fp32(tiny_model_dir, tiny_tokenizer, fresh_accelerate_state):
+    from accelerate import Accelerator
+
+    from vineppo.trainer import Batch
+
+    acc = Accelerator(cpu=True, mixed_precision="bf16")
+    trainer = _trainer(tiny_model_dir, tiny_tokenizer, acc, "algorithm=ppo")
+    ids = torch.tensor([tiny_tokenizer("Ann has 5 pens.")["input_ids"]] * 2)
+    batch = Batch(ids, torch.ones_like(ids), torch.ones(ids.shape[0], ids.shape[1] - 1), ids[:, 1:])
+    with torch.no_grad():
+        v = trainer._critic_values(batch)
+    assert v.dtype == torch.float32 and v.shape == (2, ids.shape[1] - 1)
+
+
 def test_reference_is_loaded_again_in_its_own_dtype_and_equals_the_policy(tiny_model_dir, tiny_tokenizer):
     """Finding 7: the reference comes from `model.name_or_path` in its dtype (no deep copy of the
     fp32 policy); at the start it holds exactly the policy's weights."""

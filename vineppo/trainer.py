@@ -287,7 +287,9 @@ class Trainer:
     def _critic_values(self, batch: Batch) -> torch.Tensor:
         with self.acc.autocast():
             v = self.critic(batch.input_ids, batch.attention_mask)
-        return v[:, :-1]  # V(s_t) read at the position that predicts action t
+        # V(s_t) read at the position that predicts action t; (B, L) values are small: fp32 for
+        # the value loss (the prepared forward no longer converts outputs, see distributed.py)
+        return v[:, :-1].float()
 
     # ---- one iteration ------------------------------------------------------------------------
     def step(self, episodes: Sequence[Episode], iteration: int | None = None) -> dict:
