@@ -308,9 +308,13 @@ def test_collective_timeout_is_named_after_its_setting():
         with name_timeout_setting(cfg):
             raise RuntimeError(gloo)
     assert "Timed out waiting 3000ms" in str(info.value) and isinstance(info.value.__cause__, RuntimeError)
-    with pytest.raises(RuntimeError, match="^shape mismatch$"):  # other errors pass through unchanged
+    for other in ("shape mismatch", "vLLM engine core timeout"):  # other errors pass through unchanged
+        with pytest.raises(RuntimeError, match=f"^{other}$"):
+            with name_timeout_setting(cfg):
+                raise RuntimeError(other)
+    with pytest.raises(CollectiveTimeout, match="timeout_minutes=0.05"):
         with name_timeout_setting(cfg):
-            raise RuntimeError("shape mismatch")
+            raise RuntimeError("Watchdog caught collective operation timeout: WorkNCCL(SeqNum=7, OpType=ALLGATHER)")
 
 
 def test_zero_on_a_group_vineppo_did_not_time_is_refused(monkeypatch):

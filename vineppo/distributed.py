@@ -148,8 +148,9 @@ class CollectiveTimeout(RuntimeError):
 
 
 #: how torch's backends word a collective that waited past its timeout (gloo: "Timed out waiting
-#: 3000ms for recv operation", NCCL: "Watchdog caught collective operation timeout")
-_TIMEOUT_WORDS = ("timed out", "timeout")
+#: 3000ms for recv operation", its store: "Socket Timeout", NCCL: "Watchdog caught collective
+#: operation timeout"); other timeouts (an engine's, a grader's) are not ours to rename
+_TIMEOUT_WORDS = ("timed out waiting", "socket timeout", "collective operation timeout")
 
 
 @contextlib.contextmanager
@@ -159,7 +160,7 @@ def name_timeout_setting(cfg):
     may abort the process before Python sees an error; its log line then carries the timeout."""
     try:
         yield
-    except (RuntimeError, OSError) as e:
+    except RuntimeError as e:  # torch.distributed.DistBackendError is one
         text = str(e).lower()
         if isinstance(e, CollectiveTimeout) or not any(w in text for w in _TIMEOUT_WORDS):
             raise
