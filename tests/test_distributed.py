@@ -4,7 +4,9 @@ The slow tests run the issue's "Done when" commands at a smaller scale: for each
 zero2, zero3, PPO trains 1 iteration in 2 gloo processes, then resumes to iteration 2; metrics
 have one row per iteration, the engine holds the trainer's weights after the resume (sync gap and
 greedy agreement with the gathered weights), the critic trains, and the policy's first update
-matches the DDP run's. VinePPO is exercised under FSDP and ZeRO-3 the same way.
+matches the DDP run's. VinePPO is exercised under FSDP and ZeRO-3 the same way, and so is LoRA
+(gathered merge, adapter-only folder). A 2-process ZeRO-3 probe (tests/scripts/zero_timeout_probe.py)
+shows a late rank stopped after `distributed.timeout_minutes`, DeepSpeed's own group included.
 """
 
 from __future__ import annotations
