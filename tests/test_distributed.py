@@ -4,7 +4,9 @@ The slow tests run the issue's "Done when" commands at a smaller scale: for each
 zero2, zero3, PPO trains 1 iteration in 2 gloo processes, then resumes to iteration 2; metrics
 have one row per iteration, the engine holds the trainer's weights after the resume (sync gap and
 greedy agreement with the gathered weights), the critic trains, and the policy's first update
-matches the DDP run's. VinePPO is exercised under FSDP and ZeRO-3 the same way.
+matches the DDP run's. VinePPO is exercised under FSDP and ZeRO-3 the same way, and so is LoRA
+(gathered merge, adapter-only folder). A 2-process ZeRO-3 probe (tests/scripts/zero_timeout_probe.py)
+shows a late rank stopped after `distributed.timeout_minutes`, DeepSpeed's own group included.
 """
 
 from __future__ import annotations
@@ -293,3 +295,105 @@ def test_vineppo_strategy_trains(strategy, dist_model, tmp_path_factory):
     out = _train_and_resume(strategy, "gsm8k_vineppo.yaml", dist_model, root, resume=False)
     rows = _check_run(out, ppo=False)
     assert all(r["mc/rollouts"] > 0 for r in rows)
+
+
+# ---- collective timeouts (issue 18, finding 1) -------------------------------------------------
+def test_collective_timeout_is_named_after_its_setting():
+    from types import SimpleNamespace
+
+    from vineppo.distributed import CollectiveTimeout, collective_timeout, name_timeout_setting
+
+    cfg = SimpleNamespace(distributed=SimpleNamespace(timeout_minutes=0.05))
+    assert collective_timeout(cfg).total_seconds() == pytest.approx(3.0)
+    gloo = "[gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 3000ms for recv operation to complete"
+    with pytest.raises(CollectiveTimeout, match=r"distributed\.timeout_minutes=0\.05") as info:
+        with name_timeout_setting(cfg):
+            raise RuntimeError(gloo)
+    assert "Timed out waiting 3000ms" in str(info.value) and isinstance(info.value.__cause__, RuntimeError)
+    for other in ("shape mismatch", "vLLM engine core timeout"):  # other errors pass through unchanged
+        with pytest.raises(RuntimeError, match=f"^{other}$"):
+            with name_timeout_setting(cfg):
+                raise RuntimeError(other)
+    with pytest.raises(CollectiveTimeout, match="timeout_minutes=0.05"):
+        with name_timeout_setting(cfg):
+            raise RuntimeError("Watchdog caught collective operation timeout: WorkNCCL(SeqNum=7, OpType=ALLGATHER)")
+
+
+def test_zero_on_a_group_vineppo_did_not_time_is_refused(monkeypatch):
+    if not _deepspeed_available():
+        pytest.skip("DeepSpeed is not installed")
+    from types import SimpleNamespace
+
+    from deepspeed.utils import groups
+
+    from vineppo.distributed import DeepSpeedStrategy, StrategyError
+
+    ours, other = object(), object()
+    monkeypatch.setattr(groups, "_WORLD_GROUP", ours)
+    strategy = DeepSpeedStrategy(SimpleNamespace(num_processes=2), None, "zero3")
+    strategy._check_timed_group(SimpleNamespace(seq_data_parallel_group=ours))  # the pinned group: fine
+    with pytest.raises(StrategyError, match="distributed.timeout_minutes would not apply"):
+        strategy._check_timed_group(SimpleNamespace(seq_data_parallel_group=other))
+
+
+def test_timeout_minutes_takes_fractions():
+    from vineppo.config import load_config
+
+    cfg = load_config(None, ["model.name_or_path=x", "distributed.timeout_minutes=0.05"])
+    assert cfg.distributed.timeout_minutes == 0.05
+
+
+@pytest.mark.slow
+def test_zero3_collective_of_a_late_rank_times_out_at_the_configured_timeout():
+    """Under launch/cpu/zero3.yaml rank 1 joins a collective on the ZeRO-3 optimizer's process group
+    (DeepSpeed's own copy of the world group: gradient reductions, overflow checks, norms) 40 s late;
+    distributed.timeout_minutes=0.05 (3 s) must stop rank 0 after 3 s with an error naming the
+    setting, not after torch's default for that group (gloo 30 min: the probe would then wait the
+    40 s and succeed; NCCL's 10 min killed 7B VinePPO runs)."""
+    if not _deepspeed_available():
+        pytest.skip("DeepSpeed is not installed (pip install -e '.[deepspeed]', see README Install)")
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    cmd = [accelerate, "launch", "--config_file", str(REPO / "launch" / "cpu" / "zero3.yaml"),
+           "--main_process_port", str(free_port()), str(REPO / "tests" / "scripts" / "zero_timeout_probe.py"),
+           "--timeout-minutes", "0.05", "--delay", "40"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    lines = [l for l in (proc.stdout + proc.stderr).splitlines() if l.startswith("probe:")]
+    assert len(lines) == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import re
+
+    m = re.match(r"probe: in-sync forward \S+; CollectiveTimeout after ([\d.]+) s: (.*)", lines[0])
+    assert m, lines[0]
+    waited = float(m.group(1))
+    assert 2.5 <= waited <= 20, waited  # the 3 s of the setting, far from the 40 s delay
+    assert "distributed.timeout_minutes=0.05" in m.group(2)
+    assert proc.returncode != 0
+
+
+# ---- LoRA under the sharded strategies (issue 20, item 5) ---------------------------------------
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.parametrize("strategy", ["fsdp", "zero3"])
+def test_lora_trains_under_sharded_strategies(strategy, dist_model, tmp_path_factory):
+    """LoRA PPO (the critic makes the advantages non-zero, so the adapter moves) for 2 iterations
+    under launch/cpu/{fsdp,zero3}.yaml: the merged push is gathered from the sharded base weights
+    and adapter matrices, the engine holds exactly those weights after each push (gap, greedy
+    agreement), and the saved HF weights differ from the start only in the adapted projections."""
+    if strategy.startswith("zero") and not _deepspeed_available():
+        pytest.skip("DeepSpeed is not installed (pip install -e '.[deepspeed]', see README Install)")
+    import torch
+    from safetensors.torch import load_file
+
+    out = tmp_path_factory.getbasetemp() / "dist_runs" / f"lora_{strategy}"
+    _launch(strategy, "gsm8k_ppo.yaml", out, dist_model, "iterations=2", "model.lora.r=4", "optim.lr=1e-3")
+    _check_run(out, ppo=True)
+    w0 = load_file(str(dist_model / "model.safetensors"))
+    w2 = load_file(str(out / "checkpoints" / "iter_000002" / "model.safetensors"))
+    assert sorted(w0) == sorted(w2)
+    adapted = ("q_proj", "k_proj", "v_proj", "o_proj")  # model.lora.target_modules' default
+    changed = {k for k in w0 if not torch.equal(w0[k], w2[k])}
+    assert changed and all(k.split(".")[-2] in adapted for k in changed), sorted(changed)[:8]
+    # the adapter alone, gathered from both ranks: base + its merge gives the saved weights
+    adapter = load_file(str(out / "checkpoints" / "iter_000002" / "adapter" / "adapter_model.safetensors"))
+    assert adapter and all("lora_" in k for k in adapter)
+    assert any(float(v.abs().max()) > 0 for k, v in adapter.items() if "lora_B" in k)

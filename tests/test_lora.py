@@ -1,4 +1,5 @@
-"""Optional LoRA policy: merged weights reach the engine and the saved checkpoint."""
+"""Optional LoRA policy: merged weights reach the engine (in the engine's dtype) and the saved
+checkpoint, and every LoRA checkpoint holds the adapter alone too (PEFT format, `trainer.ADAPTER_DIR`)."""
 
 import pytest
 import torch
@@ -6,29 +7,39 @@ import torch
 pytest.importorskip("peft")
 
 
-def test_lora_policy_merges_into_engine_and_checkpoint(tiny_model_dir, tmp_path):
+def _lora_trainer(tiny_model_dir, tok):
     from accelerate import Accelerator
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from vineppo.config import load_config
-    from vineppo.engine.base import SamplingParams
-    from vineppo.engine.hf import HFEngine
     from vineppo.trainer import Trainer
 
     cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", "model.dtype=float32",
                              "model.gradient_checkpointing=false", "model.lora.r=4", "iterations=1",
                              "ppo.minibatch_size=8", "ppo.micro_batch_size=8", "episodes.questions_per_iteration=2",
                              "episodes.samples_per_question=4"])
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    trainer = Trainer(cfg, Accelerator(cpu=True), tok, progress=False)
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    sd = trainer.policy_state_dict()
-    assert set(sd) == set(base.state_dict())
-    # a trained adapter: make lora_B non-zero so the merged weights differ from the base
+    return Trainer(cfg, Accelerator(cpu=True), tok, progress=False)
+
+
+def _train_adapter(trainer) -> None:
+    """A trained adapter: lora_B non-zero, so the merged weights differ from the base."""
     with torch.no_grad():
         for n, p in trainer.unwrapped_policy().named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.5)
+
+
+def test_lora_policy_merges_into_engine_and_checkpoint(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from vineppo.engine.base import SamplingParams
+    from vineppo.engine.hf import HFEngine
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    trainer = _lora_trainer(tiny_model_dir, tok)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    sd = trainer.policy_state_dict()
+    assert set(sd) == set(base.state_dict())
+    _train_adapter(trainer)
     merged = trainer.policy_state_dict()
     assert any(not torch.equal(merged[k], base.state_dict()[k]) for k in merged)
     # unmerged again afterwards: the adapter model's own forward is unchanged by the call
@@ -47,3 +58,44 @@ def test_lora_policy_merges_into_engine_and_checkpoint(tiny_model_dir, tmp_path)
         peft_out = trainer.unwrapped_policy()(input_ids=torch.tensor([prompt])).logits
         saved_out = saved(input_ids=torch.tensor([prompt])).logits
     torch.testing.assert_close(peft_out, saved_out, rtol=1e-4, atol=1e-4)
+
+
+def test_merged_push_comes_in_the_engine_dtype(tiny_model_dir, tiny_tokenizer):
+    trainer = _lora_trainer(tiny_model_dir, tiny_tokenizer)
+    _train_adapter(trainer)
+    full = trainer.policy_state_dict()
+    half = trainer.policy_state_dict(torch.bfloat16)
+    assert sorted(full) == sorted(half)
+    live = {n.replace(".base_layer", ""): p for n, p in trainer.unwrapped_policy().get_base_model().named_parameters()}
+    merged = [k for k in full if k.split(".")[-2] in trainer.cfg.model.lora.target_modules]
+    assert merged
+    for k in full:
+        if k in merged:  # a new tensor: cast once, from the fp32 merge
+            assert half[k].dtype == torch.bfloat16 and torch.equal(half[k], full[k].to(torch.bfloat16))
+            assert not torch.equal(full[k], live[k])  # the adapter's delta is in it
+        elif k in live:  # a resident full parameter: handed over as is, no copy
+            assert half[k].data_ptr() == live[k].data_ptr() and half[k].dtype == torch.float32
+
+
+def test_lora_checkpoint_holds_the_adapter_alone(tiny_model_dir, tiny_tokenizer, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from vineppo.trainer import ADAPTER_DIR
+
+    trainer = _lora_trainer(tiny_model_dir, tiny_tokenizer)
+    _train_adapter(trainer)
+    trainer.save_pretrained(tmp_path / "ck")
+    files = sorted(p.name for p in (tmp_path / "ck" / ADAPTER_DIR).iterdir())
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(files)  # (+ PEFT's model card)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    loaded = PeftModel.from_pretrained(base, tmp_path / "ck" / ADAPTER_DIR).eval()
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "ck", dtype=torch.float32).eval()
+    live = dict(trainer.unwrapped_policy().named_parameters())
+    for k, v in loaded.named_parameters():  # exactly the trainer's adapter (and base) tensors
+        assert torch.equal(v, live[k]), k
+    ids = torch.tensor([tiny_tokenizer("Tom has 3 apples and buys 4 more.")["input_ids"]])
+    with torch.no_grad():  # (fp32 kernels differ by ~1e-4 between runs on this CPU: not a bitwise check)
+        want = trainer.unwrapped_policy()(input_ids=ids).logits
+        torch.testing.assert_close(loaded(input_ids=ids).logits, want, rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(merged(input_ids=ids).logits, want, rtol=1e-3, atol=1e-3)

@@ -16,14 +16,20 @@ def _train(args) -> int:
     from vineppo.plan import MemoryPlanError
     from vineppo.tasks.custom import MissingSolutionError
 
+    from vineppo.distributed import name_timeout_setting
+
     cfg = load_config(args.config, args.overrides)
     try:
-        train(cfg, args.output_dir, resume=args.resume)
+        with name_timeout_setting(cfg):
+            result = train(cfg, args.output_dir, resume=args.resume)
     except (DataError, MissingSolutionError, FileNotFoundError, FileExistsError, MemoryPlanError) as e:
         # Bad data (file, line, field) or paths: one line for the user, not a traceback.
         kind = "data error" if isinstance(e, (DataError, MissingSolutionError)) else "error"
         print(f"vineppo train: {kind}: {e}", file=sys.stderr)
         return 2
+    if result.stopped:  # a stop request (Slurm's time-limit signal): checkpointed, resume later
+        print(f"vineppo train: stopped on request at {result.final_checkpoint}; continue with --resume",
+              file=sys.stderr)
     return 0
 
 

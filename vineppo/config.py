@@ -203,8 +203,8 @@ class EngineConfig:
 class DistributedConfig:
     """Multi-process settings (the strategy itself comes from the `accelerate launch` file)."""
     #: process-group timeout: generation and MC phases are long and uneven across ranks (the
-    #: defaults are 10 min for NCCL, 30 min for DeepSpeed)
-    timeout_minutes: int = 120
+    #: defaults are 10 min for NCCL, 30 min for gloo); DeepSpeed's ZeRO group gets it too. Fractions allowed
+    timeout_minutes: float = 120
     #: `vineppo train` on CUDA refuses a run whose memory plan (`vineppo plan`) does not fit the GPU
     memory_check: bool = True
 
@@ -466,8 +466,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"engine.tensor_parallel_size={cfg.engine.tensor_parallel_size} is not supported yet: "
                           f"each process sends its own prompts and seed to its own engine (a tensor-parallel "
                           f"group would need the same ones); use 1")
-    if cfg.distributed.timeout_minutes < 1:
-        raise ConfigError(f"distributed.timeout_minutes must be >= 1, got {cfg.distributed.timeout_minutes}")
+    if not cfg.distributed.timeout_minutes > 0:
+        raise ConfigError(f"distributed.timeout_minutes must be > 0 (fractions allowed), got {cfg.distributed.timeout_minutes}")
     if cfg.checkpoint.keep_trainer_state is not None and cfg.checkpoint.keep_trainer_state < 1:
         raise ConfigError(f"checkpoint.keep_trainer_state must be >= 1 or null, got {cfg.checkpoint.keep_trainer_state}")
     if cfg.mc.adaptive and not 1 <= cfg.mc.k_min <= cfg.mc.k_max:

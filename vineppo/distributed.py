@@ -22,8 +22,9 @@ construction (its real FSDP2 `prepare` then runs on CPU); DeepSpeed runs on CPU 
 `DS_ACCELERATOR=cpu` over the same gloo group. Everything after that is the GPU code path.
 
 Weights for the engine push and for checkpoints are gathered by every rank together, one tensor
-at a time and copied to CPU (device memory peak: one full tensor), LoRA merged by PEFT (DDP and
-ZeRO-2, whose parameters are full; FSDP and ZeRO-3 reject LoRA at start-up).
+at a time and copied to CPU (device memory peak: one full tensor), in the engine's dtype for the
+push; LoRA weights are merged out of place from the gathered base weight and adapter matrices
+(`gathered_state_items`), the same code under every strategy.
 """
 
 from __future__ import annotations
@@ -86,7 +87,12 @@ def build_accelerator(cfg):
     strategy = launch_strategy()
     cpu = not torch.cuda.is_available()
     mixed = "bf16" if (cfg.model.dtype == "bfloat16" and not cpu) else "no"
-    kwargs = dict(cpu=cpu, kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(minutes=cfg.distributed.timeout_minutes))])
+    timeout = collective_timeout(cfg)
+    # under NCCL a timed-out collective may abort the process from the watchdog thread before
+    # `name_timeout_setting` sees it: this line names the setting behind the watchdog's timeout
+    log.info("collectives time out after %s (distributed.timeout_minutes=%g)", timeout,
+             cfg.distributed.timeout_minutes)
+    kwargs = dict(cpu=cpu, kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)])
     if strategy in ("zero2", "zero3"):
         if cpu:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -96,7 +102,8 @@ def build_accelerator(cfg):
         import deepspeed
 
         deepspeed.init_distributed(dist_backend="gloo" if cpu else "nccl", dist_init_required=False,
-                                   timeout=timedelta(minutes=cfg.distributed.timeout_minutes))
+                                   timeout=timeout)
+        pin_deepspeed_world_group(timeout)
         return acc
     if strategy == "fsdp" and cpu:
         from accelerate import FullyShardedDataParallelPlugin
@@ -114,11 +121,58 @@ def build_accelerator(cfg):
     return Accelerator(mixed_precision=mixed, **kwargs)
 
 
+def collective_timeout(cfg) -> timedelta:
+    """`distributed.timeout_minutes` (fractions allowed) as the timeout of every process group."""
+    return timedelta(minutes=cfg.distributed.timeout_minutes)
+
+
+def pin_deepspeed_world_group(timeout: timedelta):
+    """Create DeepSpeed's copy of the world group ourselves, with `timeout`.
+
+    DeepSpeed (0.19) runs ZeRO's collectives (ZeRO-3's parameter all-gathers, the gradient
+    reduce-scatters) on a clone of the world group, made lazily by
+    `deepspeed.utils.groups._clone_world_group` with `dist.new_group(ranks)` and no timeout, i.e.
+    torch's default (NCCL 10 min, gloo 30 min) whatever `init_distributed(timeout=)` said. After a
+    long, uneven MC phase the first ZeRO-3 all-gather then kills the ranks that are ahead. Seeding
+    that clone (DeepSpeed reuses it when it is set) puts ZeRO under `distributed.timeout_minutes`."""
+    import torch.distributed as tdist
+    from deepspeed.utils import groups
+
+    if getattr(groups, "_WORLD_GROUP", None) is None:
+        groups._WORLD_GROUP = tdist.new_group(ranks=list(range(tdist.get_world_size())), timeout=timeout)
+    return groups._WORLD_GROUP
+
+
+class CollectiveTimeout(RuntimeError):
+    """A collective waited longer than `distributed.timeout_minutes` for the other ranks."""
+
+
+#: how torch's backends word a collective that waited past its timeout (gloo: "Timed out waiting
+#: 3000ms for recv operation", its store: "Socket Timeout", NCCL: "Watchdog caught collective
+#: operation timeout"); other timeouts (an engine's, a grader's) are not ours to rename
+_TIMEOUT_WORDS = ("timed out waiting", "socket timeout", "collective operation timeout")
+
+
+@contextlib.contextmanager
+def name_timeout_setting(cfg):
+    """Re-raise a collective's timeout as `CollectiveTimeout` naming `distributed.timeout_minutes`
+    (the backends' own message names neither the setting nor its value). Under NCCL the watchdog
+    may abort the process before Python sees an error; its log line then carries the timeout."""
+    try:
+        yield
+    except RuntimeError as e:  # torch.distributed.DistBackendError is one
+        text = str(e).lower()
+        if isinstance(e, CollectiveTimeout) or not any(w in text for w in _TIMEOUT_WORDS):
+            raise
+        minutes = cfg.distributed.timeout_minutes
+        raise CollectiveTimeout(
+            f"a collective waited more than distributed.timeout_minutes={minutes:g} for the other ranks "
+            f"(a rank is stuck or much slower, e.g. a long uneven MC phase); raise distributed.timeout_minutes "
+            f"if the ranks are only slow. Backend error: {str(e).strip()[:500]}") from e
+
+
 def make_strategy(acc, cfg) -> "AccelerateStrategy":
     name = launch_strategy()
-    if cfg.model.lora is not None and name in ("fsdp", "zero3"):
-        raise StrategyError(f"model.lora is not supported under {name} (sharded base weights cannot be merged "
-                            f"in place); use DDP or DeepSpeed ZeRO-2 for LoRA")
     if name in ("zero2", "zero3"):
         return DeepSpeedStrategy(acc, cfg, name)
     return AccelerateStrategy(acc, cfg, name)
@@ -137,24 +191,58 @@ def _set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state(s["cuda"])
 
 
-def _merged_lora_items(model) -> Iterator[tuple[str, torch.Tensor]]:
-    """PEFT model with full parameters: clean HF names, each adapted weight merged out of place
-    (W + PEFT's own delta, one layer at a time); the live base weights are never modified, so
-    repeated pushes cannot drift them (an in-place merge/unmerge would, in bf16)."""
-    base = model.get_base_model()
-    lora_layers = {name: m for name, m in base.named_modules()
-                   if hasattr(m, "get_delta_weight") and hasattr(m, "base_layer")}
+def _lora_layers(model) -> dict[str, torch.nn.Module]:
+    """PEFT's LoRA layers of a (possibly sharded) PEFT model, by module name in the base model."""
+    return {name: m for name, m in model.get_base_model().named_modules()
+            if hasattr(m, "lora_A") and hasattr(m, "base_layer")}
+
+
+def lora_delta(layer, adapter: str, lora_a: torch.Tensor, lora_b: torch.Tensor) -> torch.Tensor:
+    """The weight delta of one LoRA adapter from its full A and B matrices, in fp32:
+    scaling × B A (transposed for Conv1D-style `fan_in_fan_out` layers), PEFT's Linear merge rule
+    (`get_delta_weight`) written out because sharded A and B must be gathered first."""
+    delta = (lora_b.float() @ lora_a.float()) * layer.scaling[adapter]
+    return delta.T if getattr(layer, "fan_in_fan_out", False) else delta
+
+
+def gathered_state_items(model, full, dtype: torch.dtype | None = None, lora: bool = False
+                         ) -> Iterator[tuple[str, torch.Tensor]]:
+    """HF-named full tensors of `model` (unwrapped), one at a time: gathered or merged ones on CPU in
+    `dtype` (None: as trained), resident full parameters as they are. `full(tensors)` is the strategy's context manager that yields those tensors in full
+    (a collective under FSDP2 / ZeRO-3: every rank iterates together). With `lora`, each adapted
+    weight is merged out of place (W + delta in fp32, then cast): the live base weights are never
+    modified, so repeated pushes cannot drift them (an in-place merge/unmerge would, in bf16)."""
+    base = model.get_base_model() if lora else model
+    layers = _lora_layers(model) if lora else {}
+    params = dict(base.named_parameters(remove_duplicate=False))
     suffix = ".base_layer.weight"
     for k, v in base.state_dict().items():
-        if "lora_" in k:
+        if lora and "lora_" in k:
             continue
-        if k.endswith(suffix) and k[: -len(suffix)] in lora_layers:
-            layer = lora_layers[k[: -len(suffix)]]
-            v = v.detach().clone()
-            for adapter in layer.active_adapters:
-                if adapter in getattr(layer, "lora_A", {}):
-                    v += layer.get_delta_weight(adapter).to(v.dtype)
-        yield k.replace(".base_layer", ""), v.detach()
+        t = params.get(k, v)  # the Parameter: ZeRO-3 gathers Parameters, its state_dict holds stubs
+        layer = layers.get(k[: -len(suffix)]) if k.endswith(suffix) else None
+        adapters = [a for a in layer.active_adapters if a in layer.lora_A] if layer is not None else []
+        parts = [t] + [w for a in adapters for w in (layer.lora_A[a].weight, layer.lora_B[a].weight)]
+        with full(parts) as whole, torch.no_grad():
+            w = whole[0].detach()
+            if adapters:
+                w = w.float().clone()
+                for i, a in enumerate(adapters):
+                    w += lora_delta(layer, a, whole[1 + 2 * i], whole[2 + 2 * i]).to(w.device)
+                w = w.to(dtype or whole[0].dtype)
+            if adapters or hasattr(t, "full_tensor") or hasattr(t, "ds_id"):
+                # a new full tensor (gathered or merged): to host memory in the engine's dtype, so the
+                # device holds one at a time (ZeRO-3 also re-partitions the gathered storage on exit)
+                out = w.to("cpu", dtype=dtype or w.dtype, copy=True)
+            else:
+                out = w  # a resident full parameter: shared, no copy (the engine converts it lazily)
+        yield k.replace(".base_layer", ""), out
+
+
+@contextlib.contextmanager
+def _full_dtensors(tensors):
+    """FSDP2 (DTensor parameters): all-gather each; plain tensors are already full."""
+    yield [t.full_tensor() if hasattr(t, "full_tensor") else t for t in tensors]
 
 
 class AccelerateStrategy:
@@ -172,6 +260,7 @@ class AccelerateStrategy:
         if critic is None:
             actor, opt = acc.prepare(actor, opt)
             acc.register_for_checkpointing(scheduler)
+            self._keep_half_outputs(actor)
             return actor, opt, None, None
         if self.name == "fsdp":  # FSDP2: one model (and its optimizer) per prepare call
             actor, opt = acc.prepare(actor, opt)
@@ -179,7 +268,19 @@ class AccelerateStrategy:
         else:
             actor, opt, critic, critic_opt = acc.prepare(actor, opt, critic, critic_opt)
         acc.register_for_checkpointing(scheduler, critic_scheduler)
+        self._keep_half_outputs(actor, critic)
         return actor, opt, critic, critic_opt
+
+    def _keep_half_outputs(self, *models) -> None:
+        """Under `mixed_precision: bf16` accelerate wraps each prepared model's forward in
+        `convert_outputs_to_fp32`: the full (B, L, vocab) logits would come back in fp32 (+7.6 GiB
+        at 7B, micro-batch 8 × 2499 tokens), which cancels the chunked log-softmax
+        (`losses.logprobs_from_logits` upcasts one chunk at a time). accelerate's own unwrapping
+        with `keep_fp32_wrapper=False` removes that wrapper from the inner module in place (the
+        DDP / FSDP wrapper stays); the trainer runs every forward under `accelerator.autocast()`."""
+        for m in models:
+            if m is not None:
+                self.acc.unwrap_model(m, keep_fp32_wrapper=False)
 
     def unwrap(self, model):
         return self.acc.unwrap_model(model)
@@ -188,6 +289,11 @@ class AccelerateStrategy:
     def plain_modules(self) -> bool:
         """True when the unwrapped models are ordinary modules with full parameters (safe to copy)."""
         return self.name in ("single", "ddp")
+
+    def load_dtype(self) -> torch.dtype:
+        """The dtype trained models are loaded in. fp32 here: DDP / FSDP keep fp32 master weights
+        and run bf16 under autocast, so loading in bf16 would lose the masters' precision."""
+        return torch.float32
 
     # ---- one optimizer step -------------------------------------------------------------
     def accumulate(self, *models):
@@ -217,18 +323,24 @@ class AccelerateStrategy:
         return norm
 
     # ---- full weights ---------------------------------------------------------------------
-    def full_state_items(self, model) -> Iterator[tuple[str, torch.Tensor]]:
-        """HF-named full tensors of a prepared model, on every rank (collective under FSDP: all
-        ranks iterate together); LoRA merged."""
-        m = self.unwrap(model)
-        if self.cfg.model.lora is not None:
-            yield from _merged_lora_items(m)
-            return
-        for k, v in m.state_dict().items():
-            if hasattr(v, "full_tensor"):  # FSDP2 DTensor: all-gather this one tensor, keep it on CPU
-                yield k, v.full_tensor().detach().to("cpu", copy=True)
-            else:
-                yield k, v.detach()
+    def full_state_items(self, model, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        """HF-named full tensors of a prepared model, one at a time on CPU in `dtype` (None: as
+        trained), on every rank (a collective under FSDP2 / ZeRO-3: all ranks iterate together);
+        LoRA merged."""
+        yield from gathered_state_items(self.unwrap(model), self._full, dtype, lora=self.cfg.model.lora is not None)
+
+    def _full(self, tensors):
+        return _full_dtensors(tensors)
+
+    def adapter_state(self, model) -> dict[str, torch.Tensor]:
+        """The LoRA adapter's full tensors under the PEFT model's own names (what PEFT's
+        `save_pretrained(state_dict=...)` filters), gathered by every rank together."""
+        out = {}
+        for k, p in self.unwrap(model).named_parameters():
+            if "lora_" in k:
+                with self._full([p]) as (w,):
+                    out[k] = w.detach().to("cpu", copy=True)
+        return out
 
     # ---- trainer state ----------------------------------------------------------------------
     def save_state(self, out_dir: Path, schedulers: dict) -> None:
@@ -311,11 +423,23 @@ class DeepSpeedStrategy(AccelerateStrategy):
             return engine, ds_opt
 
         actor, opt = init(actor, opt)
+        self._check_timed_group(actor)
         self.engines = {"policy": actor}
         if critic is not None:
             critic, critic_opt = init(critic, critic_opt)
             self.engines["critic"] = critic
         return actor, opt, critic, critic_opt
+
+    def _check_timed_group(self, engine) -> None:
+        """ZeRO's collectives must run on the group `pin_deepspeed_world_group` made (with
+        `distributed.timeout_minutes`); a DeepSpeed that builds another one would bring back
+        torch's default timeout silently."""
+        from deepspeed.utils import groups
+
+        group = getattr(engine, "seq_data_parallel_group", None)
+        if group is not None and group is not groups._WORLD_GROUP:
+            raise StrategyError("this DeepSpeed version runs ZeRO on a process group vineppo did not create, so "
+                                "distributed.timeout_minutes would not apply to it; use DeepSpeed 0.19")
 
     def unwrap(self, model):
         return getattr(model, "module", model)
@@ -323,6 +447,12 @@ class DeepSpeedStrategy(AccelerateStrategy):
     @property
     def plain_modules(self) -> bool:
         return False  # DeepSpeed hooks live on the module and its parameters
+
+    def load_dtype(self) -> torch.dtype:
+        """bf16 when DeepSpeed trains in bf16: it casts the module to bf16 itself and keeps its own
+        fp32 master partitions, so an fp32 load would only double the host RAM at start-up
+        (≈ 28 GB instead of 14 GB per rank at 7B)."""
+        return torch.bfloat16 if self.ds_config()["bf16"]["enabled"] else torch.float32
 
     def accumulate(self, *models):
         return contextlib.nullcontext()
@@ -342,22 +472,18 @@ class DeepSpeedStrategy(AccelerateStrategy):
         n = model.get_global_grad_norm()
         return None if n is None else float(n)
 
-    def full_state_items(self, model) -> Iterator[tuple[str, torch.Tensor]]:
-        m = self.unwrap(model)
-        if self.stage < 3:
-            yield from super().full_state_items(model)
+    @contextlib.contextmanager
+    def _full(self, tensors):
+        """ZeRO-3: gather the partitioned parameters among `tensors` (all ranks together), as
+        DeepSpeed's `GatheredParameters` does; ZeRO-2's parameters are full already."""
+        params = [t for t in tensors if hasattr(t, "ds_id")]
+        if not params:
+            yield list(tensors)
             return
         import deepspeed
 
-        params = dict(m.named_parameters(remove_duplicate=False))
-        for k, v in m.state_dict().items():
-            p = params.get(k)
-            if p is not None and hasattr(p, "ds_id"):
-                # all ranks gather this one parameter together; the copy lives on CPU
-                with deepspeed.zero.GatheredParameters([p]):
-                    yield k, p.data.detach().to("cpu", copy=True)
-            else:
-                yield k, v.detach()
+        with deepspeed.zero.GatheredParameters(params):
+            yield [t.data for t in tensors]
 
     def save_state(self, out_dir: Path, schedulers: dict) -> None:
         out_dir = Path(out_dir)

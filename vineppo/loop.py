@@ -33,6 +33,51 @@ log = logging.getLogger("vineppo")
 #: test hook: kill the process (SIGKILL, no cleanup) right after this iteration's checkpoint
 CRASH_ENV = "VINEPPO_DEBUG_KILL_AFTER_ITERATION"
 
+#: a stop request (`StopRequest`): this signal to any training process, or this file in the run
+#: directory (launch/slurm.sbatch writes it when Slurm warns of the time limit)
+STOP_SIGNAL = signal.SIGUSR1
+STOP_FILE = "STOP_REQUESTED"
+#: written (with the iteration) when training stopped on request before its last iteration; the
+#: exit code stays 0 (torchrun treats any other as a crash), launch/slurm.sbatch requeues on this file
+STOPPED_FILE = "STOPPED"
+
+
+class StopRequest:
+    """Stop at the next safe point — the end of the current iteration, all ranks agreeing — with
+    a checkpoint, so a requeued job resumes there instead of losing up to `save_every` iterations.
+
+    Requested by `STOP_SIGNAL` to any rank (Slurm's `--signal`) or by `STOP_FILE` in the run
+    directory (shared by every node); the ranks agree through one max-reduction per iteration."""
+
+    def __init__(self, run_dir: Path, acc):
+        self.acc, self.path = acc, Path(run_dir) / STOP_FILE
+        self.signalled = False
+        self._previous = None
+        if acc.is_main_process:  # a request served before a requeue is not a new one
+            self.path.unlink(missing_ok=True)
+            (Path(run_dir) / STOPPED_FILE).unlink(missing_ok=True)
+        try:
+            self._previous = signal.signal(STOP_SIGNAL, self._on_signal)
+        except ValueError:  # not the main thread (e.g. train() from a notebook worker): file only
+            self._previous = None
+
+    def _on_signal(self, signum, frame) -> None:
+        self.signalled = True
+        log.warning("signal %d: stopping with a checkpoint after this iteration", signum)
+
+    def agreed(self) -> bool:
+        """True on every rank when any rank has a request (a collective: all ranks call it)."""
+        local = self.signalled or self.path.exists()
+        if self.acc.num_processes == 1:
+            return local
+        t = torch.tensor([1.0 if local else 0.0], device=self.acc.device)
+        return bool(self.acc.gather(t).max() > 0)
+
+    def close(self) -> None:
+        if self._previous is not None:
+            signal.signal(STOP_SIGNAL, self._previous)
+            self._previous = None
+
 
 def training_task(cfg: TrainConfig, tokenizer=None):
     """The run's Task, grading training rewards with `grading.mode` (length-stopped responses
@@ -269,6 +314,8 @@ class TrainResult:
     #: the rollout engine, still open (only with `keep_engine=True`; close it when done)
     engine: object | None = None
     final_checkpoint: Path | None = None
+    #: stopped on request (`StopRequest`) before `iterations`, after checkpointing
+    stopped: bool = False
 
 
 def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, keep_engine: bool = False) -> TrainResult:
@@ -336,6 +383,8 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
     scfg = cfg.sampling
     stop = stop_strings(cfg)
     final = None
+    stop_request = StopRequest(run_dir, acc)
+    stopped = False
     cumulative = accumulate_compute({}, metrics.last_row())  # continues the counters on resume
     for it in range(start, cfg.iterations):
         t_iter = time.perf_counter()
@@ -409,10 +458,18 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
             log.info("iteration %d/%d: reward %.3f, %s%.1fs", it + 1, cfg.iterations, row.get("reward/mean", 0.0),
                      f"unique MC states {row['mc/unique_states']:.0f}, " if "mc/unique_states" in row else "",
                      row["seconds"])
-        if (it + 1) % cfg.save_every == 0 or it + 1 == cfg.iterations:
+        stopping = it + 1 < cfg.iterations and stop_request.agreed()
+        if (it + 1) % cfg.save_every == 0 or it + 1 == cfg.iterations or stopping:
             final = save_checkpoint(trainer, acc, run_dir, it + 1)
         if os.environ.get(CRASH_ENV) == str(it + 1):
             os.kill(os.getpid(), signal.SIGKILL)
+        if stopping:
+            if acc.is_main_process:
+                (run_dir / STOPPED_FILE).write_text(f"{it + 1}\n")
+                log.warning("stop requested: checkpoint %s written; exiting (resume with --resume)", final)
+            stopped = True
+            break
+    stop_request.close()
     policy_sync.close()
     if not keep_engine:
         engine.close()
@@ -421,7 +478,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
         # our process group; in one process leave torch.distributed alone (an in-process vLLM
         # engine may own a world group of its own)
         acc.end_training()
-    return TrainResult(run_dir, engine if keep_engine else None, final)
+    return TrainResult(run_dir, engine if keep_engine else None, final, stopped)
 
 
 def save_checkpoint(trainer, acc, run_dir: Path, iteration: int) -> Path:

@@ -44,14 +44,16 @@ class PolicySync:
         """Returns the pushed full state dict (merged path; a collective under FSDP / ZeRO-3, so every
         rank calls it), or None when only the adapter went to the engine."""
         if not self.adapter:
-            state = trainer.policy_state_dict()
+            # gathered / merged tensors straight in the engine's dtype (vLLM's `dtype`; the
+            # transformers engine has none and casts on copy)
+            state = trainer.policy_state_dict(getattr(engine, "dtype", None))
             engine.update_weights(state)
             return state
         if getattr(engine, "sleeping", False):
             engine.wake()  # vLLM loads an adapter into live engine memory (GPU sleep mode)
         path = Path(self._dir.name)
         # PEFT writes adapter_config.json + adapter_model.safetensors: the layout vLLM loads.
-        trainer.unwrapped_policy().save_pretrained(path, safe_serialization=True)
+        trainer.save_adapter(path)
         engine.update_adapter(path)
         return None
 

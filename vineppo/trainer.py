@@ -10,7 +10,6 @@ whitening, PPO-clip + k3 KL (+ clipped value loss), grad clip, AdamW step, LR sc
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import time
 from dataclasses import dataclass
@@ -28,6 +27,9 @@ from vineppo.distributed import make_strategy
 from vineppo.episodes import Episode
 from vineppo.losses import actor_loss, kl_penalty_loss, logprobs_from_logits, ppo_policy_loss, value_loss
 from vineppo.values import CriticModel
+
+#: a LoRA run's checkpoints also hold the adapter alone, in PEFT's format, under this name
+ADAPTER_DIR = "adapter"
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -137,6 +139,29 @@ def gather_actions(t: torch.Tensor, batch: Batch) -> list[list[float]]:
     return [t[i][batch.action_mask[i] > 0].tolist() for i in range(t.shape[0])]
 
 
+def reference_dtype(model_dtype: str, device_type: str) -> torch.dtype:
+    """The frozen reference's dtype: half precision on accelerators (never an fp32 copy on a
+    GPU), fp32 on CPU."""
+    if device_type == "cpu":
+        return torch.float32
+    return torch.float16 if model_dtype == "float16" else torch.bfloat16
+
+
+def load_reference(mcfg, device, attn_implementation: str | None = None) -> nn.Module:
+    """The frozen reference policy, loaded from `model.name_or_path` again, straight in its own
+    dtype, rather than a deep copy of the (fp32) policy: no second fp32 model in host RAM at start-up
+    (≈ 28 GB per rank at 7B). `model.reference_offload`: it waits in CPU RAM while the engine generates."""
+    from transformers import AutoModelForCausalLM
+
+    kw = {"dtype": reference_dtype(mcfg.dtype, torch.device(device).type)}
+    if attn_implementation:
+        kw["attn_implementation"] = attn_implementation
+    ref = AutoModelForCausalLM.from_pretrained(mcfg.name_or_path, **kw)
+    disable_dropout(ref)
+    home = "cpu" if mcfg.reference_offload else device
+    return ref.to(home).eval().requires_grad_(False)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, accelerator, tokenizer, *, progress: bool = True):
         from transformers import AutoModel, AutoModelForCausalLM
@@ -156,15 +181,14 @@ class Trainer:
         self.dist.configure_batches(cfg.ppo.micro_batch_size, self.accum)
 
         mcfg = cfg.model
-        kw = {"dtype": torch.float32}  # fp32 master weights; bf16 runs under accelerate autocast
+        # fp32 master weights under DDP / FSDP (bf16 runs under accelerate autocast); bf16 where
+        # DeepSpeed casts the module to bf16 anyway (it keeps fp32 masters of its own)
+        kw = {"dtype": self.dist.load_dtype()}
         attn = resolve_attn_implementation(mcfg.attn_implementation)
         if attn:
             kw["attn_implementation"] = attn
         actor = AutoModelForCausalLM.from_pretrained(mcfg.name_or_path, **kw)
         disable_dropout(actor)
-        # frozen reference: half precision on accelerators (never an fp32 copy on a GPU), fp32 on CPU
-        ref_dtype = torch.float32 if accelerator.device.type == "cpu" else (
-            torch.float16 if mcfg.dtype == "float16" else torch.bfloat16)
         self.ref_is_adapter_off = False
         if mcfg.lora is not None:
             from peft import LoraConfig as PeftLoraConfig, get_peft_model
@@ -174,9 +198,7 @@ class Trainer:
             self.reference = None
             self.ref_is_adapter_off = True  # reference = the base weights with adapters disabled
         else:
-            # `model.reference_offload`: the reference waits in CPU RAM while the engine generates
-            ref_home = "cpu" if mcfg.reference_offload else accelerator.device
-            self.reference = copy.deepcopy(actor).to(ref_dtype).to(ref_home).eval().requires_grad_(False)
+            self.reference = load_reference(mcfg, accelerator.device, kw.get("attn_implementation"))
         if mcfg.gradient_checkpointing:
             actor.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             actor.config.use_cache = False
@@ -214,10 +236,11 @@ class Trainer:
             return self.unwrapped_policy()
         return None
 
-    def policy_state_dict(self) -> dict[str, torch.Tensor]:
-        """HF-named full weights of the current policy on every rank (LoRA merged). A collective
-        under FSDP / ZeRO-3: every rank must call it."""
-        return dict(self.dist.full_state_items(self.actor))
+    def policy_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """HF-named full weights of the current policy on every rank (LoRA merged); gathered and
+        merged tensors in `dtype` (the engine's for a push: bf16 halves the host copy of an fp32
+        FSDP / ZeRO-3 policy). A collective under FSDP / ZeRO-3: every rank must call it."""
+        return dict(self.dist.full_state_items(self.actor, dtype))
 
     def save_pretrained(self, out_dir: Path) -> None:
         """HF model (LoRA merged) + tokenizer, loadable with `from_pretrained`. Every rank calls it
@@ -230,6 +253,17 @@ class Trainer:
             model.save_pretrained(out_dir, safe_serialization=True, state_dict=sd)
             self.tokenizer.save_pretrained(out_dir)
         del sd
+        if self.cfg.model.lora is not None:
+            self.save_adapter(Path(out_dir) / ADAPTER_DIR)
+
+    def save_adapter(self, out_dir: Path) -> None:
+        """The LoRA adapter alone in PEFT's format (adapter_config.json + adapter_model.safetensors,
+        a few MB: what vLLM's LoRA support and `PeftModel.from_pretrained` load), gathered from
+        every rank under FSDP2 / ZeRO-3. Every rank calls it; the main process writes."""
+        sd = self.dist.adapter_state(self.actor)
+        if self.acc.is_main_process:
+            self.unwrapped_policy().save_pretrained(out_dir, safe_serialization=True, state_dict=sd)
+        self.acc.wait_for_everyone()
 
     # ---- forward passes -------------------------------------------------------------------
     def _micro_batches(self, episodes: Sequence[Episode]):
@@ -253,7 +287,9 @@ class Trainer:
     def _critic_values(self, batch: Batch) -> torch.Tensor:
         with self.acc.autocast():
             v = self.critic(batch.input_ids, batch.attention_mask)
-        return v[:, :-1]  # V(s_t) read at the position that predicts action t
+        # V(s_t) read at the position that predicts action t; (B, L) values are small: fp32 for
+        # the value loss (the prepared forward no longer converts outputs, see distributed.py)
+        return v[:, :-1].float()
 
     # ---- one iteration ------------------------------------------------------------------------
     def step(self, episodes: Sequence[Episode], iteration: int | None = None) -> dict:

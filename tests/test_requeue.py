@@ -1,0 +1,140 @@
+"""Stop on request with a checkpoint (issue 18, finding 8): Slurm's time-limit signal reaches
+training (launch/slurm.sbatch: USR1 -> STOP_REQUESTED), every rank finishes the iteration, a
+checkpoint is written, training exits, and `--resume` continues from that checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class _TwoRanks:
+    """A stand-in Accelerator of 2 processes whose other rank has (or has not) a request."""
+
+    def __init__(self, other: bool):
+        self.num_processes, self.is_main_process, self.device, self.other = 2, True, "cpu", other
+
+    def gather(self, t):
+        return torch.cat([t, torch.tensor([1.0 if self.other else 0.0])])
+
+
+def test_a_request_on_any_rank_stops_every_rank(tmp_path):
+    from vineppo.loop import STOP_FILE, STOP_SIGNAL, STOPPED_FILE, StopRequest
+
+    (tmp_path / STOP_FILE).write_text("")  # left over from the job before the requeue
+    (tmp_path / STOPPED_FILE).write_text("3\n")
+    req = StopRequest(tmp_path, _TwoRanks(other=False))
+    try:
+        assert not (tmp_path / STOP_FILE).exists() and not (tmp_path / STOPPED_FILE).exists()
+        assert req.agreed() is False
+        assert StopRequest.agreed(SimpleNamespace(acc=_TwoRanks(other=True), signalled=False,
+                                                  path=tmp_path / STOP_FILE)) is True  # the other rank's
+        os.kill(os.getpid(), STOP_SIGNAL)  # this rank's own signal
+        assert req.signalled and req.agreed() is True
+    finally:
+        req.close()
+    assert signal.getsignal(STOP_SIGNAL) is not req._on_signal  # the previous handler is back
+    req = StopRequest(tmp_path, _TwoRanks(other=False))
+    try:
+        (tmp_path / STOP_FILE).write_text("")  # the sbatch's request file (shared by every node)
+        assert req.agreed() is True
+    finally:
+        req.close()
+
+
+def _rows(run: Path) -> list[int]:
+    p = run / "metrics.jsonl"
+    return [json.loads(l)["iteration"] for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
+
+
+@pytest.mark.slow
+def test_signal_checkpoints_at_the_iteration_end_and_resume_continues(tiny_model_dir, shared_data_dir, tmp_path):
+    from vineppo.loop import STOP_SIGNAL, STOPPED_FILE
+
+    run = tmp_path / "run"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("{}\n")
+    args = ["--config", str(cfg), "--output-dir", str(run), "algorithm=grpo", f"model.name_or_path={tiny_model_dir}",
+            "model.dtype=float32", "model.gradient_checkpointing=false", "data.task=gsm8k",
+            f"data.source={shared_data_dir}", "data.validation_size=0", "sampling.max_new_tokens=16",
+            "sampling.max_sequence_length=256", "episodes.questions_per_iteration=2", "episodes.samples_per_question=4",
+            "ppo.minibatch_size=8", "ppo.micro_batch_size=4", "engine.backend=hf", "logging.progress=false",
+            "save_every=1000", "seed=3"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "vineppo", "train", *args, "iterations=200"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not _rows(run) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _rows(run), "no iteration finished"
+        proc.send_signal(STOP_SIGNAL)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    rows = _rows(run)
+    n = rows[-1]
+    assert rows == list(range(1, n + 1)) and n < 200  # stopped long before the end
+    assert (run / STOPPED_FILE).read_text().strip() == str(n)
+    # save_every=1000: the only checkpoint is the one the request wrote, complete with trainer state
+    from vineppo import checkpoint as ckpt
+
+    assert [p.name for p in ckpt.list_checkpoints(run)] == [ckpt.checkpoint_name(n)]
+    assert ckpt.latest_checkpoint(run, need_trainer_state=True)[1] == n
+    assert "stopped on request" in err
+    res = subprocess.run([sys.executable, "-m", "vineppo", "train", *args, "--resume", f"iterations={n + 1}"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"(iteration {n})" in res.stderr  # "resuming from .../iter_N (iteration N)"
+    assert _rows(run) == list(range(1, n + 2))
+    assert not (run / STOPPED_FILE).exists()  # the resumed run finished: nothing to requeue
+    assert [p.name for p in ckpt.list_checkpoints(run)] == [ckpt.checkpoint_name(n), ckpt.checkpoint_name(n + 1)]
+
+
+def test_slurm_script_asks_training_to_stop_then_requeues(tmp_path):
+    """launch/slurm.sbatch with stand-ins for srun, accelerate and scontrol: on USR1 it writes the
+    request file, waits for training to checkpoint and stop, then requeues (and skips evaluation)."""
+    import shutil
+
+    from vineppo.loop import STOP_FILE, STOPPED_FILE
+
+    bin_dir, run = tmp_path / "bin", tmp_path / "run"
+    bin_dir.mkdir()
+    stubs = {
+        "srun": 'eval "${@: -1}"\n',  # run the per-node command here
+        "scontrol": f'if [ "$1" = show ]; then echo node0; else echo "$@" >> {tmp_path}/scontrol.log; fi\n',
+        # "training": wait for the request, then checkpoint and leave STOPPED, exit 0
+        "accelerate": (f'touch {tmp_path}/started\nwhile [ ! -f {run}/{STOP_FILE} ]; do sleep 0.1; done\n'
+                       f'echo 7 > {run}/{STOPPED_FILE}\n'),
+        "python": f'echo "$@" >> {tmp_path}/python.log\n',
+    }
+    for name, body in stubs.items():
+        (bin_dir / name).write_text("#!/bin/bash\n" + body)
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "RUN_DIR": str(run), "SLURM_JOB_ID": "42",
+           "SLURM_JOB_NODELIST": "node0", "SLURM_NODEID": "0", "HOME": str(tmp_path)}
+    proc = subprocess.Popen([shutil.which("bash"), str(REPO / "launch" / "slurm.sbatch")], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # the script is in `wait`
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + err
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "42"]
+    assert not (tmp_path / "python.log").exists()  # no evaluation before the run is complete
+    assert "checkpointed at iteration 7" in out
