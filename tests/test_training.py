@@ -235,7 +235,10 @@ def test_accelerate_two_processes_whitening_is_global(sft_gsm8k, tmp_path):
         # every rank saw the same, global statistics ...
         assert m0["mean"] == pytest.approx(m1["mean"]) and m0["count"] == m1["count"]
         # ... equal to the single-process statistics of the same episodes
-        vals = [a for k, m in ((0, m0), (1, m1)) for i in m["episodes"] for a in eps[k][i]["advantages"]]
+        # indices into the iteration's episodes of both ranks in rank order (global minibatches)
+        both = eps[0] + eps[1]
+        vals = [a for m in (m0, m1) for i in m["episodes"] for a in both[i]["advantages"]]
+        assert not set(m0["episodes"]) & set(m1["episodes"])
         t = torch.tensor(vals, dtype=torch.float64)
         assert m0["count"] == len(vals)
         assert m0["mean"] == pytest.approx(float(t.mean()), abs=1e-6)

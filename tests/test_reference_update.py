@@ -1,0 +1,160 @@
+"""Every algorithm's whole `Trainer.step` against an independent float64 reference
+(`tests/update_reference.py`: the spec written out, no `vineppo.losses` / `vineppo.advantages`).
+
+The batch: 8 episodes (4 questions × 2 samples), responses of 3–12 tokens, finished and unfinished,
+several reasoning steps, MC values with a state past the cap. Training: 2 epochs over minibatches
+of 4 episodes in micro-batches of 2 (4 optimizer steps with gradient accumulation), KL coefficient
+0.05 against a reference that differs from the policy (so the KL term acts from the first step),
+linear LR decay, AdamW with an `eps` large enough that the update is proportional to the gradient,
+gradient clipping. Asserted: the advantages on the tokens, PPO's returns, the mean loss terms, the
+optimizer-step count and every parameter of the policy (and PPO's critic) after the step.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from update_reference import (DEFAULTS, float64_copy, group_token_advantages, make_episodes, reference_step,
+                              state_values, vine_token_advantages)
+from vineppo.config import load_config, loss_aggregation_for, whiten_advantages_for
+
+CASES = {
+    # algorithm, extra overrides
+    "vineppo": ("vineppo", ["model.reference_offload=true"]),
+    "vineppo-seq_mean_token_mean": ("vineppo", ["ppo.loss_aggregation=seq_mean_token_mean"]),
+    "vineppo-seq_mean_token_sum_norm": ("vineppo", ["ppo.loss_aggregation=seq_mean_token_sum_norm"]),
+    "ppo-gamma-lambda": ("ppo", ["ppo.gamma=0.9", "ppo.lam=0.8", "model.gradient_checkpointing=true"]),
+    "ppo": ("ppo", []),
+    "grpo": ("grpo", []),
+    "dr_grpo": ("dr_grpo", []),
+    "rloo": ("rloo", ["ppo.whiten_advantages=true"]),
+}
+
+
+def reference_config(tiny_model_dir, algorithm, extra=()):
+    return load_config(None, [
+        f"algorithm={algorithm}", f"model.name_or_path={tiny_model_dir}", "model.dtype=float32",
+        "model.gradient_checkpointing=false", "episodes.questions_per_iteration=4",
+        "episodes.samples_per_question=2", "ppo.minibatch_size=4", "ppo.micro_batch_size=2", "ppo.epochs=2",
+        "ppo.kl_coef=0.05", "ppo.cliprange=0.02", "optim.lr=0.01", "optim.eps=0.05", "optim.max_grad_norm=0.5",
+        "optim.warmup_ratio=0", "optim.schedule=linear", "sampling.max_new_tokens=16", "iterations=1",
+        "logging.progress=false", "seed=11", *extra])
+
+
+def perturb_reference(trainer, scale=0.02):
+    """A reference policy other than the starting policy, so that the KL term and its gradient are
+    non-zero from the first optimizer step (after an SFT start they are 0 at step 1)."""
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in trainer.reference.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+def credit(algorithm, episodes, tok):
+    """The package's credit phase for the batch (what the loop does before `Trainer.step`)."""
+    from vineppo.loop import assign_group_advantages, assign_vine_advantages
+
+    if algorithm == "vineppo":
+        assign_vine_advantages(episodes)
+    elif algorithm != "ppo":
+        assign_group_advantages(episodes, 2, algorithm, tok.eos_token_id)
+
+
+def build_trainer(cfg):
+    from accelerate import Accelerator
+    from transformers import AutoTokenizer
+
+    from vineppo.trainer import Trainer
+
+    tok = AutoTokenizer.from_pretrained(cfg.model.name_or_path)
+    return Trainer(cfg, Accelerator(cpu=True), tok, progress=False), tok
+
+
+def assert_close_lists(got, want, tol=1e-5):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g == pytest.approx(list(w), abs=tol)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_trainer_step_equals_the_reference(case, tiny_model_dir, one_torch_thread):
+    algorithm, extra = CASES[case]
+    cfg = reference_config(tiny_model_dir, algorithm, extra)
+    trainer, tok = build_trainer(cfg)
+    eos = tok.eos_token_id
+    episodes = make_episodes(tok)
+    assert len({len(e.response_ids) for e in episodes}) >= 4 and {e.finished for e in episodes} == {True, False}
+    # the defaults each algorithm reaches the loss with (checked against the config, then used by hand)
+    if not any(x.startswith("ppo.loss_aggregation") for x in extra):
+        assert loss_aggregation_for(cfg) == DEFAULTS[algorithm][0]
+    if not any(x.startswith("ppo.whiten") for x in extra):
+        assert whiten_advantages_for(cfg) is DEFAULTS[algorithm][1]
+    policy = trainer.unwrapped_policy()
+    if trainer.reference is not None:
+        perturb_reference(trainer)
+    ref_policy, ref_reference = float64_copy(policy), float64_copy(trainer.reference)
+    critic = trainer.acc.unwrap_model(trainer.critic) if trainer.critic is not None else None
+    ref_critic = float64_copy(critic) if critic is not None else None
+    if critic is not None:
+        # V must vary by position for a shifted read to matter: the random head already does
+        with torch.no_grad():
+            assert float(state_values(ref_critic, episodes[0], eos).std()) > 1e-3
+
+    if algorithm == "vineppo":
+        want_adv = [vine_token_advantages(e, tok) for e in episodes]
+    elif algorithm == "ppo":
+        want_adv = None
+    else:
+        want_adv = group_token_advantages(episodes, algorithm)
+    credit(algorithm, episodes, tok)
+    if want_adv is not None:
+        assert_close_lists([e.advantages for e in episodes], want_adv, 1e-12)
+    want = reference_step(cfg, ref_policy, ref_reference, ref_critic, episodes,
+                          [list(e.advantages) for e in episodes] if want_adv is not None else None, eos)
+    if cfg.model.reference_offload:
+        assert next(trainer.reference.parameters()).device.type == "cpu"
+    stats = trainer.step(episodes, iteration=0)
+
+    assert stats["train/optimizer_steps"] == want["optimizer_steps"] == 4
+    if algorithm == "ppo":
+        assert_close_lists([e.advantages for e in episodes], want["advantages"])
+        assert_close_lists([e.meta["returns"] for e in episodes], want["returns"])
+    n = len(want["losses"])
+    for key in ("loss", "pg_loss", "kl") + (("value_loss",) if algorithm == "ppo" else ()):
+        mean = sum(l[key] for l in want["losses"]) / n
+        assert stats[f"train/{key}"] == pytest.approx(mean, rel=1e-4, abs=1e-7), key
+    assert stats["train/kl"] > 1e-3  # the perturbed reference: the KL term is real
+    assert stats["train/clip_frac"] > 0  # later minibatches move past the clip range
+    # no micro-batch skipped by ratio_threshold (that would zero its gradient: tested in test_losses)
+    assert not any(l["skipped"] for l in want["losses"]) and stats["train/ratio_skipped"] == 0
+
+    assert_same_update(policy, start_policy(cfg), ref_policy)
+    if critic is not None:
+        assert_same_update(critic, start_critic(cfg), ref_critic)
+
+
+def assert_same_update(after, start, want):
+    """Every parameter of `after` (the trainer's) equals the reference's `want`, within 1e-4 of the
+    largest move from `start` (both updates are real: something moved by more than 1e-3)."""
+    got = torch.cat([p.detach().double().flatten() for p in after.parameters()])
+    exp = torch.cat([p.detach().flatten() for p in want.parameters()])
+    s0 = torch.cat([p.detach().flatten() for p in start.parameters()])
+    moved = float((exp - s0).abs().max())
+    assert moved > 1e-3
+    err = float((got - exp).abs().max())
+    assert err <= 1e-4 * moved, (err, moved)
+
+
+def start_policy(cfg):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(cfg.model.name_or_path, dtype=torch.float64)
+
+
+def start_critic(cfg):
+    from transformers import AutoModel
+
+    from vineppo.critic import CriticModel
+
+    return CriticModel(AutoModel.from_pretrained(cfg.model.name_or_path, dtype=torch.float64), seed=cfg.seed % (2**31))
