@@ -15,9 +15,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from update_reference import (DEFAULTS, float64_copy, group_token_advantages, make_episodes, reference_step,
-                              state_values, vine_token_advantages)
-from vineppo.config import load_config, loss_aggregation_for, whiten_advantages_for
+from update_reference import (DEFAULTS, credit, float64_copy, group_token_advantages, make_episodes,
+                              perturb_reference, reference_config, reference_step, state_values,
+                              vine_token_advantages)
+from vineppo.config import loss_aggregation_for, whiten_advantages_for
 
 CASES = {
     # algorithm, extra overrides
@@ -30,35 +31,6 @@ CASES = {
     "dr_grpo": ("dr_grpo", []),
     "rloo": ("rloo", ["ppo.whiten_advantages=true"]),
 }
-
-
-def reference_config(tiny_model_dir, algorithm, extra=()):
-    return load_config(None, [
-        f"algorithm={algorithm}", f"model.name_or_path={tiny_model_dir}", "model.dtype=float32",
-        "model.gradient_checkpointing=false", "episodes.questions_per_iteration=4",
-        "episodes.samples_per_question=2", "ppo.minibatch_size=4", "ppo.micro_batch_size=2", "ppo.epochs=2",
-        "ppo.kl_coef=0.05", "ppo.cliprange=0.02", "optim.lr=0.01", "optim.eps=0.05", "optim.max_grad_norm=0.5",
-        "optim.warmup_ratio=0", "optim.schedule=linear", "sampling.max_new_tokens=16", "iterations=1",
-        "logging.progress=false", "seed=11", *extra])
-
-
-def perturb_reference(trainer, scale=0.02):
-    """A reference policy other than the starting policy, so that the KL term and its gradient are
-    non-zero from the first optimizer step (after an SFT start they are 0 at step 1)."""
-    g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for p in trainer.reference.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-
-
-def credit(algorithm, episodes, tok):
-    """The package's credit phase for the batch (what the loop does before `Trainer.step`)."""
-    from vineppo.loop import assign_group_advantages, assign_vine_advantages
-
-    if algorithm == "vineppo":
-        assign_vine_advantages(episodes)
-    elif algorithm != "ppo":
-        assign_group_advantages(episodes, 2, algorithm, tok.eos_token_id)
 
 
 def build_trainer(cfg):
@@ -158,3 +130,45 @@ def start_critic(cfg):
     from vineppo.critic import CriticModel
 
     return CriticModel(AutoModel.from_pretrained(cfg.model.name_or_path, dtype=torch.float64), seed=cfg.seed % (2**31))
+
+
+def test_two_processes_equal_one(tiny_model_dir, tmp_path, one_torch_thread):
+    """One `Trainer.step` on 2 gloo processes (each holding its rank's half of the batch) equals the
+    same step in one process with the whole batch: the minibatches are drawn from all episodes with
+    one permutation, the whitening statistics and the gradient are those of the global minibatch."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import REPO_ROOT, free_port
+
+    algorithms = ["vineppo", "ppo"]
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    cmd = [accelerate, "launch", "--config_file", str(REPO_ROOT / "launch" / "cpu" / "ddp.yaml"),
+           "--main_process_port", str(free_port()), str(REPO_ROOT / "tests" / "two_process_step.py"),
+           str(tiny_model_dir), str(tmp_path), *algorithms]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    for algorithm in algorithms:
+        two = torch.load(tmp_path / f"{algorithm}.pt")
+        assert two["world"] == 2
+        cfg = reference_config(tiny_model_dir, algorithm)
+        trainer, tok = build_trainer(cfg)
+        if trainer.reference is not None:
+            perturb_reference(trainer)
+        episodes = make_episodes(tok)
+        credit(algorithm, episodes, tok)
+        one = trainer.step(episodes, iteration=0)
+        assert two["stats"]["train/optimizer_steps"] == one["train/optimizer_steps"] == 4
+        # rank 0's whitening statistics are the global minibatch's (its half + rank 1's half)
+        for w2, w1 in zip(two["whiten"], one["train/whiten_stats"]):
+            assert w2["count"] == w1["count"] and w2["mean"] == pytest.approx(w1["mean"], abs=1e-6)
+            assert w2["var"] == pytest.approx(w1["var"], rel=1e-5)
+            assert set(w2["episodes"]) < set(w1["episodes"])  # rank 0 trains on a half of each minibatch
+        state = trainer.unwrapped_policy().state_dict()
+        start = start_policy(cfg).state_dict()
+        moved = max(float((state[k].double() - start[k]).abs().max()) for k in state)
+        err = max(float((state[k] - two["state"][k]).abs().max()) for k in state)
+        assert moved > 1e-3 and err <= 1e-4 * moved, (algorithm, err, moved)

@@ -16,6 +16,7 @@ from bisect import bisect_right
 
 import torch
 
+from vineppo.config import load_config
 from vineppo.episodes import Episode
 from vineppo.tokens import encode_prompt, token_char_starts
 
@@ -38,6 +39,35 @@ DEFAULTS = {  # algorithm: (loss aggregation, whitening)
     "vineppo": ("token_mean", True), "ppo": ("token_mean", True), "grpo": ("seq_mean_token_mean", False),
     "dr_grpo": ("seq_mean_token_sum_norm", False), "rloo": ("seq_mean_token_sum_norm", False),
 }
+
+
+def reference_config(tiny_model_dir, algorithm, extra=()):
+    return load_config(None, [
+        f"algorithm={algorithm}", f"model.name_or_path={tiny_model_dir}", "model.dtype=float32",
+        "model.gradient_checkpointing=false", "episodes.questions_per_iteration=4",
+        "episodes.samples_per_question=2", "ppo.minibatch_size=4", "ppo.micro_batch_size=2", "ppo.epochs=2",
+        "ppo.kl_coef=0.05", "ppo.cliprange=0.02", "optim.lr=0.01", "optim.eps=0.05", "optim.max_grad_norm=0.5",
+        "optim.warmup_ratio=0", "optim.schedule=linear", "sampling.max_new_tokens=16", "iterations=1",
+        "logging.progress=false", "seed=11", *extra])
+
+
+def perturb_reference(trainer, scale=0.02):
+    """A reference policy other than the starting policy, so that the KL term and its gradient are
+    non-zero from the first optimizer step (after an SFT start they are 0 at step 1)."""
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in trainer.reference.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+def credit(algorithm, episodes, tok):
+    """The package's credit phase for the batch (what the loop does before `Trainer.step`)."""
+    from vineppo.loop import assign_group_advantages, assign_vine_advantages
+
+    if algorithm == "vineppo":
+        assign_vine_advantages(episodes)
+    elif algorithm != "ppo":
+        assign_group_advantages(episodes, 2, algorithm, tok.eos_token_id)
 
 
 def newline_boundaries(text: str) -> list[int]:
