@@ -172,3 +172,37 @@ def test_two_processes_equal_one(tiny_model_dir, tmp_path, one_torch_thread):
         moved = max(float((state[k].double() - start[k]).abs().max()) for k in state)
         err = max(float((state[k] - two["state"][k]).abs().max()) for k in state)
         assert moved > 1e-3 and err <= 1e-4 * moved, (algorithm, err, moved)
+
+
+def test_lora_step_equals_the_reference_with_the_base_model_as_reference(tiny_model_dir, one_torch_thread):
+    """LoRA: the reference log-probs are the base model's (adapters disabled). With an adapter that
+    has already moved (lora_B ≠ 0), the KL term is non-zero and the step equals the reference's
+    with the plain base model as KL reference."""
+    pytest.importorskip("peft")
+    from transformers import AutoModelForCausalLM
+
+    cfg = reference_config(tiny_model_dir, "vineppo", ["model.lora.r=4"])
+    trainer, tok = build_trainer(cfg)
+    assert trainer.reference is None
+    policy = trainer.unwrapped_policy()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float64)
+    ref_policy = float64_copy(policy)
+    start = {n: p.detach().double().clone() for n, p in policy.named_parameters() if "lora_" in n}
+    episodes = make_episodes(tok)
+    credit("vineppo", episodes, tok)
+    want = reference_step(cfg, ref_policy, base, None, episodes, [list(e.advantages) for e in episodes],
+                          tok.eos_token_id)
+    stats = trainer.step(episodes, iteration=0)
+    kl = sum(l["kl"] for l in want["losses"]) / len(want["losses"])
+    assert kl > 1e-3 and stats["train/kl"] == pytest.approx(kl, rel=1e-4)
+    assert stats["train/loss"] == pytest.approx(sum(l["loss"] for l in want["losses"]) / len(want["losses"]), rel=1e-4)
+    got = {n: p.detach().double() for n, p in policy.named_parameters() if "lora_" in n}
+    exp = {n: p.detach() for n, p in ref_policy.named_parameters() if "lora_" in n}
+    moved = max(float((exp[n] - start[n]).abs().max()) for n in got)
+    err = max(float((got[n] - exp[n]).abs().max()) for n in got)
+    assert moved > 1e-3 and err <= 1e-3 * moved, (err, moved)  # fp32 adapters vs float64: ~6e-4

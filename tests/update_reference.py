@@ -213,7 +213,8 @@ def reference_step(cfg, policy, reference, critic, episodes: list[Episode], adva
     n = len(episodes)
     total_steps = cfg.iterations * ppo.epochs * (n // ppo.minibatch_size)
     steps_per_lr = [1.0 - k / total_steps for k in range(total_steps)]  # warm-up 0, linear decay
-    opt = AdamW(policy.parameters(), cfg.optim.lr, cfg.optim.betas, cfg.optim.eps)
+    params = [p for p in policy.parameters() if p.requires_grad]  # LoRA: the adapters only
+    opt = AdamW(params, cfg.optim.lr, cfg.optim.betas, cfg.optim.eps)
     copt = AdamW(critic.parameters(), cfg.optim.lr, cfg.optim.betas, cfg.optim.eps) if critic is not None else None
     gen = torch.Generator().manual_seed(cfg.seed)
     losses, step = [], 0
@@ -229,13 +230,14 @@ def reference_step(cfg, policy, reference, critic, episodes: list[Episode], adva
                 A[i] = flat[pos: pos + n_actions(episodes[i])]
                 pos += n_actions(episodes[i])
             micro = [idx[j: j + ppo.micro_batch_size] for j in range(0, len(idx), ppo.micro_batch_size)]
-            grads = [torch.zeros_like(p) for p in policy.parameters()]
+            grads = [torch.zeros_like(p) for p in params]
             cgrads = [torch.zeros_like(p) for p in critic.parameters()] if critic is not None else None
             rec = {"loss": [], "pg_loss": [], "kl": [], "value_loss": [], "skipped": []}
             for mb in micro:
-                per_tok, kl_seq = [], []
+                per_tok, kl_seq, lps = [], [], []
                 for i in mb:
                     lp = action_logprobs(policy, episodes[i], eos_id, T)
+                    lps.append(lp)
                     ratio = torch.exp(lp - old[i])
                     clipped = torch.clamp(ratio, 1 - ppo.cliprange, 1 + ppo.cliprange)
                     per_tok.append(torch.maximum(-A[i] * ratio, -A[i] * clipped))
@@ -249,12 +251,11 @@ def reference_step(cfg, policy, reference, critic, episodes: list[Episode], adva
                     pg = torch.stack([x.sum() / cfg.sampling.max_new_tokens for x in per_tok]).mean()
                 kl = torch.stack(kl_seq).mean()
                 loss = pg + ppo.kl_coef * kl
-                mean_ratio = float(torch.cat([torch.exp(action_logprobs(policy, episodes[i], eos_id, T) - old[i])
-                                              for i in mb]).mean())
+                mean_ratio = float(torch.cat([torch.exp(lp.detach() - old[i]) for lp, i in zip(lps, mb)]).mean())
                 if mean_ratio > ppo.ratio_threshold:  # the whole actor loss of the micro-batch is skipped
                     loss, pg = loss * 0.0, pg * 0.0
                 rec["skipped"].append(float(mean_ratio > ppo.ratio_threshold))
-                for acc_g, g in zip(grads, torch.autograd.grad(loss, list(policy.parameters()), allow_unused=True)):
+                for acc_g, g in zip(grads, torch.autograd.grad(loss, params, allow_unused=True)):
                     if g is not None:
                         acc_g += g / len(micro)  # gradient accumulation: the mean over micro-batches
                 rec["loss"].append(float(loss.detach()))
