@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from test_compare import figures  # noqa: F401  (fixture)
 from test_training import sft_gsm8k  # noqa: F401  (session fixture)
 from test_values import CharTokenizer, ScriptedEngine, char_episode
 from vineppo.config import ConfigError, load_config
@@ -153,10 +154,10 @@ def test_config_adaptive_and_probe(tmp_path):
 
 
 
-def test_compare_plots_value_error_only_for_probed_runs(tmp_path):
+def test_compare_plots_value_error_only_for_probed_runs(tmp_path, figures):
     import json
 
-    from test_compare import PNG_MAGIC, make_run
+    from test_compare import PNG_MAGIC, make_run, plotted
     from vineppo.compare import VALUE_ERROR_PLOT, compare
 
     ppo = make_run(tmp_path, "ppo", "ppo", 1.0, test={2: 0.3}, validation={2: 0.3}, iterations=4)
@@ -172,7 +173,10 @@ def test_compare_plots_value_error_only_for_probed_runs(tmp_path):
     res = compare([ppo, vine], tmp_path / "probed", print_table=False)
     data = res.plots["value_error_vs_iteration"].read_bytes()
     assert res.plots["value_error_vs_iteration"].name == VALUE_ERROR_PLOT
-    assert data.startswith(PNG_MAGIC) and len(data) > 5000
+    assert data.startswith(PNG_MAGIC)
+    lines = plotted(figures[VALUE_ERROR_PLOT])
+    assert lines["ppo (critic)"] == ([2, 4], pytest.approx([0.15, 0.075]))
+    assert lines["vine (MC estimate)"] == ([2, 4], pytest.approx([0.15, 0.075]))
 
 
 @pytest.mark.slow

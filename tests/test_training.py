@@ -271,7 +271,10 @@ def test_group_method_trains_without_mc_rollouts_or_critic(algorithm, sft_gsm8k,
         assert all(math.isfinite(v) for v in r.values() if isinstance(v, float)), r
         assert not any(k.startswith("mc/") for k in r)
         assert "train/value_loss" not in r
-        assert r["train/optimizer_steps"] > 0 and r["train/tokens"] > 0
+        # 32 episodes, minibatch 16, 2 epochs: 4 optimizer steps per iteration, every action token twice
+        assert r["train/optimizer_steps"] == 4 * r["iteration"]
+        n_actions = r["episodes/count"] * (r["response/length_tokens"] + r["episodes/finished_frac"])
+        assert r["train/tokens"] == pytest.approx(2 * n_actions)
     # compute accounting: cumulative, generated = the episodes' tokens only
     assert rows[1]["compute/generated_tokens"] == rows[0]["generate/tokens"] + rows[1]["generate/tokens"]
     assert rows[1]["compute/trained_tokens"] == rows[0]["train/tokens"] + rows[1]["train/tokens"]
@@ -291,7 +294,7 @@ def test_ppo_critic_warmup_moves_only_the_critic(sft_gsm8k, tmp_path):
     res = train(cfg, tmp_path / "run")
     rows = [json.loads(l) for l in open(res.run_dir / "metrics.jsonl")]
     assert [r["train/critic_only"] for r in rows] == [1.0, 0.0]
-    assert rows[0]["train/optimizer_steps"] == 0 and rows[1]["train/optimizer_steps"] > 0
+    assert rows[0]["train/optimizer_steps"] == 0 and rows[1]["train/optimizer_steps"] == 4
     for r in rows:
         assert r["critic/value_mae"] >= 0 and "train/value_loss" in r
     assert any("critic/explained_variance" in r for r in rows)
