@@ -249,7 +249,7 @@ def test_accelerate_two_processes_whitening_is_global(sft_gsm8k, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+@pytest.mark.parametrize("algorithm", ["grpo", "dr_grpo", "rloo"])
 def test_group_method_trains_without_mc_rollouts_or_critic(algorithm, sft_gsm8k, tmp_path, monkeypatch):
     """GRPO / RLOO: two iterations in the shared loop and trainer, finite metrics, no MC
     rollouts (estimating MC values would fail the test), no critic, a loadable checkpoint."""

@@ -3,7 +3,8 @@
 The only module that touches accelerate and optimizers. Per iteration (`Trainer.step`):
 reference / old log-probs (and critic values for PPO) → advantages (GAE for PPO; VinePPO's come
 with the episodes) → `epochs` passes over shuffled minibatches of `minibatch_size` episodes
-(global, whatever the number of processes; gradient accumulation fills it) → per minibatch:
+(global, whatever the number of processes: drawn from every process's episodes by one shared
+permutation, `minibatch_schedule`; gradient accumulation fills it) → per minibatch:
 whitening, PPO-clip + k3 KL (+ clipped value loss), grad clip, AdamW step, LR schedule step.
 """
 
