@@ -162,3 +162,23 @@ def test_math_end_to_end(algorithm, tiny_model_dir, shared_data_dir, tmp_path, o
             mean = sum(e["reward"] for e in group) / len(group)
             for e in group:
                 assert e["step_advantages"] == pytest.approx([e["reward"] - mean] * len(e["step_advantages"]))
+
+
+@pytest.mark.vllm
+def test_vllm_shared_request_seed_is_one_seed_for_every_request():
+    """vLLM on a GPU: per-request seeds spaced by n, or (`shared_request_seed`) the phase's seed for
+    every request. The parameters only (no engine is started); CPU vLLM takes the engine seed."""
+    from vineppo.engine.base import SamplingParams
+    from vineppo.engine.vllm import VLLMEngine
+
+    eng = VLLMEngine.__new__(VLLMEngine)  # the parameter builder needs no running engine
+    eng.is_cpu, eng.stop_token_ids = False, {2}
+    params = SamplingParams(n=3, temperature=0.6, top_p=0.9, max_new_tokens=8, seed=123)
+    eng.shared_request_seed = False
+    own = eng._vllm_params(params, 2)
+    assert len(own) == 2 and own[1].seed - own[0].seed == 3
+    eng.shared_request_seed = True
+    shared = eng._vllm_params(params, 2)
+    assert not isinstance(shared, list) and shared.seed == 123 and shared.n == 3
+    eng.is_cpu = True
+    assert eng._vllm_params(params, 2).seed is None

@@ -63,6 +63,7 @@ def test_trainer_step_equals_the_reference(case, tiny_model_dir, one_torch_threa
     if not any(x.startswith("ppo.whiten") for x in extra):
         assert whiten_advantages_for(cfg) is DEFAULTS[algorithm][1]
     policy = trainer.unwrapped_policy()
+    assert policy.is_gradient_checkpointing == cfg.model.gradient_checkpointing
     if trainer.reference is not None:
         perturb_reference(trainer)
     ref_policy, ref_reference = float64_copy(policy), float64_copy(trainer.reference)
