@@ -200,8 +200,9 @@ def test_lora_step_equals_the_reference_with_the_base_model_as_reference(tiny_mo
                           tok.eos_token_id)
     stats = trainer.step(episodes, iteration=0)
     kl = sum(l["kl"] for l in want["losses"]) / len(want["losses"])
-    assert kl > 1e-3 and stats["train/kl"] == pytest.approx(kl, rel=1e-4)
-    assert stats["train/loss"] == pytest.approx(sum(l["loss"] for l in want["losses"]) / len(want["losses"]), rel=1e-4)
+    # fp32 adapters against float64: agreement to ~3e-4 (the KL is 1.6 here, with a 0 it would be 0)
+    assert kl > 1e-3 and stats["train/kl"] == pytest.approx(kl, rel=1e-3)
+    assert stats["train/loss"] == pytest.approx(sum(l["loss"] for l in want["losses"]) / len(want["losses"]), rel=1e-3)
     got = {n: p.detach().double() for n, p in policy.named_parameters() if "lora_" in n}
     exp = {n: p.detach() for n, p in ref_policy.named_parameters() if "lora_" in n}
     moved = max(float((exp[n] - start[n]).abs().max()) for n in got)
