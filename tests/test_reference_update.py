@@ -183,6 +183,7 @@ def test_lora_step_equals_the_reference_with_the_base_model_as_reference(tiny_mo
     from transformers import AutoModelForCausalLM
 
     cfg = reference_config(tiny_model_dir, "vineppo", ["model.lora.r=4"])
+    torch.manual_seed(0)  # peft draws lora_A from the global generator
     trainer, tok = build_trainer(cfg)
     assert trainer.reference is None
     policy = trainer.unwrapped_policy()
@@ -190,7 +191,7 @@ def test_lora_step_equals_the_reference_with_the_base_model_as_reference(tiny_mo
     with torch.no_grad():
         for name, p in policy.named_parameters():
             if "lora_B" in name:
-                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float64)
     ref_policy = float64_copy(policy)
     start = {n: p.detach().double().clone() for n, p in policy.named_parameters() if "lora_" in n}
@@ -200,7 +201,7 @@ def test_lora_step_equals_the_reference_with_the_base_model_as_reference(tiny_mo
                           tok.eos_token_id)
     stats = trainer.step(episodes, iteration=0)
     kl = sum(l["kl"] for l in want["losses"]) / len(want["losses"])
-    # fp32 adapters against float64: agreement to ~3e-4 (the KL is 1.6 here, with a 0 it would be 0)
+    # fp32 adapters against float64 (the adapter-on bug gives a KL of exactly 0)
     assert kl > 1e-3 and stats["train/kl"] == pytest.approx(kl, rel=1e-3)
     assert stats["train/loss"] == pytest.approx(sum(l["loss"] for l in want["losses"]) / len(want["losses"]), rel=1e-3)
     got = {n: p.detach().double() for n, p in policy.named_parameters() if "lora_" in n}
