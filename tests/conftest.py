@@ -20,7 +20,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: `.ci/run` sets this: there every optional piece (vLLM's CPU build, peft, ../shared/data) is
 #: installed, so a test that would be skipped for want of one is a failure, not a silent skip.
-STRICT = os.environ.get("VINEPPO_TEST_STRICT") == "1"
+STRICT = os.environ.get("VINEPPO_TEST_STRICT") == "1"  # read again per report by `_strict()`
 pytest_plugins = ["pytester"]
 SHARED_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 TINY_TRAIN_ROWS = 500
@@ -46,15 +46,37 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def _strict() -> bool:
+    return os.environ.get("VINEPPO_TEST_STRICT") == "1"
+
+
+def _skip_reason(report) -> str:
+    return report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Under VINEPPO_TEST_STRICT=1 a skipped test fails, with the skip's reason."""
     outcome = yield
     report = outcome.get_result()
-    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if _strict() and report.skipped and not hasattr(report, "wasxfail"):
+        reason = _skip_reason(report)
         report.outcome = "failed"
         report.longrepr = f"VINEPPO_TEST_STRICT=1: this test would be skipped ({reason}); CI installs everything it needs"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """Under VINEPPO_TEST_STRICT=1 a skip at collection time (a module-level
+    `pytest.importorskip` / `pytest.skip(allow_module_level=True)`) fails too: it would silently
+    drop a whole file."""
+    outcome = yield
+    report = outcome.get_result()
+    if _strict() and report.skipped:
+        reason = _skip_reason(report)
+        report.outcome = "failed"
+        report.longrepr = (f"VINEPPO_TEST_STRICT=1: {collector.nodeid} would be skipped at collection "
+                           f"({reason}); CI installs everything it needs")
 
 
 def free_port() -> int:

@@ -295,6 +295,7 @@ def test_think_steps_always_partition_the_response():
             assert o[0] == 0 and o[-1] == len(r) and all(a <= b for a, b in zip(o, o[1:])), (r, o)
 
 
+@pytest.mark.slow
 @pytest.mark.vllm
 def test_done_when_command_with_vllm(tmp_path, gsm8k_rows):
     """Issue 14's acceptance command, end to end on CPU with vLLM."""

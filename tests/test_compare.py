@@ -35,6 +35,29 @@ def make_run(root: Path, name: str, algorithm: str, seconds_per_iter: float, tes
 
 
 @pytest.fixture
+def figures(monkeypatch) -> dict:
+    """The matplotlib figures `compare` saves, by file name (still written to disk): tests read the
+    plotted data instead of trusting a PNG's size."""
+    from matplotlib.figure import Figure
+
+    saved: dict = {}
+    real = Figure.savefig
+
+    def savefig(self, fname, *args, **kwargs):
+        saved[Path(fname).name] = self
+        return real(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return saved
+
+
+def plotted(fig) -> dict[str, tuple[list[float], list[float]]]:
+    """label → (x, y) of every line of the figure's axes (unlabelled lines as `_childN`)."""
+    return {line.get_label(): ([float(x) for x in line.get_xdata()], [float(y) for y in line.get_ydata()])
+            for line in fig.axes[0].get_lines()}
+
+
+@pytest.fixture
 def runs(tmp_path) -> dict[str, Path]:
     ppo = make_run(tmp_path, "ppo", "ppo", 10.0,
                    test={10: 0.20, 20: 0.30, 30: 0.35, 40: 0.33},
@@ -59,7 +82,7 @@ def test_no_validation_is_loud_and_selects_nothing(tmp_path, caplog):
     assert NO_VALIDATION in caplog.text
 
 
-def test_compare_writes_table_and_plots(runs, tmp_path, capsys):
+def test_compare_writes_table_and_plots(runs, tmp_path, capsys, figures):
     out = tmp_path / "cmp"
     result = compare([runs["ppo"], runs["vineppo"]], out)
     by = {s.label: s for s in result.summaries}
@@ -79,8 +102,26 @@ def test_compare_writes_table_and_plots(runs, tmp_path, capsys):
     assert "selected (best val) iter" in printed and "vineppo" in printed
     assert json.loads((out / "compare.json").read_text())[1]["iterations_to_ppo_peak"] == 20
     for name in PLOT_FILES.values():
-        data = (out / name).read_bytes()
-        assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
+        assert (out / name).read_bytes().startswith(PNG_MAGIC), name
+    assert set(figures) >= set(PLOT_FILES.values())
+    lines = plotted(figures[PLOT_FILES["test_vs_iteration"]])
+    assert lines["ppo (ppo) test"] == ([10, 20, 30, 40], pytest.approx([20, 30, 35, 33]))
+    assert lines["vineppo (vineppo) validation"] == ([10, 20, 30, 40], pytest.approx([30, 38, 38, 37]))
+    assert lines["PPO peak (gsm8k)"][1] == pytest.approx([35, 35])
+    circles = sorted(xy for label, xy in lines.items() if label.startswith("_") and len(xy[0]) == 1)
+    assert circles == [([20.0], [pytest.approx(36.0)]), ([40.0], [pytest.approx(33.0)])]  # the selected checkpoints
+    # wall-clock: PPO 10 s and VinePPO 30 s per iteration
+    lines = plotted(figures[PLOT_FILES["test_vs_wallclock"]])
+    assert lines["ppo (ppo) test"][0] == pytest.approx([100 / 3600, 200 / 3600, 300 / 3600, 400 / 3600])
+    assert lines["vineppo (vineppo) test"][0] == pytest.approx([300 / 3600, 600 / 3600, 900 / 3600, 1200 / 3600])
+    # train reward: the raw series and its moving average
+    lines = plotted(figures[PLOT_FILES["reward_vs_iteration"]])
+    raw = [0.2 + 0.01 * it for it in range(1, 41)]
+    assert any(y == pytest.approx(raw) for label, (_, y) in lines.items() if label.startswith("_"))
+    assert lines["ppo (ppo)"][1][-1] == pytest.approx(sum(raw[-10:]) / 10)
+    # accuracy vs KL: KL is the mean of train/kl = 1e-3·it over the 5 iterations up to the checkpoint
+    x, y = plotted(figures[PLOT_FILES["accuracy_vs_kl"]])["vineppo (vineppo)"]
+    assert x == pytest.approx([1e-3 * (it - 2) for it in (10, 20, 30, 40)]) and y == pytest.approx([30, 36, 40, 41])
 
 
 def test_compare_cli_and_missing_validation(runs, tmp_path, capsys):
@@ -117,7 +158,7 @@ def _add_token_counts(run: Path, generated_per_iter: float, mc_per_iter: float =
             f.write(json.dumps(r) + "\n")
 
 
-def test_compare_three_algorithms_reach_each_others_peak_in_tokens_and_time(runs, tmp_path, capsys):
+def test_compare_three_algorithms_reach_each_others_peak_in_tokens_and_time(runs, tmp_path, capsys, figures):
     """VinePPO, PPO and GRPO: every run's tokens and wall-clock to reach every other run's peak,
     and the generated-tokens plot."""
     grpo = make_run(tmp_path, "grpo", "grpo", 5.0, test={10: 0.25, 20: 0.34, 30: 0.36, 40: 0.37},
@@ -146,8 +187,12 @@ def test_compare_three_algorithms_reach_each_others_peak_in_tokens_and_time(runs
     assert "Reaching each other run's peak" in md
     assert "| vineppo | grpo | 37.0 | 30 | 0.25 | 0.270 |" in md
     assert "| ppo | vineppo | 41.0 | not reached |" in md
-    data = (out / PLOT_FILES["test_vs_generated_tokens"]).read_bytes()
-    assert data.startswith(PNG_MAGIC) and len(data) > 5000
+    assert (out / PLOT_FILES["test_vs_generated_tokens"]).read_bytes().startswith(PNG_MAGIC)
+    lines = plotted(figures[PLOT_FILES["test_vs_generated_tokens"]])
+    # millions of generated tokens at each checkpoint: VinePPO 9000 per iteration, GRPO 1000
+    assert lines["vineppo (vineppo) test"][0] == pytest.approx([it * 9000 / 1e6 for it in (10, 20, 30, 40)])
+    assert lines["grpo (grpo) test"] == (pytest.approx([it * 1000 / 1e6 for it in (10, 20, 30, 40)]),
+                                         pytest.approx([25, 34, 36, 37]))
     assert "reaching each other run's peak" in capsys.readouterr().out
 
 

@@ -168,7 +168,7 @@ def test_every_cpu_launch_file_matches_its_gpu_strategy():
     assert str(gpu.fsdp_config["fsdp_version"]) == "2"
 
 
-def test_greedy_match_detects_an_engine_out_of_sync(tiny_model_dir, tiny_tokenizer):
+def test_greedy_match_detects_an_engine_out_of_sync(tiny_model_dir, tiny_tokenizer, one_torch_thread):
     import torch
     from transformers import AutoModelForCausalLM
 

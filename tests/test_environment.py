@@ -52,3 +52,22 @@ def test_strict_mode_turns_skips_into_failures(pytester, monkeypatch):
     monkeypatch.setenv("VINEPPO_TEST_STRICT", "0")
     loose = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     loose.assert_outcomes(skipped=1)
+
+
+def test_strict_mode_fails_a_collection_time_skip(pytester, monkeypatch):
+    """A module-level `pytest.importorskip` skips the whole file at collection: strict mode fails it
+    (naming the file and the reason), the loose mode reports it as skipped."""
+    import pathlib
+
+    pytester.makeconftest(pathlib.Path(__file__).with_name("conftest.py").read_text())
+    pytester.makepyfile(test_module_skip="import pytest\npytest.importorskip('no_such_module_xyz')\n"
+                                         "def test_never():\n    pass\n")
+    monkeypatch.setenv("VINEPPO_TEST_STRICT", "1")
+    strict = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA")
+    assert strict.ret != 0
+    strict.assert_outcomes(errors=1)
+    strict.stdout.fnmatch_lines(["*VINEPPO_TEST_STRICT=1: test_module_skip.py would be skipped at collection*no_such_module_xyz*"])
+    monkeypatch.setenv("VINEPPO_TEST_STRICT", "0")
+    loose = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert loose.ret == 0 or loose.ret == 5  # all skipped
+    loose.assert_outcomes(skipped=1)

@@ -75,3 +75,34 @@ def test_an_unclosed_think_block_has_no_final_answer():
         closed = "<think>\nx = 2 + 2\n</think>\n" + ("\\boxed{4}" if name == "math" else "#### 4")
         assert task.has_final_answer(closed)
     assert not ThinkingTask(get_task("gsm8k")).has_final_answer("<think>\nx\n</think>\nit is 4")
+
+
+@pytest.mark.parametrize("reason", ["stop", "length"])
+def test_length_limit_counts_the_eos_of_a_finished_response(tiny_tokenizer, reason):
+    """Spec §1.3: query + response (+ the EOS a finished response is trained with) must fit
+    `max_sequence_length`. Exactly at the limit a response is kept whole; one token over, it is
+    truncated to the limit, scores 0 and gets no EOS. An unfinished response has no EOS to count."""
+    from vineppo.tokens import encode_prompt
+
+    task = get_task("gsm8k")
+    rows = [{"question": "What is 2 + 2?", "answer": "2 + 2 = 4\n#### 4"}]
+    text = "\n2 + 2 = 4\n#### 4"
+    n_prompt = len(encode_prompt(tiny_tokenizer, task.prompt(rows[0])))
+    n_resp = len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"])
+    finished = reason == "stop"
+    fits = n_prompt + n_resp + (1 if finished else 0)
+
+    def run(limit):
+        eng = FixedEngine(tiny_tokenizer, [(text, reason)])
+        eps, _ = generate_episodes(eng, task, tiny_tokenizer, rows, [0], samples_per_question=1, temperature=0.6,
+                                   top_p=0.9, max_new_tokens=64, max_sequence_length=limit, stop=[], seed=1)
+        return eps[0]
+
+    e = run(fits)
+    assert (e.finished, e.truncated, e.reward, len(e.response_ids)) == (finished, False, float(finished), n_resp)
+    assert len(e.prompt_ids) + len(e.action_ids(tiny_tokenizer.eos_token_id)) == fits
+    e = run(fits - 1)
+    assert (e.finished, e.truncated, e.reward) == (False, True, 0.0)
+    assert len(e.prompt_ids) + len(e.action_ids(tiny_tokenizer.eos_token_id)) <= fits - 1
+    assert len(e.response_ids) < n_resp or not finished
+    assert tiny_tokenizer.eos_token_id not in e.action_ids(tiny_tokenizer.eos_token_id)

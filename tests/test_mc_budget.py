@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from test_compare import figures  # noqa: F401  (fixture)
 from test_training import sft_gsm8k  # noqa: F401  (session fixture)
 from test_values import CharTokenizer, ScriptedEngine, char_episode
 from vineppo.config import ConfigError, load_config
@@ -153,10 +154,10 @@ def test_config_adaptive_and_probe(tmp_path):
 
 
 
-def test_compare_plots_value_error_only_for_probed_runs(tmp_path):
+def test_compare_plots_value_error_only_for_probed_runs(tmp_path, figures):
     import json
 
-    from test_compare import PNG_MAGIC, make_run
+    from test_compare import PNG_MAGIC, make_run, plotted
     from vineppo.compare import VALUE_ERROR_PLOT, compare
 
     ppo = make_run(tmp_path, "ppo", "ppo", 1.0, test={2: 0.3}, validation={2: 0.3}, iterations=4)
@@ -172,7 +173,10 @@ def test_compare_plots_value_error_only_for_probed_runs(tmp_path):
     res = compare([ppo, vine], tmp_path / "probed", print_table=False)
     data = res.plots["value_error_vs_iteration"].read_bytes()
     assert res.plots["value_error_vs_iteration"].name == VALUE_ERROR_PLOT
-    assert data.startswith(PNG_MAGIC) and len(data) > 5000
+    assert data.startswith(PNG_MAGIC)
+    lines = plotted(figures[VALUE_ERROR_PLOT])
+    assert lines["ppo (critic)"] == ([2, 4], pytest.approx([0.15, 0.075]))
+    assert lines["vine (MC estimate)"] == ([2, 4], pytest.approx([0.15, 0.075]))
 
 
 @pytest.mark.slow
@@ -201,3 +205,24 @@ def test_training_logs_adaptive_mc_and_probe_metrics(algorithm, sft_gsm8k, tmp_p
         n = len([v for v in ep["step_values"] if v is not None])
         assert len(ep["step_mc_rollouts"]) == len(ep["step_mc_intervals"]) == n
         assert all(lo <= v <= hi for v, (lo, hi) in zip(ep["step_values"], ep["step_mc_intervals"]))
+
+
+def test_adaptive_rounds_judge_the_interval_over_every_sample_episode_outcomes_included():
+    """The shipped combination (mc.adaptive with the free episode outcomes): 8 right samples of one
+    question share s0; 3 right rollouts + 8 outcomes = 11 of 11 has Wilson half-width 0.13 ≤ 0.2,
+    so s0 stops after round 1 (3 rollouts alone would be 0.28 and go on)."""
+    eng = ScriptedEngine(lambda p, n: ["\n#### 4"] * n)
+    episodes = [char_episode(TASK, 0, PROMPT, "\n#### 4", reward=1.0, j=j) for j in range(8)]
+    assert all(e.num_steps == 1 for e in episodes)
+    budget = MCBudget(adaptive=True, k_min=3, k_max=9, target_halfwidth=0.2, include_episode_outcome=True)
+    assert wilson_halfwidth(1.0, 11) <= 0.2 < wilson_halfwidth(1.0, 3)
+    stats = _estimate(eng, episodes, budget)
+    assert stats["mc/engine_calls"] == 1 and [p.n for _, p in eng.calls] == [3]
+    assert episodes[0].meta["mc_rollouts"] == [3] and episodes[0].meta["mc_samples"] == [11]
+    assert episodes[0].step_values == [1.0]
+    # mixed: the rollouts are wrong; the value is over all samples, 8 of 11
+    eng = ScriptedEngine(lambda p, n: ["\n#### 9"] * n)
+    episodes = [char_episode(TASK, 0, PROMPT, "\n#### 4", reward=1.0, j=j) for j in range(8)]
+    _estimate(eng, episodes, budget)
+    n = episodes[0].meta["mc_samples"][0]
+    assert episodes[0].step_values == pytest.approx([8 / n]) and n == 8 + episodes[0].meta["mc_rollouts"][0]

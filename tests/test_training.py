@@ -235,7 +235,10 @@ def test_accelerate_two_processes_whitening_is_global(sft_gsm8k, tmp_path):
         # every rank saw the same, global statistics ...
         assert m0["mean"] == pytest.approx(m1["mean"]) and m0["count"] == m1["count"]
         # ... equal to the single-process statistics of the same episodes
-        vals = [a for k, m in ((0, m0), (1, m1)) for i in m["episodes"] for a in eps[k][i]["advantages"]]
+        # indices into the iteration's episodes of both ranks in rank order (global minibatches)
+        both = eps[0] + eps[1]
+        vals = [a for m in (m0, m1) for i in m["episodes"] for a in both[i]["advantages"]]
+        assert not set(m0["episodes"]) & set(m1["episodes"])
         t = torch.tensor(vals, dtype=torch.float64)
         assert m0["count"] == len(vals)
         assert m0["mean"] == pytest.approx(float(t.mean()), abs=1e-6)
@@ -246,7 +249,7 @@ def test_accelerate_two_processes_whitening_is_global(sft_gsm8k, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+@pytest.mark.parametrize("algorithm", ["grpo", "dr_grpo", "rloo"])
 def test_group_method_trains_without_mc_rollouts_or_critic(algorithm, sft_gsm8k, tmp_path, monkeypatch):
     """GRPO / RLOO: two iterations in the shared loop and trainer, finite metrics, no MC
     rollouts (estimating MC values would fail the test), no critic, a loadable checkpoint."""
@@ -268,7 +271,10 @@ def test_group_method_trains_without_mc_rollouts_or_critic(algorithm, sft_gsm8k,
         assert all(math.isfinite(v) for v in r.values() if isinstance(v, float)), r
         assert not any(k.startswith("mc/") for k in r)
         assert "train/value_loss" not in r
-        assert r["train/optimizer_steps"] > 0 and r["train/tokens"] > 0
+        # 32 episodes, minibatch 16, 2 epochs: 4 optimizer steps per iteration, every action token twice
+        assert r["train/optimizer_steps"] == 4 * r["iteration"]
+        n_actions = r["episodes/count"] * (r["response/length_tokens"] + r["episodes/finished_frac"])
+        assert r["train/tokens"] == pytest.approx(2 * n_actions)
     # compute accounting: cumulative, generated = the episodes' tokens only
     assert rows[1]["compute/generated_tokens"] == rows[0]["generate/tokens"] + rows[1]["generate/tokens"]
     assert rows[1]["compute/trained_tokens"] == rows[0]["train/tokens"] + rows[1]["train/tokens"]
@@ -288,7 +294,7 @@ def test_ppo_critic_warmup_moves_only_the_critic(sft_gsm8k, tmp_path):
     res = train(cfg, tmp_path / "run")
     rows = [json.loads(l) for l in open(res.run_dir / "metrics.jsonl")]
     assert [r["train/critic_only"] for r in rows] == [1.0, 0.0]
-    assert rows[0]["train/optimizer_steps"] == 0 and rows[1]["train/optimizer_steps"] > 0
+    assert rows[0]["train/optimizer_steps"] == 0 and rows[1]["train/optimizer_steps"] == 4
     for r in rows:
         assert r["critic/value_mae"] >= 0 and "train/value_loss" in r
     assert any("critic/explained_variance" in r for r in rows)

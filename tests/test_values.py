@@ -127,3 +127,38 @@ def test_length_stopped_or_overlong_rollouts_score_zero():
     estimate_mc_values(eng, task, CharTokenizer(), rows, episodes, k=2, cap=None, temperature=0.6,
                        top_p=0.9, max_new_tokens=8, max_sequence_length=100, stop=[], seed=1)
     assert episodes[0].step_values == [1.0]
+
+
+def test_rollout_length_limit_counts_the_eos():
+    """A right rollout whose prompt + prefix + continuation + EOS is exactly `max_sequence_length`
+    scores 1; one token less room and it scores 0 (the EOS does not fit)."""
+    task = get_task("gsm8k")
+    prompt, response, cont = "Q", "\nx\ny\n#### 4", "\n#### 4"
+    episodes = [char_episode(task, 0, prompt, response)]
+    rows = [{"question": "Q", "answer": "x\n#### 4"}]
+    eng = ScriptedEngine(lambda p, n: [cont] * n)
+    assert episodes[0].step_boundaries == [0, 2, len(response)]  # s0 = the prompt, s1 = prompt + "\nx"
+    longest = len(prompt) + len("\nx") + len(cont) + 1
+    for limit, want in ((longest, [1.0, 1.0]), (longest - 1, [1.0, 0.0]),
+                        (len(prompt) + len(cont) + 1, [1.0, 0.0]), (len(prompt) + len(cont), [0.0, 0.0])):
+        estimate_mc_values(eng, task, CharTokenizer(), rows, episodes, k=2, cap=None, temperature=0.6,
+                           top_p=0.9, max_new_tokens=8, max_sequence_length=limit, stop=[], seed=1)
+        assert episodes[0].step_values == want, limit
+
+
+def test_dedup_key_is_the_whole_token_prefix():
+    """States merge exactly when prompt ids and response-prefix ids are equal: two samples of one
+    question with same-length but different first steps are two states; the same prefix reached by
+    other token ids (another tokenization of the same text) is another state too."""
+    task = get_task("gsm8k")
+    a = char_episode(task, 0, "P", "\nx = 2\ny\n#### 4", j=0)
+    b = char_episode(task, 0, "P", "\nx = 3\ny\n#### 4", j=1)
+    c = char_episode(task, 0, "P", "\nx = 2\nz\n#### 5", j=2)
+    reqs, per, naive = build_mc_requests([a, b, c], cap=None)
+    assert naive == 6 and len(reqs) == 3  # s0 shared by all, s1 of a and c shared, s1 of b alone
+    assert per == [[0, 1], [0, 2], [0, 1]]
+    d = char_episode(task, 0, "P", "\nx = 2\ny\n#### 4", j=3)
+    d.response_ids = [ord("\n"), 7777] + d.response_ids[3:]  # "x " as one token: same text, other ids
+    d.token_starts = [0, 1] + d.token_starts[3:]
+    reqs, per, _ = build_mc_requests([a, d], cap=None)
+    assert len(reqs) == 3 and per == [[0, 1], [0, 2]]

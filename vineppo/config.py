@@ -197,6 +197,10 @@ class EngineConfig:
     #: vLLM sleep level: 1 offloads the weights to CPU RAM and drops the KV cache; 2 drops both
     #: (the trainer pushes fresh weights before waking anyway; needs less CPU RAM)
     sleep_level: Literal[1, 2] = 1
+    #: give every request of a phase on a process the phase's one seed, the official code's
+    #: `seed + 100·rank + iteration` (episodes; MC rollouts + 1), instead of a seed per request
+    #: (`vineppo.seeds.phase_seed`); for seed-level parity with the official code only
+    shared_request_seed: bool = False
 
 
 @dataclass

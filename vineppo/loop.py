@@ -23,7 +23,7 @@ from vineppo import checkpoint as ckpt
 from vineppo.advantages import GROUP_METHODS, group_advantages, token_advantages, vine_step_advantages
 from vineppo.config import TrainConfig, save_config
 from vineppo.episodes import (Episode, episode_metrics, generate_episodes, sample_question_indices, shard)
-from vineppo.seeds import derive_seed
+from vineppo.seeds import phase_seed
 from vineppo.mc import MCBudget
 from vineppo.probe import critic_estimates, mc_estimates, probe_metrics, run_value_probe
 from vineppo.values import estimate_mc_values
@@ -369,11 +369,14 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
             metrics.truncate_after(start)
     acc.wait_for_everyone()
 
+    def seed_of(iteration: int, phase: str) -> int:
+        return phase_seed(cfg.seed, rank, iteration, phase, shared_request_seed=cfg.engine.shared_request_seed)
+
     max_len = cfg.sampling.max_sequence_length
     adapter_sync = uses_adapter_sync(cfg.model.lora, resolve_backend(cfg.engine))
     engine = make_engine(cfg.engine, model_path=cfg.model.name_or_path, tokenizer=tokenizer,
                          model=trainer.engine_source_model(),
-                         seed=derive_seed(cfg.seed, rank, 0, "engine"), max_model_len=max_len,
+                         seed=seed_of(0, "engine"), max_model_len=max_len,
                          progress=cfg.logging.progress and acc.is_local_main_process,
                          vllm_kwargs=vllm_lora_engine_kwargs(cfg.model.lora) if adapter_sync else None)
     policy_sync = PolicySync(adapter=adapter_sync)
@@ -393,7 +396,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
         episodes, gstats = generate_episodes(
             engine, task, tokenizer, rows, q_local, samples_per_question=cfg.episodes.samples_per_question,
             temperature=scfg.temperature, top_p=scfg.top_p, max_new_tokens=scfg.max_new_tokens,
-            max_sequence_length=max_len, stop=stop, seed=derive_seed(cfg.seed, rank, it, "episodes"), want_logprobs=True,
+            max_sequence_length=max_len, stop=stop, seed=seed_of(it, "episodes"), want_logprobs=True,
             prompt_ids=prompts.ids)
         row: dict = {}
         row.update(episode_metrics(episodes))
@@ -402,7 +405,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
             mstats = estimate_mc_values(
                 engine, task, tokenizer, rows, episodes, k=cfg.mc.k, cap=cfg.mc.max_states_per_response,
                 temperature=scfg.temperature, top_p=scfg.top_p, max_new_tokens=scfg.max_new_tokens,
-                max_sequence_length=max_len, stop=stop, seed=derive_seed(cfg.seed, rank, it, "mc"),
+                max_sequence_length=max_len, stop=stop, seed=seed_of(it, "mc"),
                 budget=mc_budget(cfg))
             assign_vine_advantages(episodes)
             row.update(mstats)
@@ -417,7 +420,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
                 engine, task, tokenizer, rows, episodes, n_states=cfg.probe.states, k=cfg.probe.k,
                 cap=cfg.mc.max_states_per_response, temperature=scfg.temperature, top_p=scfg.top_p,
                 max_new_tokens=scfg.max_new_tokens, max_sequence_length=max_len, stop=stop,
-                seed=derive_seed(cfg.seed, rank, it, "probe"))
+                seed=seed_of(it, "probe"))
             row.update(probe.stats)
             if cfg.algorithm == "vineppo":
                 row.update(probe_metrics(probe, mc_estimates(probe, episodes), "mc"))

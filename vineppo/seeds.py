@@ -2,8 +2,11 @@
 
 The official code seeds trajectory sampling with `seed + 100·rank + iteration` and MC rollouts with
 that + 1, so iteration t's MC rollouts reuse iteration t+1's trajectory seed and rank r at
-iteration 100 reuses rank r+1's seeds at iteration 0. Every engine seed here is instead a hash of
-(run seed, rank, iteration, phase): distinct across all four, and reproducible from run to run.
+iteration 100 reuses rank r+1's seeds at iteration 0; and every request of a phase on a rank gets
+that one seed (common random numbers across the MC states). Every engine seed here is instead a
+hash of (run seed, rank, iteration, phase): distinct across all four, and reproducible from run to
+run; the engines spread it into one seed per request. `engine.shared_request_seed` restores the
+official seeds (`phase_seed`).
 """
 
 from __future__ import annotations
@@ -20,3 +23,21 @@ def derive_seed(run_seed: int, rank: int, iteration: int, phase: str) -> int:
         raise ValueError(f"unknown seed phase {phase!r}; expected one of {PHASES}")
     key = f"vineppo-seed|{int(run_seed)}|{int(rank)}|{int(iteration)}|{phase}".encode()
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") % (2**31 - 1)
+
+
+def official_seed(run_seed: int, rank: int, iteration: int, phase: str) -> int:
+    """The official code's phase seed: `seed + 100·rank + iteration` for the episodes, + 1 for the
+    MC rollouts (spec §1.6); phases it does not have (engine start-up, value probe) keep ours."""
+    if phase == "episodes":
+        return int(run_seed) + 100 * int(rank) + int(iteration)
+    if phase == "mc":
+        return int(run_seed) + 100 * int(rank) + int(iteration) + 1
+    return derive_seed(run_seed, rank, iteration, phase)
+
+
+def phase_seed(run_seed: int, rank: int, iteration: int, phase: str, *, shared_request_seed: bool = False) -> int:
+    """The seed a phase hands the engine: `derive_seed`, or with `shared_request_seed` (the
+    engine then gives every request this one seed) the official one (`official_seed`)."""
+    if shared_request_seed:
+        return official_seed(run_seed, rank, iteration, phase)
+    return derive_seed(run_seed, rank, iteration, phase)

@@ -3,7 +3,8 @@
 The only module that touches accelerate and optimizers. Per iteration (`Trainer.step`):
 reference / old log-probs (and critic values for PPO) → advantages (GAE for PPO; VinePPO's come
 with the episodes) → `epochs` passes over shuffled minibatches of `minibatch_size` episodes
-(global, whatever the number of processes; gradient accumulation fills it) → per minibatch:
+(global, whatever the number of processes: drawn from every process's episodes by one shared
+permutation, `minibatch_schedule`; gradient accumulation fills it) → per minibatch:
 whitening, PPO-clip + k3 KL (+ clipped value loss), grad clip, AdamW step, LR schedule step.
 """
 
@@ -162,6 +163,27 @@ def load_reference(mcfg, device, attn_implementation: str | None = None) -> nn.M
     return ref.to(home).eval().requires_grad_(False)
 
 
+def minibatch_schedule(n_episodes: int, minibatch_size: int, epochs: int, seed: int, rank: int = 0,
+                       world: int = 1) -> list[tuple[int, list[int]]]:
+    """(epoch, this process's episode indices) of every optimizer step of one iteration.
+
+    As the official sampler (spec §1.6): a generator re-seeded with `seed` every iteration draws
+    one permutation of *all* the iteration's episodes per epoch (the same on every process);
+    each global minibatch is `minibatch_size` consecutive entries of it (the last partial one
+    dropped) and process `rank` trains on its `1/world` slice. Indices refer to the episodes
+    of every process concatenated in rank order (`Trainer._gather_iteration`).
+    """
+    gen = torch.Generator().manual_seed(seed % (2**63))
+    per_rank = minibatch_size // world
+    out = []
+    for epoch in range(epochs):
+        perm = torch.randperm(n_episodes, generator=gen).tolist()
+        for m in range(n_episodes // minibatch_size):
+            glob = perm[m * minibatch_size: (m + 1) * minibatch_size]
+            out.append((epoch, glob[rank * per_rank: (rank + 1) * per_rank]))
+    return out
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, accelerator, tokenizer, *, progress: bool = True):
         from transformers import AutoModel, AutoModelForCausalLM
@@ -293,7 +315,9 @@ class Trainer:
 
     # ---- one iteration ------------------------------------------------------------------------
     def step(self, episodes: Sequence[Episode], iteration: int | None = None) -> dict:
-        """Train on this process's episodes; returns metrics averaged over optimizer steps.
+        """Train on the iteration's episodes (this process's share: log-probs and credit are computed
+        where the episodes were generated, minibatches are drawn from every process's, see
+        `minibatch_schedule`); returns metrics averaged over optimizer steps.
         `iteration` (0-based) decides `ppo.critic_warmup_iterations` (critic-only updates)."""
         cfg, acc = self.cfg, self.acc
         critic_only = (self.critic is not None and iteration is not None
@@ -335,6 +359,7 @@ class Trainer:
                 advs.append(a[0].tolist())
                 rets.append(g[0].tolist())
                 e.advantages = advs[-1]
+                e.meta["returns"] = rets[-1]  # the critic's targets G = A + V (before whitening)
             critic_stats = critic_fit_metrics(old_v, rets)
         else:
             advs = [e.advantages for e in episodes]
@@ -343,29 +368,21 @@ class Trainer:
                 raise ValueError(f"{cfg.algorithm} episodes need advantages (the loop's credit phase) before training")
         canary = self._sync_canary(episodes, old_lp)
 
-        # 3. epochs over shuffled minibatches (generator re-seeded every iteration, spec §1.6)
-        gen = torch.Generator().manual_seed(cfg.seed % (2**63))
-        n_local = len(episodes)
-        per_mb = self.local_minibatch
-        n_mb = n_local // per_mb  # drop_last
-        # every process must take the same number of optimizer steps
-        n_mb_t = torch.tensor([n_mb], device=dev)
-        n_mb = int(acc.gather(n_mb_t).min())
+        # 3. epochs over shuffled global minibatches (generator re-seeded every iteration, spec §1.6)
+        episodes, advs, rets, old_lp, ref_lp, old_v = self._gather_iteration(episodes, advs, rets, old_lp, ref_lp, old_v)
         logs: list[dict] = []
         self.actor.train()
         if self.critic is not None:
             self.critic.train()
-        total_steps = cfg.ppo.epochs * n_mb
         trained_tokens = 0  # action tokens through forward + backward (compute accounting)
-        bar = tqdm(total=total_steps, desc="train: PPO steps", disable=not self.progress, leave=False)
-        for epoch in range(cfg.ppo.epochs):
-            perm = torch.randperm(n_local, generator=gen).tolist()
-            for m in range(n_mb):
-                idx = perm[m * per_mb: (m + 1) * per_mb]
-                trained_tokens += sum(len(advs[i]) for i in idx)
-                logs.append(self._minibatch_step(episodes, idx, advs, rets, old_lp, ref_lp, old_v, critic_only))
-                logs[-1]["epoch"] = epoch
-                bar.update(1)
+        schedule = minibatch_schedule(len(episodes), cfg.ppo.minibatch_size, cfg.ppo.epochs, cfg.seed,
+                                      acc.process_index, acc.num_processes)
+        bar = tqdm(total=len(schedule), desc="train: PPO steps", disable=not self.progress, leave=False)
+        for epoch, idx in schedule:
+            trained_tokens += sum(len(advs[i]) for i in idx)
+            logs.append(self._minibatch_step(episodes, idx, advs, rets, old_lp, ref_lp, old_v, critic_only))
+            logs[-1]["epoch"] = epoch
+            bar.update(1)
         bar.close()
         self.actor.eval()
         keys = [k for k in (logs[0] if logs else {}) if k not in ("epoch", "whiten")]
@@ -386,6 +403,23 @@ class Trainer:
         out["train/tokens_per_s"] = n_tokens * cfg.ppo.epochs / max(out["train/seconds"], 1e-9)
         out["train/whiten_stats"] = [l.get("whiten") for l in logs]
         return out
+
+    def _gather_iteration(self, episodes, advs, rets, old_lp, ref_lp, old_v):
+        """Every process's episodes with their advantages, returns, cached log-probs and values, in
+        rank order, on every process, so that a minibatch can be drawn from all of them (spec §1.6:
+        the official sampler permutes the whole iteration's episodes). Python objects through
+        `gather_object` (token ids and float lists: a few MB per iteration at the paper's 512
+        episodes), no tensors; one process returns its inputs unchanged."""
+        if self.acc.num_processes == 1:
+            return list(episodes), advs, rets, old_lp, ref_lp, old_v
+        from accelerate.utils import gather_object
+
+        n = len(episodes)
+        local = list(zip(episodes, advs, rets if rets is not None else [None] * n, old_lp, ref_lp,
+                         old_v if old_v else [None] * n))
+        cols = list(zip(*gather_object(local)))  # gather_object concatenates the ranks' lists
+        eps, advs, g_rets, old_lp, ref_lp, g_v = (list(c) for c in cols)
+        return eps, advs, (g_rets if rets is not None else None), old_lp, ref_lp, (g_v if old_v else [])
 
     def _sync_canary(self, episodes: Sequence[Episode], old_lp: list[list[float]]) -> dict:
         """Gap between the engine's sampled-token log-probs and the trainer's: a large gap right

@@ -87,6 +87,9 @@ class Engine(ABC):
     """Generates completions from token-id prompts; receives new policy weights in place."""
 
     stats: EngineStats
+    #: every request of a `generate` call samples with `sampling.seed` itself (the official
+    #: code's per-phase seed) instead of a seed of its own (`engine.shared_request_seed`)
+    shared_request_seed: bool = False
 
     @abstractmethod
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams,

@@ -23,6 +23,13 @@ def make_engine(cfg: EngineConfig, *, model_path: str, tokenizer, model=None, se
     """`model_path` serves vLLM (it loads from disk once; later weights arrive in place);
     `model`, if given, is copied by the transformers backend instead of reading `model_path`.
     `vllm_kwargs`: further `vllm.LLM` arguments (e.g. LoRA serving, vineppo.lora_sync)."""
+    engine = _build(cfg, model_path=model_path, tokenizer=tokenizer, model=model, seed=seed,
+                    max_model_len=max_model_len, progress=progress, vllm_kwargs=vllm_kwargs)
+    engine.shared_request_seed = cfg.shared_request_seed  # one seed for every request of a call
+    return engine
+
+
+def _build(cfg: EngineConfig, *, model_path, tokenizer, model, seed, max_model_len, progress, vllm_kwargs) -> Engine:
     backend = resolve_backend(cfg)
     if backend == "vllm":
         from vineppo.engine.vllm import VLLMEngine

@@ -82,7 +82,8 @@ class HFEngine(Engine):
                 kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
             with torch.random.fork_rng(devices=[]):
                 if sampling.seed is not None:
-                    torch.manual_seed(sampling.seed * 1_000_003 + b)
+                    # one stream per batch, or (`engine.shared_request_seed`) the call's seed for every batch
+                    torch.manual_seed(sampling.seed if self.shared_request_seed else sampling.seed * 1_000_003 + b)
                 out = self.model.generate(**kwargs)
             new = out.sequences[:, width:].tolist()
             if sampling.logprobs:

@@ -338,6 +338,8 @@ class VLLMEngine(Engine):
             kw["logprobs"] = 0  # only the sampled token
         if sampling.seed is None or self.is_cpu or greedy:
             return VSP(**kw)
+        if self.shared_request_seed:  # `engine.shared_request_seed`: the official per-phase seed
+            return VSP(**kw, seed=int(sampling.seed))
         # Per-request seeds (not on CPU: crashes there): vLLM gives the j-th sample seed + j, so
         # prompts are spaced by n to keep every sample's stream distinct.
         base = (int(sampling.seed) * 1_000_003) % _SEED_MOD
