@@ -243,6 +243,27 @@ def test_update_weights_rejects_bad_state_dict(engine, prompts, tiny_hf_model, t
         assert row[0].token_ids == hf_greedy(tiny_hf_model, tiny_tokenizer, p)[0]
 
 
+def test_streamed_update_equals_the_dict(engine, prompts, tiny_tokenizer, trained_model):
+    """The trainer's push: (name, tensor) pairs from a generator, loaded as they arrive (no full
+    copy held); the engine then runs exactly those weights."""
+    engine.update_weights((k, v) for k, v in trained_model.state_dict().items())
+    for p, row in zip(prompts, engine.generate(prompts, GREEDY)):
+        assert row[0].token_ids == hf_greedy(trained_model, tiny_tokenizer, p)[0]
+
+
+def test_streamed_update_names_a_missing_or_unknown_weight(hf_engine, trained_model):
+    """A stream that lacks a weight or brings an unknown one is an error naming it (the engine's
+    weights are then undefined and the run stops; vLLM's side: test_vllm_logprobs' fake engine)."""
+    trained = trained_model.state_dict()
+    lacking = "model.layers.1.self_attn.q_proj.weight"
+    with pytest.raises(KeyError, match="lack"):
+        hf_engine.update_weights((k, v) for k, v in trained.items() if k != lacking)
+    with pytest.raises(KeyError, match="not_a_weight"):
+        hf_engine.update_weights(iter([("model.layers.0.mlp.not_a_weight", torch.zeros(3))]))
+    with pytest.raises(ValueError, match="shape"):
+        hf_engine.update_weights(iter([(lacking, trained[lacking][:-1])]))
+
+
 def test_sleep_wake_keeps_weights_and_takes_updates(engine, prompts, tiny_hf_model, tiny_tokenizer, trained_model):
     engine.sleep()
     engine.wake()

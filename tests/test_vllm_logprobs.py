@@ -112,7 +112,7 @@ def _gpu_engine(level, calls):
     eng = VLLMEngine.__new__(VLLMEngine)
     eng.llm, eng.stats, eng.sleep_level, eng.sleep_supported = _RecordingLLM(calls), EngineStats(), level, True
     eng.is_cpu, eng.cpu_threads, eng.weight_sync, eng.dtype = False, None, "auto", torch.float32
-    eng._sleeping, eng._pending, eng.weights_version = False, None, 0
+    eng._sleeping, eng._pending, eng.weights_version, eng._weights_awake = False, None, 0, False
     eng._expected, eng._aliases = {"w": torch.Size([2])}, {}
     return eng
 
@@ -130,6 +130,27 @@ def test_sleep_wake_order_with_a_push(level):
     assert calls == [("sleep", level), ("wake_up", ["weights"]), ("reload_weights", ["w"]), ("reset_prefix_cache",),
                      ("wake_up", ["kv_cache"]), ("reset_prefix_cache",)]
     assert eng.weights_version == 1 and not eng.sleeping
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_streamed_push_while_asleep_wakes_the_weights_only(level):
+    """The trainer's streamed push while asleep: the weights wake, load tensor by tensor, and the
+    KV cache wakes afterwards in wake() (the deferred push's order, with nothing held in between)."""
+    calls = []
+    eng = _gpu_engine(level, calls)
+    eng.sleep()
+    eng.update_weights(iter([("w", torch.ones(2))]))
+    assert calls == [("sleep", level), ("wake_up", ["weights"]), ("reload_weights", ["w"]), ("reset_prefix_cache",)]
+    eng.wake()
+    assert calls[4:] == [("wake_up", ["kv_cache"]), ("reset_prefix_cache",)]
+    assert eng.weights_version == 1 and not eng.sleeping
+    eng.sleep()  # the next iteration starts from a sleeping engine again
+    with pytest.raises(KeyError, match="lack"):
+        eng.update_weights(iter([]))
+    with pytest.raises(KeyError, match="not_a_weight"):
+        eng.update_weights(iter([("not_a_weight", torch.ones(2))]))
+    with pytest.raises(ValueError, match="shape"):
+        eng.update_weights(iter([("w", torch.ones(3))]))
 
 
 def test_level_2_refuses_to_wake_without_weights():

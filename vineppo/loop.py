@@ -432,7 +432,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
         whiten = tstats.pop("train/whiten_stats", None)
         t_sync = time.perf_counter()
         # push while asleep, then wake: the engine applies the safe wake order (weights, then KV cache)
-        pushed = policy_sync.push(engine, trainer)
+        pushed = policy_sync.push(engine, trainer, keep=cfg.logging.check_sync_greedy)
         if cfg.engine.sleep_during_training:
             engine.wake()
         row["sync/seconds"] = time.perf_counter() - t_sync

@@ -40,15 +40,20 @@ class PolicySync:
         self.adapter = adapter
         self._dir = tempfile.TemporaryDirectory(prefix="vineppo-lora-") if adapter else None
 
-    def push(self, engine, trainer) -> dict | None:
-        """Returns the pushed full state dict (merged path; a collective under FSDP / ZeRO-3, so every
-        rank calls it), or None when only the adapter went to the engine."""
+    def push(self, engine, trainer, keep: bool = False) -> dict | None:
+        """Merged path (a collective under FSDP / ZeRO-3, so every rank calls it): the full weights
+        streamed into the engine one tensor at a time, gathered / merged ones in the engine's dtype
+        (vLLM's `dtype`; the transformers engine has none and casts on copy), so no rank holds a
+        copy of the whole policy in host RAM. `keep` (the greedy sync check): collect and return
+        the pushed state dict instead. None when nothing is kept or only the adapter was sent."""
         if not self.adapter:
-            # gathered / merged tensors straight in the engine's dtype (vLLM's `dtype`; the
-            # transformers engine has none and casts on copy)
-            state = trainer.policy_state_dict(getattr(engine, "dtype", None))
-            engine.update_weights(state)
-            return state
+            items = trainer.policy_state_items(getattr(engine, "dtype", None))
+            if keep:
+                state = dict(items)
+                engine.update_weights(state)
+                return state
+            engine.update_weights(items)
+            return None
         if getattr(engine, "sleeping", False):
             engine.wake()  # vLLM loads an adapter into live engine memory (GPU sleep mode)
         path = Path(self._dir.name)

@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -262,7 +262,12 @@ class Trainer:
         """HF-named full weights of the current policy on every rank (LoRA merged); gathered and
         merged tensors in `dtype` (the engine's for a push: bf16 halves the host copy of an fp32
         FSDP / ZeRO-3 policy). A collective under FSDP / ZeRO-3: every rank must call it."""
-        return dict(self.dist.full_state_items(self.actor, dtype))
+        return dict(self.policy_state_items(dtype))
+
+    def policy_state_items(self, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        """`policy_state_dict` one tensor at a time (what the engine push streams); every rank
+        iterates it to the end together under FSDP / ZeRO-3."""
+        return self.dist.full_state_items(self.actor, dtype)
 
     def save_pretrained(self, out_dir: Path) -> None:
         """HF model (LoRA merged) + tokenizer, loadable with `from_pretrained`. Every rank calls it

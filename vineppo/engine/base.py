@@ -22,7 +22,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Collection, Literal, Mapping, Sequence
+from typing import Collection, Iterable, Literal, Mapping, Sequence
 
 import torch
 
@@ -97,8 +97,11 @@ class Engine(ABC):
         """For each prompt, `sampling.n` completions."""
 
     @abstractmethod
-    def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        """Load HF-named weights of the current policy into the running engine (no re-creation)."""
+    def update_weights(self, state_dict: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Load HF-named weights of the current policy into the running engine (no re-creation).
+        A mapping is checked whole before anything is loaded; an iterable of (name, tensor) pairs
+        is streamed (one tensor at a time, names and shapes checked as they come, completeness at
+        the end): the trainer's push, so no full copy of the policy is ever held in host RAM."""
 
     def update_weights_from_dir(self, model_dir: str | os.PathLike) -> None:
         """Load the weights of a saved HF model directory (its ``*.safetensors``) into the running

@@ -6,7 +6,7 @@ Holds its own copy of the policy weights (like vLLM would), so `update_weights` 
 from __future__ import annotations
 
 import time
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -106,8 +106,21 @@ class HFEngine(Engine):
         return results  # type: ignore[return-value]
 
     @torch.no_grad()
-    def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+    def update_weights(self, state_dict: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]) -> None:
         own = self.model.state_dict()
+        if not isinstance(state_dict, Mapping):  # a stream: copied as each tensor arrives
+            seen = set()
+            for k, v in state_dict:
+                if k not in own:
+                    raise KeyError(f"update_weights: {k} is not a weight of the engine model")
+                if own[k].shape != v.shape:
+                    raise ValueError(f"update_weights: {k} has shape {tuple(v.shape)}, engine expects {tuple(own[k].shape)}")
+                own[k].copy_(v.detach().to(own[k].device, own[k].dtype))
+                seen.add(k)
+            missing = [k for k in own if k not in seen]
+            if missing:
+                raise KeyError(f"update_weights: the pushed weights lack {missing[:5]} ({len(missing)} in all)")
+            return
         missing = [k for k in own if k not in state_dict]
         unknown = [k for k in state_dict if k not in own]
         if missing or unknown:

@@ -73,7 +73,7 @@ import tempfile
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -98,6 +98,16 @@ from vineppo.engine.vllm_stats import PrefixCacheCounter
 from vineppo.tokens import decode_response
 
 log = logging.getLogger(__name__)
+
+
+def _check_tensor(name: str, v, shape: torch.Size) -> None:
+    """One pushed weight against the engine's layout (TypeError / ValueError naming it)."""
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"update_weights: {name} is a {type(v).__name__}, expected a tensor")
+    if v.shape != shape:
+        raise ValueError(f"update_weights: {name} has shape {tuple(v.shape)}, engine expects {tuple(shape)}")
+    if not (v.is_floating_point() or v.is_complex()):
+        raise TypeError(f"update_weights: {name} has dtype {v.dtype}, expected floating point weights")
 
 DEFAULT_CPU_KV_CACHE_BYTES = 256 * 1024 * 1024
 DEFAULT_CPU_BLOCK_SIZE = 32
@@ -161,6 +171,7 @@ class VLLMEngine(Engine):
         #: the LoRA adapter served on top of the base weights (`update_adapter`), or None
         self.lora_request = None
         self._sleeping = False
+        self._weights_awake = False  # a streamed push woke the weights (asleep); wake() does the KV cache
         self._pending: list[tuple[str, torch.Tensor]] | None = None
         self._weights_dir: str | None = None
         self._tmp_dirs: list[str] = []
@@ -443,35 +454,60 @@ class VLLMEngine(Engine):
                            f"state dict (LoRA: merged weights without PEFT prefixes)")
         items = []
         for k, v in state_dict.items():
-            if not isinstance(v, torch.Tensor):
-                raise TypeError(f"update_weights: {k} is a {type(v).__name__}, expected a tensor")
-            if v.shape != expected[k]:
-                raise ValueError(f"update_weights: {k} has shape {tuple(v.shape)}, engine expects {tuple(expected[k])}")
-            if not (v.is_floating_point() or v.is_complex()):
-                raise TypeError(f"update_weights: {k} has dtype {v.dtype}, expected floating point weights")
+            _check_tensor(k, v, expected[k])
             items.append((k, v))
         return items
 
-    def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+    def _validated_stream(self, items: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+        """`_validate` for a stream: each name, shape and dtype checked as it arrives, completeness at
+        the end. A failure mid-push leaves vLLM's weights undefined (its reload is interrupted): the
+        error stops the run; a trainer bug, not a user input (names come from the trainer's model)."""
+        expected, aliases, seen = self._expected, self._aliases, set()
+        for k, v in items:
+            if k not in expected:
+                raise KeyError(f"update_weights: {k} is not a weight of the engine model (pass HF names; "
+                               f"LoRA: merged weights without PEFT prefixes)")
+            _check_tensor(k, v, expected[k])
+            seen.add(k)
+            yield k, v
+        missing = [k for k in expected if k not in seen and k not in aliases]
+        if missing:
+            raise KeyError(f"update_weights: the pushed weights lack {missing[:5]} ({len(missing)} in all)")
+
+    def update_weights(self, state_dict: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]) -> None:
         """Push the trainer's current HF-named weights into the running engine (see module docstring).
 
-        Raises KeyError/ValueError/TypeError before touching the engine if names/shapes do not match.
-        While asleep (GPU), the push is deferred to `wake()` (tensors are read then)."""
+        A mapping is checked whole (KeyError/ValueError/TypeError before touching the engine) and,
+        while asleep (GPU), deferred to `wake()`. An iterable of (name, tensor) pairs is streamed:
+        at most one converted tensor alive at a time, nothing collected in host RAM (the trainer's
+        gathered FSDP2 / ZeRO-3 tensors arrive one by one); asleep, it wakes the weights only, loads
+        them, and leaves the KV cache to `wake()` (the same order as a deferred push)."""
         self._check_open()
-        items = self._validate(state_dict)
-        if self._sleeping and self.sleep_supported:
-            self._pending = items
+        if isinstance(state_dict, Mapping):
+            items = self._validate(state_dict)
+            if self._sleeping and self.sleep_supported:
+                self._pending = items
+                return
+            self._push(items)
             return
-        self._push(items)
+        if self._sleeping and self.sleep_supported and not self._weights_awake:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            tagged = _accepts(self.llm.wake_up, "tags")
+            self.llm.wake_up(tags=["weights"]) if tagged else self.llm.wake_up()
+            self._weights_awake = True
+        self._pending = None
+        self._push(self._validated_stream(state_dict))
 
     @torch.no_grad()
     def _push(self, items: list[tuple[str, torch.Tensor]]) -> None:
         with _torch_threads(self.cpu_threads):
             self._push_unthreaded(items)
 
-    def _push_unthreaded(self, items: list[tuple[str, torch.Tensor]]) -> None:
+    def _push_unthreaded(self, items: Iterable[tuple[str, torch.Tensor]]) -> None:
         t0 = time.perf_counter()
         method = None
+        count = [0]
         worker = self._inproc_worker() if self.weight_sync != "disk" else None
         if worker is not None:
             device = getattr(worker, "device", None)
@@ -479,6 +515,7 @@ class VLLMEngine(Engine):
             def tensors() -> Iterable[tuple[str, torch.Tensor]]:
                 # Lazily: at most one converted copy alive at a time.
                 for k, v in items:
+                    count[0] += 1
                     yield k, v.detach().to(device=device, dtype=self.dtype)
 
             reload = getattr(worker, "reload_weights", None)
@@ -498,11 +535,13 @@ class VLLMEngine(Engine):
                 self._warned_disk = True
                 log.warning("update_weights: no in-process path for vLLM %s here; saving weights to a temp dir "
                             "and reloading them (slower)", self.vllm_version)
+            items = list(items)  # written to one directory: the whole state on disk anyway
+            count[0] = len(items)
             self._push_via_disk(items)
             method = "disk:collective_rpc(reload_weights, weights_path)"
         self.llm.reset_prefix_cache()
         self.weights_version += 1
-        self.last_sync = {"method": method, "seconds": time.perf_counter() - t0, "tensors": len(items),
+        self.last_sync = {"method": method, "seconds": time.perf_counter() - t0, "tensors": count[0],
                           "version": self.weights_version}
         log.debug("update_weights: %s", self.last_sync)
 
@@ -597,7 +636,11 @@ class VLLMEngine(Engine):
         pending, self._pending = self._pending, None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the trainer's freed blocks go back before vLLM re-allocates
-        if self.sleep_supported:
+        streamed, self._weights_awake = self._weights_awake, False
+        if self.sleep_supported and streamed:  # a streamed push woke and loaded the weights
+            if _accepts(self.llm.wake_up, "tags"):
+                self.llm.wake_up(tags=["kv_cache"])
+        elif self.sleep_supported:
             if pending is None and self.sleep_level >= 2:
                 raise RuntimeError("sleep level 2 discarded the engine's weights: call update_weights() before wake()")
             if pending is not None:
