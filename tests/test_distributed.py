@@ -228,7 +228,8 @@ _RUNS: dict[tuple[str, str], Path] = {}
 EXTRA = {"zero2": ("checkpoint.keep_trainer_state=1",)}
 
 
-def _train_and_resume(strategy: str, config: str, model_dir: Path, root: Path, resume: bool = True) -> Path:
+def _train_and_resume(strategy: str, config: str, model_dir: Path, root: Path, resume: bool = True,
+                      *extra: str) -> Path:
     """1 iteration, then `--resume iterations=2` (or, with resume=False, 2 iterations in one go)."""
     key = (strategy, config)
     if key not in _RUNS:
@@ -237,18 +238,18 @@ def _train_and_resume(strategy: str, config: str, model_dir: Path, root: Path, r
             _launch(strategy, config, out, model_dir, *EXTRA.get(strategy, ()))
             _launch(strategy, config, out, model_dir, "--resume", "iterations=2", *EXTRA.get(strategy, ()))
         else:
-            _launch(strategy, config, out, model_dir, "iterations=2")
+            _launch(strategy, config, out, model_dir, "iterations=2", *extra)
         _RUNS[key] = out
     return _RUNS[key]
 
 
-def _check_run(out: Path, ppo: bool) -> list[dict]:
+def _check_run(out: Path, ppo: bool, greedy: bool = True) -> list[dict]:
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]
     assert [r["iteration"] for r in rows] == [1, 2]
     for r in rows:
         # the engine runs exactly the weights gathered from the trainer (after the resume too)
         assert r["sync/logprob_gap"] <= 1e-3, r["sync/logprob_gap"]
-        assert r["sync/greedy_match"] == 1.0
+        assert r["sync/greedy_match"] == 1.0 if greedy else "sync/greedy_match" not in r
     if ppo:
         value = [v for r in rows for k, v in r.items() if k.startswith("train/value")]
         assert value and all(math.isfinite(v) for v in value)
@@ -292,8 +293,10 @@ def test_vineppo_strategy_trains(strategy, dist_model, tmp_path_factory):
     if strategy.startswith("zero") and not _deepspeed_available():
         pytest.skip("DeepSpeed is not installed (pip install -e '.[deepspeed]', see README Install)")
     root = tmp_path_factory.getbasetemp() / "dist_runs"
-    out = _train_and_resume(strategy, "gsm8k_vineppo.yaml", dist_model, root, resume=False)
-    rows = _check_run(out, ppo=False)
+    # without the greedy check, the push streams the gathered tensors (nothing kept): the canary
+    # alone says the engine holds the trainer's weights
+    out = _train_and_resume(strategy, "gsm8k_vineppo.yaml", dist_model, root, False, "logging.check_sync_greedy=false")
+    rows = _check_run(out, ppo=False, greedy=False)
     assert all(r["mc/rollouts"] > 0 for r in rows)
 
 
