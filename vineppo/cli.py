@@ -279,13 +279,48 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
     return args
 
 
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    """`-v/--verbose` before or after the sub-command: third-party warnings, logs and loading bars
+    on the terminal too (they always go to the run's log file, see `_log_file`)."""
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show third-party warnings, logs and loading bars (always in the run's log.txt)")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                # SUPPRESS: a sub-command's unset flag must not overwrite `vineppo -v CMD`
+                sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                 help="show third-party output on the terminal too")
+
+
+def _log_file(args) -> str | None:
+    """Where a command's third-party output goes (`vineppo.console`): the run's own directory."""
+    cmd = getattr(args, "command", None)
+    if cmd in ("train", "demo", "compare") and getattr(args, "output_dir", None):
+        return os.path.join(args.output_dir, "log.txt")
+    if cmd == "eval":
+        if getattr(args, "run", None):
+            return os.path.join(args.run, "log.txt")
+        if getattr(args, "output_dir", None):
+            return os.path.join(args.output_dir, "log.txt")
+        return os.path.join(args.checkpoint, "eval", "log.txt")
+    if cmd == "sft" and getattr(args, "output_dir", None):
+        return os.path.normpath(args.output_dir) + ".log.txt"  # sft refuses a non-empty output dir
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     n = _requested_cpu_processes()
     if n is not None and n > 1:
         return _relaunch(n, argv)
     parser = build_parser()
+    _add_verbose(parser)
     args = parse_args(parser, argv)
+    log_file = _log_file(args)
+    if log_file is not None or args.verbose:
+        from vineppo.console import setup_console
+
+        setup_console(log_file, verbose=args.verbose)
     from vineppo.config import ConfigError
     try:
         return args.func(args)
