@@ -338,3 +338,63 @@ def test_sft_cache_key_sees_the_thread_count():
     rows = [{"question": "q", "answer": "a"}]
     assert sft_cache_key(demo, rows, threads=1) != sft_cache_key(demo, rows, threads=2)
     assert sft_cache_key(demo, rows, threads=2) == sft_cache_key(demo, rows, threads=2)
+
+
+# ----------------------------------------------------------------------------- the CLI, end to end
+
+#: what third-party libraries print when nothing routes it away (vLLM, torch, DeepSpeed, safetensors)
+THIRD_PARTY_MARKERS = ("FutureWarning", "reduce_op", "NUMA", "Triton", "Loading safetensors", "DeepSpeed",
+                       "WARNING vllm", "INFO vllm", "libtcmalloc", "Loading weights")
+
+
+def _pass1(path: Path) -> float:
+    return round(100 * json.loads(path.read_text())["pass@1"], 2)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vineppo_demo_cli_quiet_console_and_summary_from_result_files(tmp_path):
+    """`vineppo demo` as a user runs it (a subprocess, vLLM engine, a tiny config): the console has
+    the demo's lines and table and nothing from third-party libraries (those are in DIR/log.txt);
+    every number of summary.json and of the plot's data is the pass@1 of the results file it came from."""
+    import os
+    import subprocess
+    import sys
+
+    from vineppo.demo import PLOT_FILE, SUMMARY_FILE
+
+    out = tmp_path / "demo"
+    env = {**os.environ, "VINEPPO_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(Path(__file__).parents[1])}
+    p = subprocess.run([sys.executable, "-m", "vineppo", "demo", "--output-dir", str(out), *SMOKE],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    terminal = p.stdout + p.stderr
+    for marker in THIRD_PARTY_MARKERS:
+        assert marker not in terminal, (marker, terminal)
+    log = (out / "log.txt").read_text()
+    assert "vllm" in log and "reduce_op" in log  # the engine's output went to the log instead
+    assert "[demo] SFT start trained and cached" in p.stdout and "VinePPO − PPO" in p.stdout
+
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    final = {a: out / "runs" / a / "checkpoints" / "iter_000002" / "eval" / "test" / "results.json"
+             for a in ("vineppo", "ppo")}
+    initial = out / "runs" / "vineppo" / "initial" / "eval" / "test" / "results.json"
+    assert summary["vineppo"] == _pass1(final["vineppo"]) and summary["ppo"] == _pass1(final["ppo"])
+    assert summary["sft"] == _pass1(initial)
+    assert summary["vineppo_minus_ppo"]["values"] == [pytest.approx(summary["vineppo"] - summary["ppo"], abs=0.02)]
+    # the table printed is the summary's
+    row = next(l for l in p.stdout.splitlines() if l.startswith("VinePPO "))
+    assert f"{summary['vineppo']:.1f}%" in row and f"{summary['vineppo'] - summary['sft']:+.1f}" in row
+
+    # the plot's data: each run's curve is (0, SFT start) then every evaluated checkpoint, in order,
+    # and its reward curve is metrics.jsonl's reward/mean per iteration
+    assert (out / PLOT_FILE).is_file()
+    drawn = json.loads((out / PLOT_FILE).with_suffix(".json").read_text())
+    assert drawn["sft"] == pytest.approx(100 * json.loads(initial.read_text())["pass@1"])
+    for algo in ("vineppo", "ppo"):
+        run = out / "runs" / algo
+        ckpts = {i: run / "checkpoints" / f"iter_{i:06d}" / "eval" / "test" / "results.json" for i in (1, 2)}
+        assert drawn["runs"][algo]["test"] == [[0, pytest.approx(drawn["sft"])]] + [
+            [i, pytest.approx(100 * json.loads(f.read_text())["pass@1"])] for i, f in ckpts.items()]
+        metrics = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+        assert drawn["runs"][algo]["reward"] == [[m["iteration"], pytest.approx(m["reward/mean"])] for m in metrics]
