@@ -308,6 +308,22 @@ def _log_file(args) -> str | None:
     return None
 
 
+#: `vineppo demo` computes on these CPU code paths on every x86-64 machine, so its SFT start (and
+#: every number after it) is the same on AVX2 and AVX-512 CPUs: torch's own kernels and MKL's
+#: matmuls both take their AVX2 branch (README, Demo: reproducibility). A value already in the
+#: environment wins (ATEN_CPU_CAPABILITY=default MKL_CBWR=AUTO: the machine's fastest paths).
+DEMO_NUMERICS_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+
+
+def _pin_demo_numerics() -> None:
+    """Set DEMO_NUMERICS_ENV before torch is imported (both are read once, at first use)."""
+    import platform
+
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        for k, v in DEMO_NUMERICS_ENV.items():
+            os.environ.setdefault(k, v)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     n = _requested_cpu_processes()
@@ -316,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     _add_verbose(parser)
     args = parse_args(parser, argv)
+    if args.command == "demo":
+        _pin_demo_numerics()
     log_file = _log_file(args)
     if log_file is not None or args.verbose:
         from vineppo.console import setup_console
