@@ -436,3 +436,21 @@ def test_vineppo_demo_cli_quiet_console_and_summary_from_result_files(tmp_path):
             [i, pytest.approx(100 * json.loads(f.read_text())["pass@1"])] for i, f in ckpts.items()]
         metrics = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
         assert drawn["runs"][algo]["reward"] == [[m["iteration"], pytest.approx(m["reward/mean"])] for m in metrics]
+
+
+def test_plot_series_is_the_evaluated_curve_from_the_sft_start(tmp_path):
+    """The demo plot's data: (0, SFT start) then every checkpoint in iteration order (in %), the
+    reward per iteration without missing values; written beside the PNG."""
+    from vineppo.demo import DemoEval
+    from vineppo.demo.report import plot_demo, plot_series
+
+    runs = {"vineppo": {"algorithm": "vineppo", "curve": {20: {"test": 0.61}, 10: {"test": 0.55}},
+                        "reward": [(1, 0.4), (2, None), (3, 0.5)], "seed_index": 0, "test": 0.61,
+                        "iteration_seconds": 1.0, "final_iteration": 20}}
+    data = plot_series(0.444, runs, sft_continued=0.484)
+    assert data["sft"] == pytest.approx(44.4) and data["sft_continued"] == pytest.approx(48.4)
+    assert data["runs"]["vineppo"]["test"] == [(0, pytest.approx(44.4)), (10, pytest.approx(55.0)),
+                                               (20, pytest.approx(61.0))]
+    assert data["runs"]["vineppo"]["reward"] == [(1, 0.4), (3, 0.5)]
+    png = plot_demo(tmp_path / "demo.png", 0.444, runs, DemoEval(), 200, sft_continued=0.484)
+    assert json.loads(png.with_suffix(".json").read_text())["runs"]["vineppo"]["test"][1] == [10, pytest.approx(55.0)]
