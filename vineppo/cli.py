@@ -325,6 +325,10 @@ def _pin_demo_numerics() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The program (`vineppo ...`, `python -m vineppo ...`: argv None) sets up the process's console
+    (`vineppo.console`) and, for the demo, its CPU code paths; a library call `main([...])` leaves
+    the calling process's streams, logging and environment alone."""
+    owns_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     n = _requested_cpu_processes()
     if n is not None and n > 1:
@@ -332,10 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     _add_verbose(parser)
     args = parse_args(parser, argv)
-    if args.command == "demo":
+    if owns_process and args.command == "demo":
         _pin_demo_numerics()
     log_file = _log_file(args)
-    if log_file is not None or args.verbose:
+    if owns_process and (log_file is not None or args.verbose):
         from vineppo.console import setup_console
 
         setup_console(log_file, verbose=args.verbose)
