@@ -202,8 +202,6 @@ def test_run_demo_smoke(tmp_path, capsys):
     summary = json.loads((out / SUMMARY_FILE).read_text())
     assert {"sft", "sft_continued", "ppo", "vineppo", "seconds", "sd", "rl_seconds", "vineppo_minus_ppo",
             "seeds"} <= set(summary)
-    for k in ("sft", "sft_continued", "ppo", "vineppo"):
-        assert 0.0 <= summary[k] <= 100.0
     assert summary["seeds"] == 1 and summary["sd"] == {"vineppo": None, "ppo": None}
     assert summary["vineppo_minus_ppo"]["n"] == 1
     assert summary["vineppo_minus_ppo"]["mean"] == pytest.approx(summary["vineppo"] - summary["ppo"], abs=0.02)
@@ -219,7 +217,12 @@ def test_run_demo_smoke(tmp_path, capsys):
         assert summary["sft"] == pass1(out / "runs" / algo / "initial" / "eval" / "test" / "results.json")
     cont_results = list(Path(res["details"]["sft_continued"]["dir"]).rglob("test*/results.json"))
     assert len(cont_results) == 1 and summary["sft_continued"] == pass1(cont_results[0])
-    assert (out / PLOT_FILE).stat().st_size > 1000
+    # the plot's data: each run's test curve ends at its summary number, starts at the SFT start
+    drawn = json.loads((out / PLOT_FILE).with_suffix(".json").read_text())
+    for algo in ("vineppo", "ppo"):
+        assert drawn["runs"][algo]["test"][0] == [0, pytest.approx(summary["sft"], abs=0.01)]
+        assert drawn["runs"][algo]["test"][-1] == [2, pytest.approx(summary[algo], abs=0.01)]
+    assert drawn["sft_continued"] == pytest.approx(summary["sft_continued"], abs=0.01)
     assert (out / "compare" / "compare.md").is_file()
     for algo in ("vineppo", "ppo"):
         run = out / "runs" / algo
@@ -330,6 +333,36 @@ def test_caches_are_keyed_by_the_code(monkeypatch):
     assert code_fingerprint() != before
 
 
+def test_sft_cache_key_sees_the_cpu_code_paths():
+    from vineppo.demo import load_demo_config, sft_cache_key
+
+    demo = load_demo_config().demo
+    rows = [{"question": "q", "answer": "a"}]
+    a = {"aten": "AVX2", "mkl_cbwr": "AVX2", "torch": "2.13.0"}
+    assert sft_cache_key(demo, rows, threads=2, numerics=a) != sft_cache_key(demo, rows, threads=2,
+                                                                              numerics={**a, "aten": "AVX512"})
+    assert sft_cache_key(demo, rows, threads=2, numerics=a) != sft_cache_key(demo, rows, threads=2,
+                                                                              numerics={**a, "mkl_cbwr": None})
+
+
+def test_demo_command_pins_the_cpu_code_paths(monkeypatch):
+    """`vineppo demo` sets ATEN_CPU_CAPABILITY / MKL_CBWR (x86) unless the user did."""
+    import os
+    import platform
+
+    from vineppo import cli
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.setenv("MKL_CBWR", "AUTO")
+    cli._pin_demo_numerics()
+    assert os.environ["ATEN_CPU_CAPABILITY"] == "avx2" and os.environ["MKL_CBWR"] == "AUTO"
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    cli._pin_demo_numerics()
+    assert "ATEN_CPU_CAPABILITY" not in os.environ
+
+
 def test_sft_cache_key_sees_the_thread_count():
     from vineppo.demo import load_demo_config, sft_cache_key
 
@@ -338,3 +371,86 @@ def test_sft_cache_key_sees_the_thread_count():
     rows = [{"question": "q", "answer": "a"}]
     assert sft_cache_key(demo, rows, threads=1) != sft_cache_key(demo, rows, threads=2)
     assert sft_cache_key(demo, rows, threads=2) == sft_cache_key(demo, rows, threads=2)
+
+
+# ----------------------------------------------------------------------------- the CLI, end to end
+
+#: what third-party libraries print when nothing routes it away (vLLM, torch, DeepSpeed, safetensors)
+THIRD_PARTY_MARKERS = ("FutureWarning", "reduce_op", "NUMA", "Triton", "Loading safetensors", "DeepSpeed",
+                       "WARNING vllm", "INFO vllm", "libtcmalloc", "Loading weights")
+
+
+def _pass1(path: Path) -> float:
+    return round(100 * json.loads(path.read_text())["pass@1"], 2)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vineppo_demo_cli_quiet_console_and_summary_from_result_files(tmp_path):
+    """`vineppo demo` as a user runs it (a subprocess, vLLM engine, a tiny config): the console has
+    the demo's lines and table and nothing from third-party libraries (those are in DIR/log.txt);
+    every number of summary.json and of the plot's data is the pass@1 of the results file it came from."""
+    import os
+    import subprocess
+    import sys
+
+    from vineppo.demo import PLOT_FILE, SUMMARY_FILE
+
+    out = tmp_path / "demo"
+    env = {**os.environ, "VINEPPO_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(Path(__file__).parents[1])}
+    p = subprocess.run([sys.executable, "-m", "vineppo", "demo", "--output-dir", str(out), *SMOKE],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    terminal = p.stdout + p.stderr
+    for marker in THIRD_PARTY_MARKERS:
+        assert marker not in terminal, (marker, terminal)
+    log = (out / "log.txt").read_text()
+    assert "vllm" in log and "reduce_op" in log  # the engine's output went to the log instead
+    assert "[demo] SFT start trained and cached" in p.stdout and "VinePPO − PPO" in p.stdout
+    # the SFT start was computed on the pinned code paths (the same weights on AVX2 and AVX-512 CPUs)
+    import platform
+    if platform.machine().lower() in ("x86_64", "amd64") and "ATEN_CPU_CAPABILITY" not in os.environ:
+        info = json.loads(next((tmp_path / "cache").glob("demo-sft-*/demo_sft.json")).read_text())
+        assert info["numerics"]["aten"] == "AVX2" and info["numerics"]["mkl_cbwr"] == "AVX2"
+
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    final = {a: out / "runs" / a / "checkpoints" / "iter_000002" / "eval" / "test" / "results.json"
+             for a in ("vineppo", "ppo")}
+    initial = out / "runs" / "vineppo" / "initial" / "eval" / "test" / "results.json"
+    assert summary["vineppo"] == _pass1(final["vineppo"]) and summary["ppo"] == _pass1(final["ppo"])
+    assert summary["sft"] == _pass1(initial)
+    assert summary["vineppo_minus_ppo"]["values"] == [pytest.approx(summary["vineppo"] - summary["ppo"], abs=0.02)]
+    # the table printed is the summary's
+    row = next(l for l in p.stdout.splitlines() if l.startswith("VinePPO "))
+    assert f"{summary['vineppo']:.1f}%" in row and f"{summary['vineppo'] - summary['sft']:+.1f}" in row
+
+    # the plot's data: each run's curve is (0, SFT start) then every evaluated checkpoint, in order,
+    # and its reward curve is metrics.jsonl's reward/mean per iteration
+    assert (out / PLOT_FILE).is_file()
+    drawn = json.loads((out / PLOT_FILE).with_suffix(".json").read_text())
+    assert drawn["sft"] == pytest.approx(100 * json.loads(initial.read_text())["pass@1"])
+    for algo in ("vineppo", "ppo"):
+        run = out / "runs" / algo
+        ckpts = {i: run / "checkpoints" / f"iter_{i:06d}" / "eval" / "test" / "results.json" for i in (1, 2)}
+        assert drawn["runs"][algo]["test"] == [[0, pytest.approx(drawn["sft"])]] + [
+            [i, pytest.approx(100 * json.loads(f.read_text())["pass@1"])] for i, f in ckpts.items()]
+        metrics = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+        assert drawn["runs"][algo]["reward"] == [[m["iteration"], pytest.approx(m["reward/mean"])] for m in metrics]
+
+
+def test_plot_series_is_the_evaluated_curve_from_the_sft_start(tmp_path):
+    """The demo plot's data: (0, SFT start) then every checkpoint in iteration order (in %), the
+    reward per iteration without missing values; written beside the PNG."""
+    from vineppo.demo import DemoEval
+    from vineppo.demo.report import plot_demo, plot_series
+
+    runs = {"vineppo": {"algorithm": "vineppo", "curve": {20: {"test": 0.61}, 10: {"test": 0.55}},
+                        "reward": [(1, 0.4), (2, None), (3, 0.5)], "seed_index": 0, "test": 0.61,
+                        "iteration_seconds": 1.0, "final_iteration": 20}}
+    data = plot_series(0.444, runs, sft_continued=0.484)
+    assert data["sft"] == pytest.approx(44.4) and data["sft_continued"] == pytest.approx(48.4)
+    assert data["runs"]["vineppo"]["test"] == [(0, pytest.approx(44.4)), (10, pytest.approx(55.0)),
+                                               (20, pytest.approx(61.0))]
+    assert data["runs"]["vineppo"]["reward"] == [(1, 0.4), (3, 0.5)]
+    png = plot_demo(tmp_path / "demo.png", 0.444, runs, DemoEval(), 200, sft_continued=0.484)
+    assert json.loads(png.with_suffix(".json").read_text())["runs"]["vineppo"]["test"][1] == [10, pytest.approx(55.0)]

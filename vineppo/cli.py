@@ -358,13 +358,70 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
     return args
 
 
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    """`-v/--verbose` before or after the sub-command: third-party warnings, logs and loading bars
+    on the terminal too (they always go to the run's log file, see `_log_file`)."""
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show third-party warnings, logs and loading bars (always in the run's log.txt)")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                # SUPPRESS: a sub-command's unset flag must not overwrite `vineppo -v CMD`
+                sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                 help="show third-party output on the terminal too")
+
+
+def _log_file(args) -> str | None:
+    """Where a command's third-party output goes (`vineppo.console`): the run's own directory."""
+    cmd = getattr(args, "command", None)
+    if cmd in ("train", "demo", "compare") and getattr(args, "output_dir", None):
+        return os.path.join(args.output_dir, "log.txt")
+    if cmd == "eval":
+        if getattr(args, "run", None):
+            return os.path.join(args.run, "log.txt")
+        if getattr(args, "output_dir", None):
+            return os.path.join(args.output_dir, "log.txt")
+        return os.path.join(args.checkpoint, "eval", "log.txt")
+    if cmd == "sft" and getattr(args, "output_dir", None):
+        return os.path.normpath(args.output_dir) + ".log.txt"  # sft refuses a non-empty output dir
+    return None
+
+
+#: `vineppo demo` computes on these CPU code paths on every x86-64 machine, so its SFT start (and
+#: every number after it) is the same on AVX2 and AVX-512 CPUs: torch's own kernels and MKL's
+#: matmuls both take their AVX2 branch (README, Demo: reproducibility). A value already in the
+#: environment wins (ATEN_CPU_CAPABILITY=default MKL_CBWR=AUTO: the machine's fastest paths).
+DEMO_NUMERICS_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+
+
+def _pin_demo_numerics() -> None:
+    """Set DEMO_NUMERICS_ENV before torch is imported (both are read once, at first use)."""
+    import platform
+
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        for k, v in DEMO_NUMERICS_ENV.items():
+            os.environ.setdefault(k, v)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The program (`vineppo ...`, `python -m vineppo ...`: argv None) sets up the process's console
+    (`vineppo.console`) and, for the demo, its CPU code paths; a library call `main([...])` leaves
+    the calling process's streams, logging and environment alone."""
+    owns_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     n = _requested_cpu_processes()
     if n is not None and n > 1:
         return _relaunch(n, argv)
     parser = build_parser()
+    _add_verbose(parser)
     args = parse_args(parser, argv)
+    if owns_process and args.command == "demo":
+        _pin_demo_numerics()
+    log_file = _log_file(args)
+    if owns_process and (log_file is not None or args.verbose):
+        from vineppo.console import setup_console
+
+        setup_console(log_file, verbose=args.verbose)
     from vineppo.config import ConfigError
     try:
         return args.func(args)

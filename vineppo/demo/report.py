@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import statistics
@@ -60,38 +61,50 @@ def paired_difference(runs: dict[str, dict], a: str, b: str) -> dict | None:
             "n": len(diffs), "values": [round(d, 2) for d in diffs]}
 
 
+def plot_series(sft_test: float, runs: dict[str, dict], *, sft_continued: float | None = None) -> dict:
+    """The data `plot_demo` draws, in %: per run its test pass@1 curve [(iteration, pass@1)]
+    starting at (0, SFT start) and its train reward [(iteration, mean reward)], plus the SFT start
+    and SFT-continued reference lines."""
+    return {"sft": 100 * sft_test, "sft_continued": None if sft_continued is None else 100 * sft_continued,
+            "runs": {name: {"algorithm": r["algorithm"],
+                            "test": [(0, 100 * sft_test)] + sorted((int(it), 100 * v["test"]) for it, v in r["curve"].items()),
+                            "reward": [(it, v) for it, v in r["reward"] if v is not None]}
+                     for name, r in runs.items()}}
+
+
 def plot_demo(path: Path, sft_test: float, runs: dict[str, dict], ev: DemoEval, n_test: int, *,
               sft_continued: float | None = None) -> Path:
     """Left: held-out test pass@1 (%) vs iteration per run (iteration 0 = the SFT start; one line
     per seed, one colour per method), the SFT start dashed and the SFT-continued control dotted.
     Right: train reward (mean over the iteration's episodes, T = sampling T) vs iteration, raw
-    faint and moving average solid."""
+    faint and moving average solid. The data drawn (`plot_series`) is written beside it as JSON
+    (`demo.json` for `demo.png`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    data = plot_series(sft_test, runs, sft_continued=sft_continued)
+    path.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
     labelled: set[str] = set()
     stats = method_stats(runs)
-    for r in runs.values():
-        algo = r["algorithm"]
+    for series in data["runs"].values():
+        algo = series["algorithm"]
         color, name = COLORS.get(algo, "C7"), NAMES.get(algo, algo)
         st = stats[algo]
         final = f"{st['mean']:.1f}%" + (f" ± {st['sd']:.1f}, {st['n']} seeds" if st["sd"] is not None else "")
         label = None if algo in labelled else f"{name} (final {final})"
         labelled.add(algo)
-        pts = [(0, 100 * sft_test)] + sorted((it, 100 * v["test"]) for it, v in r["curve"].items())
-        a.plot(*zip(*pts), "-o", color=color, markersize=3, label=label)
-        rew = [(it, v) for it, v in r["reward"] if v is not None]
-        if rew:
-            its, vals = zip(*rew)
+        a.plot(*zip(*series["test"]), "-o", color=color, markersize=3, label=label)
+        if series["reward"]:
+            its, vals = zip(*series["reward"])
             b.plot(its, vals, color=color, alpha=0.25, linewidth=0.8)
             b.plot(its, _moving_average(list(vals), 3), color=color, label=None if label is None else name)
-    a.axhline(100 * sft_test, color="gray", linestyle="--", label=f"SFT start {100 * sft_test:.1f}%")
-    if sft_continued is not None:
-        a.axhline(100 * sft_continued, color="black", linestyle=":",
-                  label=f"SFT continued {100 * sft_continued:.1f}%")
+    a.axhline(data["sft"], color="gray", linestyle="--", label=f"SFT start {data['sft']:.1f}%")
+    if data["sft_continued"] is not None:
+        a.axhline(data["sft_continued"], color="black", linestyle=":",
+                  label=f"SFT continued {data['sft_continued']:.1f}%")
     a.set_title(f"Held-out test pass@1 ({n_test} problems x {ev.n_samples} samples, T={ev.temperature})", fontsize=9)
     a.set_xlabel("RL iteration")
     a.set_ylabel("pass@1 (%)")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 import shutil
 import time
@@ -201,13 +200,16 @@ def _collect_run(job: RunJob, run_dir: Path, splits: dict, sft_results: dict[str
 def _background_main(config_file: str, run_dir: str, eval_file: str) -> int:
     """The second process of `_BackgroundRun`: train, then evaluate every checkpoint (results in
     each checkpoint's eval/ directory, read back by the demo)."""
+    from vineppo.console import setup_console
+
     import torch
 
     from vineppo.config import load_config
     from vineppo.evaluate import load_tokenizer
     from vineppo.loop import train
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # stdout and stderr already are RUN_DIR.log (see _BackgroundRun): everything goes there
+    setup_console(None, verbose=True)
     torch.set_num_threads(1)
     _quiet_logs()
     cfg = load_config(config_file)

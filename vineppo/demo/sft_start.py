@@ -77,14 +77,27 @@ class _TorchThreads:
             torch.set_num_threads(self.before)
 
 
+def cpu_numerics() -> dict:
+    """What the float results of a CPU training step depend on besides the thread count: torch's
+    kernel ISA (`ATEN_CPU_CAPABILITY`, default the CPU's best) and MKL's code branch (`MKL_CBWR`).
+    Measured on one AVX-512 machine: each of the two changes the SFT start's weights; with both
+    fixed (and the threads), repeated runs give identical weights."""
+    import torch
+
+    return {"aten": torch.backends.cpu.get_cpu_capability(), "mkl_cbwr": os.environ.get("MKL_CBWR"),
+            "torch": torch.__version__}
+
+
 def sft_cache_key(demo: DemoSettings, sft_rows: Sequence[dict], stop_rows: Sequence[dict] = (),
-                  threads: int | None = None) -> str:
+                  threads: int | None = None, numerics: dict | None = None) -> str:
     """Everything that determines the SFT start: the rows it is trained on, model size, SFT recipe,
-    the stopping rule with the problems it checks, and the torch thread count (float reductions,
-    hence the weights, depend on it), plus the package version and a hash of its code."""
+    the stopping rule with the problems it checks, the torch thread count and CPU code paths
+    (`cpu_numerics`: float reductions, hence the weights, depend on them), plus the package version
+    and a hash of its code."""
     return _sha({"version": CACHE_VERSION, "code": code_fingerprint(), "rows": _sha(list(sft_rows)), "model": asdict(demo.model),
                  "sft": asdict(demo.sft), "stop": asdict(demo.sft_stop),
-                 "stop_rows": _sha(list(stop_rows)[: demo.sft_stop.problems]), "threads": threads})[:16]
+                 "stop_rows": _sha(list(stop_rows)[: demo.sft_stop.problems]), "threads": threads,
+                 **({"numerics": numerics} if numerics is not None else {})})[:16]
 
 
 def greedy_pass_rate(model, tokenizer, rows: Sequence[dict], max_new_tokens: int = 64) -> float:
@@ -113,7 +126,8 @@ def ensure_sft_start(demo: DemoSettings, sft_rows: Sequence[dict], cache_root: P
 
     stop = demo.sft_stop
     check_rows = list(stop_rows)[: stop.problems] if stop.validation_pass is not None else []
-    key = sft_cache_key(demo, sft_rows, check_rows, threads=torch.get_num_threads())
+    numerics = cpu_numerics()
+    key = sft_cache_key(demo, sft_rows, check_rows, threads=torch.get_num_threads(), numerics=numerics)
     final = cache_root / f"demo-sft-{key}"
     info_file = final / "demo_sft.json"
     if info_file.is_file() and (final / "config.json").is_file():
@@ -158,7 +172,7 @@ def ensure_sft_start(demo: DemoSettings, sft_rows: Sequence[dict], cache_root: P
                 "validation_checks": checks, "stopped_at_target": bool(checks) and checks[-1][1] >= (stop.validation_pass or 0),
                 "seconds": time.perf_counter() - t0, "parameters": n_params, "vocab": len(tokenizer),
                 "rows": len(sft_rows), "model": asdict(demo.model), "sft": asdict(demo.sft),
-                "torch": torch.__version__, "threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "torch": torch.__version__, "threads": torch.get_num_threads(), "numerics": numerics, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (tmp / "demo_sft.json").write_text(json.dumps(info, indent=1) + "\n")
         if final.exists():  # an incomplete copy (killed run)
             shutil.rmtree(final)
