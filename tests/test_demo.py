@@ -121,7 +121,11 @@ def test_demo_config_loads():
     dc = load_demo_config(None, ["iterations=3", "demo.eval.n_samples=2", "mc.k=2"])
     assert dc.train.iterations == 3 and dc.train.mc.k == 2 and dc.demo.eval.n_samples == 2
     assert dc.train.data.task == "arithmetic"
-    assert dc.demo.sft.max_steps and dc.demo.model.hidden_size == 128 and dc.demo.model.num_layers == 4
+    m = dc.demo.model
+    assert dc.demo.sft.max_steps and (m.hidden_size, m.num_layers, m.num_heads, m.intermediate_size) == (64, 4, 2, 256)
+    assert m.hidden_size // m.num_heads >= 32  # vLLM's CPU attention needs head_dim >= 32
+    default = load_demo_config(None, [])
+    assert (default.train.iterations, default.train.save_every) == (15, 5)
     from vineppo.config import ConfigError
     with pytest.raises(ConfigError):
         load_demo_config(None, ["demo.nope=1"])
