@@ -107,7 +107,7 @@ def test_rollout_is_resident_plus_engine_share(model_dirs):
     assert rollout["policy_weights"] == 2 * P and rollout["critic_weights"] == 2 * C
     assert rollout["policy_adam"] == 8 * P // 8 and rollout["reference"] == 2 * P
     assert rollout["engine"] == int(0.3 * 80 * GIB)
-    # issue 18 finding 2: 7B PPO under zero2_8gpu with the reference on the GPU does not fit
+    # 7B PPO under zero2_8gpu with the reference on the GPU does not fit
     assert not plan.fits
     offloaded = plan_memory(ds, load_config(PAPER / "deepseekmath7b_math_ppo.yaml", [
         f"model.name_or_path={model_dirs['deepseekmath7b']}", "model.reference_offload=true",
