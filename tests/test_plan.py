@@ -223,7 +223,7 @@ def test_group_methods_keep_their_whitening_default():
 def test_activation_and_logits_estimate_against_measurement():
     """The training micro-batch's activations + logits peak, estimated vs measured by torch's
     MemTracker on CPU (fp32 tiny Llama, sdpa, the trainer's chunked log-softmax): the estimate is
-    never under the measurement and at most 25 % over it (README "Will it fit?" states the error)."""
+    never under the measurement and at most 25 % over it (docs/gpus.md, "Will it fit?", states the error)."""
     import torch
     from torch.distributed._tools.mem_tracker import MemTracker
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -66,7 +66,7 @@ class DataConfig:
     max_prompt_tokens: int = 1512
     #: keep only the first N train rows (tests / demos); None = all
     max_train_rows: int | None = None
-    # Your own data (see README "Train your own model on your own data"); None = the task's own
+    # Your own data (see docs/training.md, "Your own model and data"); None = the task's own
     # fields. `data.task` still picks the grader.
     #: the row field holding the question
     question_field: str | None = None
