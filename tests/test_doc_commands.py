@@ -307,6 +307,23 @@ def test_a_missing_key_is_named():
     assert "mc" in problem and "kk" in problem and "unknown key" in problem
 
 
+def test_readme_is_a_five_minute_read():
+    """README.md holds what a user needs first; the rest lives in docs/ (250 lines at most)."""
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 250
+
+
+def test_readme_install_and_test_commands_are_what_ci_runs():
+    """CI (.ci/run) runs README's test command and installs with README's install lines."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = "\n".join(b for _, b in shell_blocks(readme))
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^python -m pytest -q tests(\s|$)", blocks, re.M)
+    assert re.search(r"^python -m pytest -q tests$", ci, re.M)
+    install = [ln for ln in (ROOT / ".ci" / "install-cpu").read_text().splitlines()
+               if ln.strip() and not ln.startswith(("#", "set ", "cd "))]
+    assert install and all(ln in blocks.splitlines() for ln in install), install
+
+
 if __name__ == "__main__":  # list what is checked
     sys.path.insert(0, str(ROOT))
     for c in collect():
