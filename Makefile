@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make demo`, `make test` (and `make test-fast`).
-# Each first creates .venv/ with the tested CPU stack (.ci/install-cpu, README "Install") when it
+# Each first creates .venv/ with the tested CPU stack (.ci/install-cpu, README "Install and test") when it
 # is missing or stale: stale = pyproject.toml or .ci/install-cpu changed since it was built (their
 # hash is the stamp file's name). USE_VENV=DIR runs in an existing environment as it is instead.
 #

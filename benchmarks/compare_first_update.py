@@ -1,4 +1,4 @@
-"""Print the "Done when" numbers of issue 10 for runs of one config under different strategies.
+"""Compare runs of one config under different strategies (DDP, FSDP2, ZeRO-2/3): the first update and the canary.
 
     python benchmarks/compare_first_update.py --initial MODEL_DIR --reference RUN_DDP RUN_FSDP RUN_ZERO2 ...
 

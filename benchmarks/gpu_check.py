@@ -1,4 +1,4 @@
-"""One-command GPU check (issue 18): `python benchmarks/gpu_check.py` on a machine with one CUDA GPU.
+"""One-command GPU check: `python benchmarks/gpu_check.py` on a machine with one CUDA GPU.
 
 No network: the models are random-init Llamas built here, the data is the synthetic arithmetic
 task (vineppo.tasks.arithmetic). Every CUDA-only branch runs once, through the package's own entry
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-#: the canary's bound in bf16 (issue 18)
+#: the canary's bound in bf16
 MAX_LOGPROB_GAP = 1e-2
 #: measured vs planned bytes: the plan may be this much above (it is an upper estimate) or below
 PLAN_TOLERANCE = 0.25

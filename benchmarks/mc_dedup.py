@@ -34,7 +34,7 @@ def main() -> None:
     from vineppo.engine.factory import make_engine
     from vineppo.episodes import generate_episodes
     from vineppo.tasks import get_task
-    from vineppo.values import build_mc_requests
+    from vineppo.mc import build_mc_requests
 
     tmp = tempfile.TemporaryDirectory()
     model_dir = Path(args.model) if args.model else sft_tiny_gsm8k(Path(tmp.name) / "m", args.sft_steps)

@@ -3,7 +3,7 @@
 1. Rollouts: Q GSM8K questions x N samples (token-id prompts).
 2. MC states: each response cut every S tokens (stand-in for reasoning-step boundaries; the tiny
    random model writes no real steps), prompt + response[:k], deduplicated, ordered by question.
-3. MC phase: all unique states in ONE `engine.generate` call with n=K (as values.py does).
+3. MC phase: all unique states in ONE `engine.generate` call with n=K (as `vineppo.mc.estimate_mc_values` does).
 4. Baseline: the same token-id prompts through the same `vllm.LLM` with a plain `llm.generate`
    (same n, temperature, max_tokens, no detokenisation). The prefix cache is reset before every timed run; runs
    alternate and the best of R is kept for each side.

@@ -1,4 +1,4 @@
-"""Issue 20 item 6: chat-model details on the two common template shapes, built locally.
+"""Chat-model details on the two common template shapes, built locally.
 
 - ChatML (Qwen-like): `<|im_start|>role\\n...<|im_end|>`, with a system turn; stops on `<|im_end|>`
   and `</s>`.

@@ -1,4 +1,4 @@
-"""Issue 14: chat prompts, \\boxed answers, <think> handling, custom data fields and their errors."""
+"""Chat prompts, \\boxed answers, <think> handling, custom data fields and their errors."""
 
 from __future__ import annotations
 
@@ -298,7 +298,7 @@ def test_think_steps_always_partition_the_response():
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_done_when_command_with_vllm(tmp_path, gsm8k_rows):
-    """Issue 14's acceptance command, end to end on CPU with vLLM."""
+    """A chat model on custom data, end to end on CPU with vLLM."""
     folder = tmp_path / "data"
     folder.mkdir()
     _write(folder / "train.jsonl", [{"prompt_text": r["question"], "target": r["answer"].rsplit("####", 1)[1].strip()}

@@ -1,6 +1,6 @@
 """Distribution strategies (vineppo/distributed.py), rehearsed on CPU with launch/cpu/*.yaml.
 
-The slow tests run the issue's "Done when" commands at a smaller scale: for each of ddp, fsdp,
+The slow tests run launch/README.md's CPU rehearsal commands at a smaller scale: for each of ddp, fsdp,
 zero2, zero3, PPO trains 1 iteration in 2 gloo processes, then resumes to iteration 2; metrics
 have one row per iteration, the engine holds the trainer's weights after the resume (sync gap and
 greedy agreement with the gathered weights), the critic trains, and the policy's first update
@@ -300,7 +300,7 @@ def test_vineppo_strategy_trains(strategy, dist_model, tmp_path_factory):
     assert all(r["mc/rollouts"] > 0 for r in rows)
 
 
-# ---- collective timeouts (issue 18, finding 1) -------------------------------------------------
+# ---- collective timeouts -------------------------------------------------------------------
 def test_collective_timeout_is_named_after_its_setting():
     from types import SimpleNamespace
 
@@ -373,7 +373,7 @@ def test_zero3_collective_of_a_late_rank_times_out_at_the_configured_timeout():
     assert proc.returncode != 0
 
 
-# ---- LoRA under the sharded strategies (issue 20, item 5) ---------------------------------------
+# ---- LoRA under the sharded strategies ----------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.vllm
 @pytest.mark.parametrize("strategy", ["fsdp", "zero3"])

@@ -1,5 +1,5 @@
 """GRPO, Dr. GRPO and RLOO: group advantages, loss aggregation, the credit phase and their
-per-algorithm defaults (issue 12). Pure functions; no model."""
+per-algorithm defaults. Pure functions; no model."""
 
 from __future__ import annotations
 

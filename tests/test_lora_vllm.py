@@ -1,4 +1,4 @@
-"""LoRA policy through vLLM (issue 14): merged weights in place and adapter-only updates both leave
+"""LoRA policy through vLLM: merged weights in place and adapter-only updates both leave
 the engine's greedy output equal to the merged model's."""
 
 from __future__ import annotations

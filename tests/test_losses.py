@@ -88,7 +88,7 @@ def test_masked_mean():
 
 
 def test_kl_masked_positions_get_exactly_zero_gradient():
-    """Issue 11: a masked position with logp < −88.7 made `exp(ref − logp)` overflow; `0 · inf` in
+    """A masked position with logp < −88.7 made `exp(ref − logp)` overflow; `0 · inf` in
     the backward pass put NaN into the gradient. The mask is applied before the exponential now."""
     logp = torch.tensor([[-100.0, -1.0, -2.0, -300.0]], requires_grad=True)
     ref = torch.zeros(1, 4)

@@ -1,4 +1,4 @@
-"""Issue 20 item 3: the official repository's data files as `data.source` (HF DatasetDicts saved with
+"""The official repository's data files as `data.source` (HF DatasetDicts saved with
 `save_to_disk`, as McGill-NLP/VinePPO's `scripts/download_and_prepare_dataset.sh` unpacks them into
 `data/gsm8k` and `data/math`; read by `DatasetDict.load_from_disk` in its `Task._load_data_source`).
 The fixtures are written here in that format, in tmp; no data file is committed."""

@@ -80,7 +80,7 @@ def _get(cfg, dotted: str):
     return value
 
 
-# Critic-free baselines at the PPO/VinePPO runs' settings (issue 12): name -> (iterations,
+# Critic-free baselines at the PPO/VinePPO runs' settings: name -> (iterations,
 # loss aggregation of the method's paper).
 GROUP_RUNS = {
     "rho1b_math_grpo": (1000, "seq_mean_token_mean"),

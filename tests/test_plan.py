@@ -107,7 +107,7 @@ def test_rollout_is_resident_plus_engine_share(model_dirs):
     assert rollout["policy_weights"] == 2 * P and rollout["critic_weights"] == 2 * C
     assert rollout["policy_adam"] == 8 * P // 8 and rollout["reference"] == 2 * P
     assert rollout["engine"] == int(0.3 * 80 * GIB)
-    # issue 18 finding 2: 7B PPO under zero2_8gpu with the reference on the GPU does not fit
+    # 7B PPO under zero2_8gpu with the reference on the GPU does not fit
     assert not plan.fits
     offloaded = plan_memory(ds, load_config(PAPER / "deepseekmath7b_math_ppo.yaml", [
         f"model.name_or_path={model_dirs['deepseekmath7b']}", "model.reference_offload=true",
@@ -223,7 +223,7 @@ def test_group_methods_keep_their_whitening_default():
 def test_activation_and_logits_estimate_against_measurement():
     """The training micro-batch's activations + logits peak, estimated vs measured by torch's
     MemTracker on CPU (fp32 tiny Llama, sdpa, the trainer's chunked log-softmax): the estimate is
-    never under the measurement and at most 25 % over it (README "Will it fit?" states the error)."""
+    never under the measurement and at most 25 % over it (docs/gpus.md, "Will it fit?", states the error)."""
     import torch
     from torch.distributed._tools.mem_tracker import MemTracker
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -1,4 +1,4 @@
-"""bf16 training paths on CPU (issue 18, finding 6): the prepared policy's forward under
+"""bf16 training paths on CPU: the prepared policy's forward under
 `mixed_precision: bf16` returns half-precision logits (accelerate's `convert_outputs_to_fp32`
 wrapper is removed), so the chunked log-softmax is the only place logits are upcast."""
 
@@ -64,7 +64,7 @@ def test_bf16_critic_values_come_back_in_fp32(tiny_model_dir, tiny_tokenizer, fr
 
 
 def test_reference_is_loaded_again_in_its_own_dtype_and_equals_the_policy(tiny_model_dir, tiny_tokenizer):
-    """Finding 7: the reference comes from `model.name_or_path` in its dtype (no deep copy of the
+    """The reference comes from `model.name_or_path` in its dtype (no deep copy of the
     fp32 policy); at the start it holds exactly the policy's weights."""
     from accelerate import Accelerator
 

@@ -1,4 +1,4 @@
-"""Stop on request with a checkpoint (issue 18, finding 8): Slurm's time-limit signal reaches
+"""Stop on request with a checkpoint: Slurm's time-limit signal reaches
 training (launch/slurm.sbatch: USR1 -> STOP_REQUESTED), every rank finishes the iteration, a
 checkpoint is written, training exits, and `--resume` continues from that checkpoint."""
 

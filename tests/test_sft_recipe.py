@@ -1,4 +1,4 @@
-"""Issue 20 item 2: `vineppo sft` is the paper's recipe (official configs/sft_*.jsonnet, mle_trainer.py):
+"""`vineppo sft` is the paper's recipe (official configs/sft_*.jsonnet, mle_trainer.py):
 per-example token mean then mean over examples, log warm-up, last partial batch kept, the target
 template of the task and model family."""
 

@@ -7,7 +7,7 @@ import pytest
 from vineppo.engine.base import Completion, Engine, EngineStats, SamplingParams
 from vineppo.episodes import Episode
 from vineppo.tasks import get_task
-from vineppo.values import build_mc_requests, estimate_mc_values, mc_state_token_counts
+from vineppo.mc import build_mc_requests, estimate_mc_values, mc_state_token_counts
 
 
 class CharTokenizer:

@@ -34,7 +34,7 @@ RESPONSES = [
 ]
 SAMPLES = 2
 
-#: what each algorithm trains with unless told otherwise (README / DESIGN: the papers' choices)
+#: what each algorithm trains with unless told otherwise (docs/training.md, Algorithms: the papers' choices)
 DEFAULTS = {  # algorithm: (loss aggregation, whitening)
     "vineppo": ("token_mean", True), "ppo": ("token_mean", True), "grpo": ("seq_mean_token_mean", False),
     "dr_grpo": ("seq_mean_token_sum_norm", False), "rloo": ("seq_mean_token_sum_norm", False),

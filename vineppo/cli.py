@@ -389,7 +389,7 @@ def _log_file(args) -> str | None:
 
 #: `vineppo demo` computes on these CPU code paths on every x86-64 machine, so its SFT start is the
 #: same on AVX2 and AVX-512 CPUs: torch's own kernels and MKL's matmuls both take their AVX2 branch
-#: (README, Demo: reproducibility; RL numbers also depend on vLLM's CPU kernels, which follow the CPU). A value already in the
+#: (docs/demo.md, reproducibility; RL numbers also depend on vLLM's CPU kernels, which follow the CPU). A value already in the
 #: environment wins (on an AVX-512 machine ATEN_CPU_CAPABILITY=avx512 MKL_CBWR=AUTO: its fastest paths;
 #: note that "default" selects torch's scalar kernels, not the best ones).
 DEMO_NUMERICS_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}

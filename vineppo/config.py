@@ -17,9 +17,13 @@ import yaml
 
 @dataclass
 class LoraConfig:
+    #: LoRA rank
     r: int = 16
+    #: LoRA scaling numerator (the update is scaled by alpha / r)
     alpha: int = 32
+    #: dropout on the LoRA branch's input
     dropout: float = 0.0
+    #: module names that get adapters (PEFT's `target_modules`)
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     #: how the policy reaches a vLLM engine: "merged" weights pushed in place, or "adapter" only
     #: (vLLM's LoRA support); see vineppo/lora_sync.py and benchmarks/lora_sync.py
@@ -34,6 +38,7 @@ class ModelConfig:
     tokenizer: str | None = None
     #: training precision: bfloat16 on GPUs, float32 on CPU
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    #: recompute activations in the backward pass (less memory, more compute)
     gradient_checkpointing: bool = True
     #: e.g. "flash_attention_2" when flash-attn is installed; None = transformers' default
     attn_implementation: str | None = None
@@ -49,6 +54,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    #: which task: prompt, grader and step splitter (`arithmetic` is the demo's synthetic task)
     task: Literal["gsm8k", "math", "arithmetic"] = "gsm8k"
     #: local directory with train.jsonl/test.jsonl; None reads the hub defaults
     source: str | None = None
@@ -60,7 +66,7 @@ class DataConfig:
     max_prompt_tokens: int = 1512
     #: keep only the first N train rows (tests / demos); None = all
     max_train_rows: int | None = None
-    # Your own data (see README "Train your own model on your own data"); None = the task's own
+    # Your own data (see docs/training.md, "Your own model and data"); None = the task's own
     # fields. `data.task` still picks the grader.
     #: the row field holding the question
     question_field: str | None = None
@@ -91,17 +97,23 @@ class PromptConfig:
 
 @dataclass
 class SamplingConfig:
+    #: sampling temperature of episodes and MC rollouts
     temperature: float = 0.6
+    #: nucleus sampling threshold
     top_p: float = 0.9
+    #: response budget in tokens; a response cut by it is unfinished (reward 0, no EOS)
     max_new_tokens: int = 1024
     #: prompt + response longer than this: truncated, reward 0, no EOS (spec §1.3)
     max_sequence_length: int = 2048
+    #: strings that end a response (the paper's `\n\n\nProblem:`; chat models: `[]`)
     stop: list[str] = field(default_factory=lambda: ["\n\n\nProblem:"])
 
 
 @dataclass
 class EpisodeConfig:
+    #: questions drawn per iteration, over all processes
     questions_per_iteration: int = 64
+    #: responses sampled per question (the group of GRPO / RLOO)
     samples_per_question: int = 8
 
 
@@ -115,8 +127,11 @@ class MCConfig:
     #: adaptive budget (vineppo/mc.py MCBudget): rounds of k_min rollouts while a state's 95 % Wilson
     #: half-width is above target_halfwidth, at most k_max in all; off = k for every state (the paper)
     adaptive: bool = False
+    #: adaptive: rollouts per state in each round
     k_min: int = 2
+    #: adaptive: at most this many rollouts per state in all
     k_max: int = 16
+    #: adaptive: a state gets another round while its 95 % Wilson half-width is above this
     target_halfwidth: float = 0.24
     #: the sampled response counts as one more sample of every state it passes through (free);
     #: null = on with mc.adaptive, off with fixed k (the paper)
@@ -127,23 +142,31 @@ class MCConfig:
 class ProbeConfig:
     """Value-quality probe (vineppo/probe.py): every `every` iterations, `k` rollouts from `states`
     states of that iteration as ground truth; logs the run's value error. 0 = off."""
+    #: probe every N iterations; 0 = off
     every: int = 0
+    #: MC states sampled per probe (sibling pairs first)
     states: int = 32
+    #: ground-truth rollouts per probed state
     k: int = 64
 
 
 @dataclass
 class PPOConfig:
+    #: passes over the iteration's episodes
     epochs: int = 2
     #: global minibatch, in episodes, whatever the number of processes
     minibatch_size: int = 64
     #: per-process micro-batch, in episodes (gradient accumulation fills the minibatch)
     micro_batch_size: int = 8
+    #: PPO-clip epsilon of the policy ratio
     cliprange: float = 0.2
     #: the batch's policy loss is zeroed when its mean ratio exceeds this
     ratio_threshold: float = 10.0
+    #: weight of the k3 KL to the reference, in the loss (not the reward)
     kl_coef: float = 1e-4
+    #: per-token k3 KL is clamped to [kl_clamp_min, kl_clamp_max]
     kl_clamp_min: float = 0.0
+    #: upper clamp of the per-token k3 KL
     kl_clamp_max: float = 10.0
     #: log-probs are computed from logits / temperature (the sampling T)
     logprob_temperature: float = 0.6
@@ -154,8 +177,11 @@ class PPOConfig:
     #: algorithm's paper (`loss_aggregation_for`)
     loss_aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] | None = None
     # PPO baseline (critic + GAE)
+    #: PPO: GAE discount
     gamma: float = 1.0
+    #: PPO: GAE lambda (1 in the paper's PPO runs)
     lam: float = 1.0
+    #: PPO: the critic's value clip around the old values
     cliprange_value: float = 0.2
     #: PPO: the first N iterations update only the critic (the policy, its optimizer and LR
     #: schedule do not move): a common PPO practice for a critic that starts from a random head.
@@ -165,11 +191,17 @@ class PPOConfig:
 
 @dataclass
 class OptimConfig:
+    #: peak learning rate (AdamW)
     lr: float = 1e-6
+    #: AdamW betas
     betas: tuple[float, float] = (0.9, 0.999)
+    #: AdamW epsilon
     eps: float = 1e-8
+    #: AdamW weight decay
     weight_decay: float = 0.0
+    #: gradient clipping norm (the critic is clipped separately)
     max_grad_norm: float = 1.0
+    #: share of the optimizer steps spent warming up
     warmup_ratio: float = 0.03
     #: "linear": warmup then linear decay to 0 at the last step (the paper); "constant": no decay
     schedule: Literal["linear", "constant"] = "linear"
@@ -185,12 +217,20 @@ class EngineConfig:
     #: transformers backend: sequences per generate batch
     max_batch_size: int = 64
     # vLLM backend
+    #: vLLM: weights dtype ("auto" = the model's)
     dtype: str = "auto"
+    #: vLLM: its share of each GPU (weights, activations, KV cache); `vineppo plan` says the largest
+    #: that fits
     gpu_memory_utilization: float = 0.9
+    #: vLLM: sequences in flight at once
     max_num_seqs: int = 256
+    #: vLLM: GPUs per engine; training needs 1 (`vineppo eval --tensor-parallel-size` takes more)
     tensor_parallel_size: int = 1
+    #: vLLM: CPU swap space per GPU, in GiB
     swap_space: float = 4.0
+    #: vLLM: a fixed KV cache size instead of the GPU share (CPU runs: e.g. 268435456)
     kv_cache_memory_bytes: int | None = None
+    #: vLLM: reuse the KV cache of shared prefixes (MC states share their response prefix)
     enable_prefix_caching: bool = True
     #: free engine memory during training (vLLM sleep mode; no-op on CPU)
     sleep_during_training: bool = True
@@ -223,10 +263,15 @@ class CheckpointConfig:
 
 @dataclass
 class LoggingConfig:
+    #: mirror metrics.jsonl to TensorBoard (OUTPUT_DIR/tensorboard)
     tensorboard: bool = False
+    #: mirror metrics.jsonl to Weights & Biases
     wandb: bool = False
+    #: the W&B project
     wandb_project: str = "vineppo"
+    #: the W&B run name (default: W&B's)
     run_name: str | None = None
+    #: progress bars for generation and training
     progress: bool = True
     #: write every episode (ids, reward, steps, values, advantages) to DIR/episodes/ for inspection
     dump_episodes: bool = False
@@ -248,6 +293,7 @@ class TrainConfig:
     algorithm: Literal["vineppo", "ppo", "grpo", "dr_grpo", "rloo"] = "vineppo"
     #: the official APP_SEED
     seed: int = 2746318213
+    #: training iterations (generate, assign credit, train, push weights)
     iterations: int = 1000
     #: checkpoint every N iterations (and at the last one)
     save_every: int = 10

@@ -24,9 +24,8 @@ from vineppo.advantages import GROUP_METHODS, group_advantages, token_advantages
 from vineppo.config import TrainConfig, save_config
 from vineppo.episodes import (Episode, episode_metrics, generate_episodes, sample_question_indices, shard)
 from vineppo.seeds import phase_seed
-from vineppo.mc import MCBudget
+from vineppo.mc import MCBudget, estimate_mc_values
 from vineppo.probe import critic_estimates, mc_estimates, probe_metrics, run_value_probe
-from vineppo.values import estimate_mc_values
 
 log = logging.getLogger("vineppo")
 

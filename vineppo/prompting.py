@@ -1,6 +1,6 @@
 """From a task's question to prompt token ids: the paper's template or the tokenizer's chat template.
 
-Sits between Task (text only) and Engine (token ids only), DESIGN.md:
+Sits between Task (text only) and Engine (token ids only), docs/design.md:
 - paper (default): `Task.prompt(row)` = `[MATH_TASK] Problem:\\n{query}\\n\\nSolution:`, encoded with
   BOS (`vineppo.tokens.encode_prompt`), as in the official code;
 - chat (`prompt.chat: true`): messages = [optional system message, user message = the question

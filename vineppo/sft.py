@@ -37,15 +37,23 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SFTConfig:
+    #: passes over the training rows (fractions allowed)
     epochs: float = 2.0
+    #: examples per optimizer step
     batch_size: int = 64
+    #: examples per forward pass (gradient accumulation fills the batch)
     micro_batch_size: int = 8
+    #: peak learning rate (AdamW; the paper: 1e-5 RhoMath, 5e-5 DeepSeekMath)
     lr: float = 1e-5
+    #: share of the optimizer steps spent warming up
     warmup_ratio: float = 0.03
+    #: examples with a longer prompt + target (tokens) are dropped
     max_length: int = 2048
+    #: shuffling and initialisation seed
     seed: int = 0
     #: stop after this many optimizer steps (None = the epochs)
     max_steps: int | None = None
+    #: AdamW weight decay
     weight_decay: float = 0.0
     #: run forward passes under torch.autocast in this dtype ("bfloat16" on GPUs); weights and
     #: optimizer stay in the model's dtype (fp32 master weights). None = no autocast.

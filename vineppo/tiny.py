@@ -31,11 +31,17 @@ CHAT_TEMPLATE = (
 
 @dataclass(frozen=True)
 class TinyModelConfig:
+    #: hidden size (head_dim = hidden_size / num_heads; vLLM's CPU attention needs >= 32)
     hidden_size: int = 128
+    #: decoder layers
     num_layers: int = 4
+    #: attention heads
     num_heads: int = 4
+    #: MLP width
     intermediate_size: int = 512
+    #: longest sequence
     max_position_embeddings: int = 2048
+    #: the BPE tokenizer's vocabulary cap (it stops when merges run out)
     vocab_size: int = 640
 
 

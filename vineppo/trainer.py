@@ -27,7 +27,7 @@ from vineppo.config import TrainConfig, loss_aggregation_for, validate_world, wh
 from vineppo.distributed import make_strategy
 from vineppo.episodes import Episode
 from vineppo.losses import actor_loss, kl_penalty_loss, logprobs_from_logits, ppo_policy_loss, value_loss
-from vineppo.values import CriticModel
+from vineppo.critic import CriticModel
 
 #: a LoRA run's checkpoints also hold the adapter alone, in PEFT's format, under this name
 ADAPTER_DIR = "adapter"

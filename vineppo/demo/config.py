@@ -30,16 +30,23 @@ PLOT_FILE = "demo.png"
 class DemoData:
     #: seed of the problem generator (train and test are disjoint by computation)
     seed: int = 0
+    #: generated training problems (SFT, RL and the validation carve draw from them)
     train_problems: int = 20000
+    #: generated test problems
     test_problems: int = 200
 
 
 @dataclass
 class DemoEval:
+    #: samples per problem (the paper: 16)
     n_samples: int = 8
+    #: sampling temperature
     temperature: float = 0.35
+    #: nucleus sampling threshold
     top_p: float = 0.9
+    #: response budget in tokens
     max_new_tokens: int = 64
+    #: sampling seed
     seed: int = 42
     #: also evaluate on the validation carve (compare selects checkpoints on it)
     validation: bool = True
@@ -48,7 +55,7 @@ class DemoEval:
 @dataclass
 class DemoSFTStop:
     """Stop SFT at a target accuracy instead of a fixed step count. A tiny model's SFT curve on
-    this task is a cliff (shared notes: ~10 % to ~60 % within ~150 steps), so a step count that
+    this task is a cliff (measured: ~10 % to ~60 % within ~150 steps), so a step count that
     gives a mediocre start on one machine can give a strong one on another (float reductions differ
     with thread counts). The check is greedy pass@1 on validation problems (held out from SFT and
     RL, never the test set)."""
@@ -56,6 +63,7 @@ class DemoSFTStop:
     validation_pass: float | None = 0.45
     #: first check after this many steps, then every `every` steps
     min_steps: int = 400
+    #: check every N steps after min_steps
     every: int = 25
     #: how many validation problems the check uses (the first ones of the carve)
     problems: int = 100
@@ -63,10 +71,15 @@ class DemoSFTStop:
 
 @dataclass
 class DemoSettings:
+    #: the generated arithmetic problems
     data: DemoData = field(default_factory=DemoData)
+    #: the tiny Llama's shape
     model: TinyModelConfig = field(default_factory=TinyModelConfig)
+    #: the SFT start's recipe (`vineppo sft`'s loop)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    #: when SFT stops: a validation accuracy, checked every few steps
     sft_stop: DemoSFTStop = field(default_factory=DemoSFTStop)
+    #: how checkpoints are evaluated
     eval: DemoEval = field(default_factory=DemoEval)
     #: torch intra-op threads for the SFT start (and the SFT-continued control): a fixed number
     #: keeps the SFT start the same on every machine (float reductions depend on the thread
@@ -84,6 +97,8 @@ class DemoSettings:
     #: the "SFT continued" control: the SFT start trained this many more SFT steps; null = as many
     #: optimizer steps as each RL run takes (iterations x epochs x episodes / minibatch); 0 = off
     sft_continued_steps: int | None = None
+    #: where the SFT start and its evaluation are cached; null = $VINEPPO_CACHE_DIR, else
+    #: ~/.cache/vineppo
     cache_dir: str | None = None
 
 

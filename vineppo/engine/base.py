@@ -1,4 +1,4 @@
-"""The rollout Engine interface. An engine knows token ids only: never tasks or rewards (DESIGN.md).
+"""The rollout Engine interface. An engine knows token ids only: never tasks or rewards (docs/design.md).
 
 Contract shared by every backend (tested by tests/test_engine_interface.py against each one):
 - `generate(prompts, sampling)` takes token-id prompts and returns, per prompt, `sampling.n`

@@ -2,7 +2,7 @@
 
 Protocol (the paper's): 16 samples per problem at T=0.35, top_p=0.9, at most 1024 new tokens,
 seed 42, the training prompt and stop string. pass@1 is the mean correctness over all samples,
-averaged over problems (the official `correct_frac`, spec §6 [issue #10]). Every sample is
+averaged over problems (the official `correct_frac`, spec §6). Every sample is
 graded, including those cut by `max_new_tokens` or `max_sequence_length`, as in the official
 evaluation (`unfinished="grade"`); `unfinished="wrong"` counts them as wrong without grading, like
 the training reward. `grading` picks the grader: "official" (the paper's) or "math_verify".

@@ -56,7 +56,7 @@ class DataSpec:
     source: str | None = None
     validation_size: int | None = None
     validation_seed: int = 42
-    #: the run's own data fields and answer format (`data.question_field`, ...), issue 14
+    #: the run's own data fields and answer format (`data.question_field`, ...)
     question_field: str | None = None
     answer_field: str | None = None
     solution_field: str | None = None

@@ -35,10 +35,15 @@ class EvalError(ValueError):
 @dataclass(frozen=True)
 class EvalSettings:
     """The sampling protocol of one evaluation (defaults: the paper's, spec §4)."""
+    #: samples per problem; pass@1 is their mean correctness
     n_samples: int = DEFAULT_N_SAMPLES
+    #: sampling temperature (0 = greedy, with n_samples 1)
     temperature: float = DEFAULT_TEMPERATURE
+    #: nucleus sampling threshold
     top_p: float = DEFAULT_TOP_P
+    #: response budget in tokens
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    #: the engine's sampling seed
     seed: int = DEFAULT_SEED
     #: caps max_new_tokens per prompt; prompt + response longer than this is "truncated"
     max_sequence_length: int | None = None

@@ -14,7 +14,7 @@ vineppo/distributed.py, vineppo/engine/vllm.py, vineppo/loop.py):
 - training step (engine asleep): resident + gradients + activations of one micro-batch (decoder
   layer inputs under gradient checkpointing) + the logits peak of the chunked log-softmax.
 
-Behaviour modelled is the intended one after issue 18's fixes (helpers "dist" and "engine"):
+Behaviour modelled is the code's:
 weights pushed to vLLM are streamed one bf16 tensor at a time, DeepSpeed runs load bf16 (DeepSpeed
 casts the module anyway), the logits stay bf16 (no fp32 copy of the full logits), and sleep level
 1 vs 2 only changes host RAM (both free the engine's GPU weights and KV cache).

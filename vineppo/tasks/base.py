@@ -1,4 +1,4 @@
-"""The Task interface: text in, text out. A task never sees tokens or models (DESIGN.md)."""
+"""The Task interface: text in, text out. A task never sees tokens or models (docs/design.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Responses with a reasoning block, `<think> ... </think>` then the answer (R1-style models).
 
-Rules (issue 14): the reasoning steps are the inner task's steps of the text inside the block; the
+Rules: the reasoning steps are the inner task's steps of the text inside the block; the
 final answer is read only after the close tag; a response that opens the block and never closes it
 has no answer (reward 0). Templates of such models often open the block in the generation prompt
 (the response then starts inside it and only closes it): `opened_in_prompt` says so.
