@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from vineppo.compare.runs import Run
+from vineppo.compare.tables import console_table, markdown_table
 
 PHASES = ("generate", "mc", "logprobs", "train", "sync")
 #: the metrics.jsonl key of each phase's seconds and tokens (None: the phase moves no tokens)
@@ -118,8 +119,6 @@ class CostReport:
 
 def cost_report(runs: Sequence[Run]) -> CostReport | None:
     """The cost tables (Markdown section and console text) of the runs with timed iterations."""
-    from vineppo.compare.tables import console_table, markdown_table
-
     costs = [c for r in runs if (c := phase_cost(r)) is not None]
     if not costs:
         return None

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from vineppo.compare.plots import _finish, _pyplot
 from vineppo.compare.runs import Run
+from vineppo.compare.tables import markdown_table
 
 TEST_VS_TRAIN_PLOT = "test_vs_train.png"
 
@@ -42,8 +44,6 @@ def plot_test_vs_train(runs: Sequence[Run], out: Path) -> Path | None:
     series = [(i, run, pts) for i, run in enumerate(runs) if (pts := train_test_points(run))]
     if not series:
         return None
-    from vineppo.compare.plots import _finish, _pyplot
-
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 5))
     for i, run, pts in series:
@@ -87,8 +87,6 @@ def _point(p: tuple[int, float, float] | None) -> str:
 
 
 def train_test_markdown(rows: Sequence[TrainTestRow]) -> str:
-    from vineppo.compare.tables import markdown_table
-
     if not rows:
         return ""
     table = [[r.label, r.algorithm, str(r.checkpoints), _point(r.first), _point(r.last),

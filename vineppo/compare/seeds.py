@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from vineppo.compare.plots import _finish, _pyplot
 from vineppo.compare.runs import Run
+from vineppo.compare.select import RunSummary
+from vineppo.compare.tables import console_table, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +263,6 @@ def seeds_json(groups: Sequence[SeedGroup], per_run: Mapping[str, Mapping[str, f
 
 def plot_seed_bands(groups: Sequence[SeedGroup], out: Path) -> Path:
     """Test pass@1 (%) vs iteration per group: the mean over seeds, a band of ± one sd."""
-    from vineppo.compare.plots import _finish, _pyplot
-
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, g in enumerate(groups):
@@ -287,11 +288,9 @@ class SeedReport:
     plot: Path | None
 
 
-def seed_report(runs: Sequence[Run], summaries: Sequence[Any], out: Path) -> SeedReport | None:
+def seed_report(runs: Sequence[Run], summaries: Sequence[RunSummary], out: Path) -> SeedReport | None:
     """Group the runs by seed; None when no group has two runs. Otherwise write SEED_PLOT and
     SEED_JSON into `out` and return the tables (Markdown section and console text)."""
-    from vineppo.compare.tables import console_table, markdown_table
-
     groups = group_by_seed(runs)
     if not any(len(g.runs) > 1 for g in groups):
         return None
