@@ -130,3 +130,9 @@ def test_eval_cli_train_split(tiny_model_dir, shared_data_dir, tmp_path, capsys,
     assert "train_subset: 3 != 4" in caplog.text
     assert main(["eval", "--run", str(run), "--split", "train", "--train-subset", "0", *args]) == 2
     assert "--train-subset" in capsys.readouterr().err
+    # one checkpoint: the same subset, another seed
+    out = tmp_path / "one"
+    assert main(["eval", "--checkpoint", str(run / "checkpoints" / "iter_000005"), "--split", "train",
+                 "--train-subset", "2", "--train-subset-seed", "7", "--output-dir", str(out), *args]) == 0
+    res = json.loads((out / "train" / "results.json").read_text())
+    assert (res["num_problems"], res["train_subset"], res["train_subset_seed"]) == (2, 2, 7)
