@@ -159,7 +159,7 @@ def _add_eval_parser(sub) -> None:
     e.add_argument("--task", choices=["gsm8k", "math"], help="default: the run's data.task")
     e.add_argument("--split", nargs="+", default=["test"], choices=["test", "validation", "train"],
                    help="one or more splits (default test; select checkpoints with validation; train: a fixed "
-                        "seeded subset of the rows training samples from, see --train-subset)")
+                        "seeded subset of the train split: train minus the validation carve, see --train-subset)")
     e.add_argument("--train-subset", type=int, default=None, metavar="N",
                    help="--split train evaluates N train rows chosen by a seeded hash of the question, the same "
                         "rows for every checkpoint, run and process (default: the official evaluation's "

@@ -130,7 +130,8 @@ def engine_config(run_cfg: Mapping[str, Any], where: str, **overrides: Any) -> E
 
 def load_eval_rows(spec: DataSpec, split: str, max_problems: int | None = None) -> list[dict]:
     """Rows of `split` (validation = the same carve as training; train = the seeded subset of
-    `spec.train_subset_size()` rows of what training samples from), optionally the first N."""
+    `spec.train_subset_size()` rows of the train split, i.e. train minus the validation carve),
+    optionally the first N."""
     from vineppo.data import load_rows, train_subset
 
     if split not in ("test", "validation", "train"):
