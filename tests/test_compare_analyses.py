@@ -230,6 +230,7 @@ def test_compare_test_vs_train(tmp_path, figures):  # noqa: F811
     assert train_test_points(load_run(vine)) == [(10, 0.5, 0.3), (20, 0.6, 0.36), (30, 0.7, 0.4)]
     result = compare([vine, ppo], tmp_path / "cmp", print_table=False)
     assert result.plots["test_vs_train"].name == TEST_VS_TRAIN_PLOT
+    assert "test vs train (pass@1 %):" in result.table and "30: 90.0, 34.0" in result.table
     lines = plotted(figures[TEST_VS_TRAIN_PLOT])
     assert lines["vineppo (vineppo)"] == (pytest.approx([50, 60, 70]), pytest.approx([30, 36, 40]))
     assert lines["ppo (ppo)"] == (pytest.approx([50, 70, 90]), pytest.approx([30, 32, 34]))

@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Sequence
 
 from vineppo.compare.cost import cost_report
-from vineppo.compare.generalization import TEST_VS_TRAIN_PLOT, plot_test_vs_train, train_test_markdown, train_test_rows
+from vineppo.compare.generalization import (TEST_VS_TRAIN_PLOT, plot_test_vs_train, train_test_markdown,
+                                            train_test_rows, train_test_text)
 from vineppo.compare.plots import (KL_WINDOW, PLOT_FILES, REWARD_SMOOTHING, VALUE_ERROR_PLOT, _pyplot,
                                    plot_accuracy_vs_kl, plot_reward, plot_test_vs, plot_value_error)
 from vineppo.compare.runs import CompareError, Run, apply_grid, load_evals, load_run, read_metrics
@@ -106,8 +107,8 @@ def compare(run_dirs: Sequence[str | Path], output_dir: str | Path, *, labels: S
           + "## Reaching each other run's peak (equal compute)\n\n" + markdown_table(REACH_HEADER, reach_rows(reaches))
           + "\nFor each pair of runs of one task: the first evaluated checkpoint of `run` whose test pass@1 is at "
           "least the other run's peak, and the wall-clock and generated tokens spent up to it.\n")
-    seeds, cost = seed_report(runs, summaries, out), cost_report(runs)
-    md += ("\n" + train_test_markdown(train_test_rows(runs)) + (seeds.markdown if seeds else "")
+    seeds, cost, train_test = seed_report(runs, summaries, out), cost_report(runs), train_test_rows(runs)
+    md += ("\n" + train_test_markdown(train_test) + (seeds.markdown if seeds else "")
            + (cost.markdown if cost else ""))
     md_path = out / TABLE_FILE
     md_path.write_text(md, encoding="utf-8")
@@ -138,7 +139,8 @@ def compare(run_dirs: Sequence[str | Path], output_dir: str | Path, *, labels: S
         plots["test_vs_iteration_seeds"] = seeds.plot
     _pyplot().close("all")
     text = console_table(TABLE_HEADER, rows) + "\nreaching each other run's peak:\n" + console_table(
-        REACH_HEADER, reach_rows(reaches)) + (seeds.text if seeds else "") + (cost.text if cost else "")
+        REACH_HEADER, reach_rows(reaches)) + train_test_text(train_test) + (seeds.text if seeds else "") + (
+        cost.text if cost else "")
     if print_table:
         print(text, end="")
         print(f"wrote {md_path} and {len(plots)} plots to {out}")

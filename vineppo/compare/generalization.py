@@ -14,7 +14,7 @@ from typing import Sequence
 
 from vineppo.compare.plots import _finish, _pyplot
 from vineppo.compare.runs import Run
-from vineppo.compare.tables import markdown_table
+from vineppo.compare.tables import console_table, markdown_table
 
 TEST_VS_TRAIN_PLOT = "test_vs_train.png"
 
@@ -86,11 +86,19 @@ def _point(p: tuple[int, float, float] | None) -> str:
     return "—" if p is None else f"{p[0]}: {100 * p[1]:.1f}, {100 * p[2]:.1f}"
 
 
+def _cells(rows: Sequence[TrainTestRow]) -> list[list[str]]:
+    return [[r.label, r.algorithm, str(r.checkpoints), _point(r.first), _point(r.last),
+             "—" if r.slope is None else f"{r.slope:.2f}"] for r in rows]
+
+
+def train_test_text(rows: Sequence[TrainTestRow]) -> str:
+    """The console table ("" without train results)."""
+    return "test vs train (pass@1 %):\n" + console_table(TRAIN_TEST_HEADER, _cells(rows)) if rows else ""
+
+
 def train_test_markdown(rows: Sequence[TrainTestRow]) -> str:
     if not rows:
         return ""
-    table = [[r.label, r.algorithm, str(r.checkpoints), _point(r.first), _point(r.last),
-              "—" if r.slope is None else f"{r.slope:.2f}"] for r in rows]
-    return ("## Test vs train\n\n" + markdown_table(TRAIN_TEST_HEADER, table)
+    return ("## Test vs train\n\n" + markdown_table(TRAIN_TEST_HEADER, _cells(rows))
             + "\npass@1 in %; train: `vineppo eval --split train` (a fixed seeded subset of the train rows). "
               "Last column: slope of the least-squares line of test on train pass@1 over the checkpoints.\n\n")
