@@ -149,6 +149,7 @@ def test_math_end_to_end(algorithm, tiny_model_dir, shared_data_dir, tmp_path, o
     assert len({e["question_index"] for e in eps}) == 2
     n_actions = sum(len(e["response_ids"]) + e["finished"] for e in eps)
     assert row["train/tokens"] == n_actions and row["train/optimizer_steps"] == 1
+    assert row["logprobs/tokens"] == n_actions  # one log-prob pass over every action token
     for e in eps:
         assert len(e["advantages"]) == len(e["response_ids"]) + e["finished"]
         assert e["step_boundaries"][0] == 0 and e["step_boundaries"][-1] == len(e["response"])

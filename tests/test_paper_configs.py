@@ -87,6 +87,10 @@ GROUP_RUNS = {
     "rho1b_gsm8k_grpo": (650, "seq_mean_token_mean"),
     "rho1b_math_rloo": (1000, "seq_mean_token_sum_norm"),
     "rho1b_gsm8k_rloo": (650, "seq_mean_token_sum_norm"),
+    "deepseekmath7b_math_grpo": (1000, "seq_mean_token_mean"),
+    "deepseekmath7b_gsm8k_grpo": (650, "seq_mean_token_mean"),
+    "deepseekmath7b_math_rloo": (1000, "seq_mean_token_sum_norm"),
+    "deepseekmath7b_gsm8k_rloo": (650, "seq_mean_token_sum_norm"),
 }
 
 
@@ -112,6 +116,15 @@ def test_group_baseline_config_matches_its_ppo_run(name):
     assert cfg.total_optimizer_steps == ppo.total_optimizer_steps
     assert whiten_advantages_for(cfg) is False
     assert loss_aggregation_for(cfg) == aggregation
+    # the PPO run's checkpoints, evaluation grid, batch split, context and engine limits
+    for key in ("save_every", "eval_every", "ppo.micro_batch_size", "sampling.max_sequence_length",
+                "model.reference_offload", "engine.max_num_seqs", "engine.swap_space",
+                "engine.enable_prefix_caching", "checkpoint.keep_trainer_state"):
+        assert _get(cfg, key) == _get(ppo, key), key
+    # one trained model, like VinePPO: VinePPO's engine share (its launch file's plan)
+    vine = load_config(PAPER / f"{model}_{task}_vineppo.yaml")
+    assert cfg.engine.gpu_memory_utilization == vine.engine.gpu_memory_utilization
+    assert _launch_file(name) == _launch_file(f"{model}_{task}_vineppo")
 
 
 @pytest.mark.parametrize("name", sorted(PER_RUN))
@@ -148,10 +161,16 @@ def test_paper_config_matches_spec(name):
     assert cfg.ppo.minibatch_size // gpus == micro
 
 
-@pytest.mark.parametrize("name", sorted(PER_RUN))
-def test_paper_config_names_its_launch_file(name):
+def _launch_file(name: str) -> str:
+    """The accelerate config named by the header comment's launch command of configs/paper/NAME.yaml."""
     text = (PAPER / f"{name}.yaml").read_text()
     launch = [line for line in text.splitlines() if "--config_file" in line]
     assert launch, "the header comment gives the accelerate launch command"
-    path = launch[0].split("--config_file")[1].split()[0]
+    assert f"--config configs/paper/{name}.yaml --output-dir runs/{name}" in text
+    return launch[0].split("--config_file")[1].split()[0]
+
+
+@pytest.mark.parametrize("name", sorted([*PER_RUN, *GROUP_RUNS]))
+def test_paper_config_names_its_launch_file(name):
+    path = _launch_file(name)
     assert (PAPER.parents[1] / path).is_file(), path

@@ -55,7 +55,8 @@ def _eval(args) -> int:
                                  gpu_memory_utilization=args.gpu_memory_utilization)
             done = evaluate_run(args.run, args.task, args.split, data_source=args.data_source, engine_cfg=ecfg,
                                 force=args.force, include_initial=args.include_initial, grading=args.grading,
-                                every=args.every, workers=args.workers, **sampling)
+                                every=args.every, workers=args.workers, train_subset=args.train_subset,
+                                train_subset_seed=args.train_subset_seed, **sampling)
             for r in done:
                 print(f"{r['checkpoint']} {r['split']}: pass@1 {100 * r['pass@1']:.2f} "
                       f"maj@{r['n_samples']} {100 * r[f'maj@{args.n_samples}']:.2f}")
@@ -66,7 +67,8 @@ def _eval(args) -> int:
         run = run_dir_of(args.checkpoint)
         run_cfg = read_run_config(run) if run is not None else {}
         where = f"{run}/config.yaml" if run is not None else "--checkpoint"
-        spec = data_spec(run_cfg, task=args.task, source=args.data_source, where=where)
+        spec = data_spec(run_cfg, task=args.task, source=args.data_source, where=where,
+                         train_subset=args.train_subset, train_subset_seed=args.train_subset_seed)
         ecfg = engine_config(run_cfg, where, backend=args.backend, tensor_parallel_size=args.tensor_parallel_size,
                              gpu_memory_utilization=args.gpu_memory_utilization)
         for split in args.split:
@@ -155,8 +157,15 @@ def _add_eval_parser(sub) -> None:
     what.add_argument("--run", help="run directory: every complete checkpoint not yet evaluated")
     what.add_argument("--checkpoint", help="one model directory (a run checkpoint or any HF model dir)")
     e.add_argument("--task", choices=["gsm8k", "math"], help="default: the run's data.task")
-    e.add_argument("--split", nargs="+", default=["test"], choices=["test", "validation"],
-                   help="one or more splits (default test; select checkpoints with validation)")
+    e.add_argument("--split", nargs="+", default=["test"], choices=["test", "validation", "train"],
+                   help="one or more splits (default test; select checkpoints with validation; train: a fixed "
+                        "seeded subset of the train split: train minus the validation carve, see --train-subset)")
+    e.add_argument("--train-subset", type=int, default=None, metavar="N",
+                   help="--split train evaluates N train rows chosen by a seeded hash of the question, the same "
+                        "rows for every checkpoint, run and process (default: the official evaluation's "
+                        "subset size, MATH 500, GSM8K 373, other tasks 500; all rows if the split has fewer)")
+    e.add_argument("--train-subset-seed", type=int, default=42,
+                   help="seed of the train subset (default 42)")
     e.add_argument("--data-source", help="directory of JSONL files (default: the run's data.source, else the hub)")
     e.add_argument("--n-samples", type=int, default=16)
     e.add_argument("--temperature", type=float, default=0.35)

@@ -155,15 +155,45 @@ def split_validation(
     """
     if not 0 <= size <= len(rows):
         raise ValueError(f"validation size {size} is outside [0, {len(rows)}] (the train rows)")
-
-    def rank(i: int) -> tuple[str, int]:
-        text = f"{seed}\x00{rows[i][key_field]}".encode("utf-8")
-        return hashlib.sha256(text).hexdigest(), i
-
-    chosen = set(sorted(range(len(rows)), key=rank)[:size])
+    chosen = set(_hash_order(rows, key_field, str(seed))[:size])
     train = [r for i, r in enumerate(rows) if i not in chosen]
     validation = [r for i, r in enumerate(rows) if i in chosen]
     return train, validation
+
+
+def _hash_order(rows: Sequence[dict[str, Any]], key_field: str, salt: str) -> list[int]:
+    """Row indices sorted by sha256(`salt` NUL question), ties (duplicate questions) by position:
+    a seeded order that depends on neither the row order, the process, nor PYTHONHASHSEED."""
+    def rank(i: int) -> tuple[str, int]:
+        return hashlib.sha256(f"{salt}\x00{rows[i][key_field]}".encode("utf-8")).hexdigest(), i
+
+    return sorted(range(len(rows)), key=rank)
+
+
+#: rows of the train split evaluated by `vineppo eval --split train` when no size is given: the
+#: official evaluation's train subsets (`dataset_portion` of the train split: MATH ~500, GSM8K ~373)
+TRAIN_SUBSET_SIZES = {"gsm8k": 373, "math": 500}
+#: any other task
+DEFAULT_TRAIN_SUBSET = 500
+#: seed of the train subset; fixed so that every run and checkpoint is evaluated on the same rows
+DEFAULT_TRAIN_SUBSET_SEED = 42
+
+
+def train_subset(rows: Sequence[dict[str, Any]], size: int, *, key_field: str,
+                 seed: int = DEFAULT_TRAIN_SUBSET_SEED) -> Rows:
+    """The train rows `vineppo eval --split train` grades: `size` rows (all of them if there are
+    fewer) chosen by a seeded hash of `row[key_field]`, in file order.
+
+    Like the validation carve it depends only on (seed, question texts): the same rows in every
+    process, on every machine, in any order of the file; and a larger subset contains a smaller
+    one of the same seed. Its hash is salted apart from the carve's, so the subset is not the
+    next rows of the carve's order. (The official evaluation shuffles the train split with a fixed
+    seed and keeps a `dataset_portion` of it: a subset of the same size, not the same members.)
+    """
+    if size < 1:
+        raise ValueError(f"train subset size must be >= 1, got {size}")
+    chosen = set(_hash_order(rows, key_field, f"train-subset\x00{seed}")[:size])
+    return [r for i, r in enumerate(rows) if i in chosen]
 
 
 # ---------------------------------------------------------------- sources

@@ -447,7 +447,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
                     json.dump(whiten, f)
         row = _reduce_metrics(acc, row, sums={"episodes/count", "mc/states", "mc/unique_states", "mc/rollouts",
                                               "mc/engine_calls", "generate/tokens", "mc/tokens",
-                                              "train/tokens", "probe/states", "probe/tokens"})
+                                              "train/tokens", "logprobs/tokens", "probe/states", "probe/tokens"})
         row["iteration"] = it + 1
         row["seconds"] = time.perf_counter() - t_iter
         cumulative = accumulate_compute(row, cumulative)

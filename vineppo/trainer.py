@@ -345,6 +345,7 @@ class Trainer:
         if self.reference is not None and cfg.model.reference_offload:
             self.reference.to("cpu")
         t_lp = time.perf_counter() - t0
+        lp_tokens = sum(len(a) for a in old_lp)  # this process's action tokens (summed over processes)
         # 2. advantages
         if cfg.algorithm == "ppo":
             advs, rets = [], []
@@ -403,6 +404,7 @@ class Trainer:
         out["train/lr"] = self.scheduler.get_last_lr()[0]
         n_tokens = sum(len(a) for a in old_lp)
         out["logprobs/seconds"] = t_lp
+        out["logprobs/tokens"] = lp_tokens
         out["train/seconds"] = time.perf_counter() - t0 - t_lp
         out["logprobs/tokens_per_s"] = n_tokens / max(t_lp, 1e-9)
         out["train/tokens_per_s"] = n_tokens * cfg.ppo.epochs / max(out["train/seconds"], 1e-9)

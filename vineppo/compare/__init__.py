@@ -24,6 +24,11 @@ Generated tokens are metrics.jsonl's cumulative `compute/generated_tokens` (olde
 Plots (`--output-dir`): test pass@1 vs iteration, vs wall-clock and vs generated tokens, train reward vs
 iteration, and test pass@1 vs KL to the reference (`train/kl` averaged over the last
 `KL_WINDOW` iterations up to each checkpoint).
+
+Further sections, each when its inputs exist: test vs train pass@1 per checkpoint
+(`generalization`: `test_vs_train.png`, from `vineppo eval --split train`); runs that differ only
+by their seed as groups, mean ± sd and paired differences (`seeds`: `seed_groups.json`,
+`test_pass1_vs_iteration_seeds.png`); mean seconds and tokens per iteration by phase (`cost`).
 """
 
 from __future__ import annotations
@@ -34,9 +39,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from vineppo.compare.cost import cost_report
+from vineppo.compare.generalization import (TEST_VS_TRAIN_PLOT, plot_test_vs_train, train_test_markdown,
+                                            train_test_rows, train_test_text)
 from vineppo.compare.plots import (KL_WINDOW, PLOT_FILES, REWARD_SMOOTHING, VALUE_ERROR_PLOT, _pyplot,
                                    plot_accuracy_vs_kl, plot_reward, plot_test_vs, plot_value_error)
 from vineppo.compare.runs import CompareError, Run, apply_grid, load_evals, load_run, read_metrics
+from vineppo.compare.seeds import seed_report
 from vineppo.compare.select import (NO_VALIDATION, Reach, RunSummary, best_on_validation, first_reaching, peak_test,
                                     reach_table, reference_runs, summarize_run)
 from vineppo.compare.tables import (REACH_HEADER, TABLE_HEADER, console_table, markdown_table, reach_rows,
@@ -98,10 +107,17 @@ def compare(run_dirs: Sequence[str | Path], output_dir: str | Path, *, labels: S
           + "## Reaching each other run's peak (equal compute)\n\n" + markdown_table(REACH_HEADER, reach_rows(reaches))
           + "\nFor each pair of runs of one task: the first evaluated checkpoint of `run` whose test pass@1 is at "
           "least the other run's peak, and the wall-clock and generated tokens spent up to it.\n")
+    seeds, cost, train_test = seed_report(runs, summaries, out), cost_report(runs), train_test_rows(runs)
+    md += ("\n" + train_test_markdown(train_test) + (seeds.markdown if seeds else "")
+           + (cost.markdown if cost else ""))
     md_path = out / TABLE_FILE
     md_path.write_text(md, encoding="utf-8")
-    # one object per run; "reach": what it needed to reach each other run's peak
-    records = [{**s.__dict__, "reach": [r.__dict__ for r in reaches if r.run == s.label]} for s in summaries]
+    # one object per run; "reach": what it needed to reach each other run's peak; "cost": per phase;
+    # "seed_group": the label of its group of seeds (seed_groups.json)
+    group_of = {r.label: g.label for g in (seeds.groups if seeds else []) for r in g.runs}
+    records = [{**s.__dict__, "reach": [r.__dict__ for r in reaches if r.run == s.label],
+                "cost": cost.costs[s.label].to_json() if cost and s.label in cost.costs else None,
+                "seed_group": group_of.get(s.label)} for s in summaries]
     (out / JSON_FILE).write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
     selected = {s.label: s.selected_iteration for s in summaries}
     peaks = {task: p[1] for task, ref in refs.items() if (p := peak_test(ref)) is not None}
@@ -117,9 +133,14 @@ def compare(run_dirs: Sequence[str | Path], output_dir: str | Path, *, labels: S
     }
     if (value_plot := plot_value_error(runs, out / VALUE_ERROR_PLOT)) is not None:
         plots["value_error_vs_iteration"] = value_plot
+    if (train_plot := plot_test_vs_train(runs, out / TEST_VS_TRAIN_PLOT)) is not None:
+        plots["test_vs_train"] = train_plot
+    if seeds is not None and seeds.plot is not None:
+        plots["test_vs_iteration_seeds"] = seeds.plot
     _pyplot().close("all")
     text = console_table(TABLE_HEADER, rows) + "\nreaching each other run's peak:\n" + console_table(
-        REACH_HEADER, reach_rows(reaches))
+        REACH_HEADER, reach_rows(reaches)) + train_test_text(train_test) + (seeds.text if seeds else "") + (
+        cost.text if cost else "")
     if print_table:
         print(text, end="")
         print(f"wrote {md_path} and {len(plots)} plots to {out}")

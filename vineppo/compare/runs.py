@@ -36,6 +36,8 @@ class Run:
     eval_every: int | None = None
     #: its last checkpoint's iteration (always on the grid)
     last_checkpoint: int | None = None
+    #: config.yaml as written by `vineppo train` ({} when absent)
+    config: dict = field(default_factory=dict)
 
     def curve(self, split: str) -> list[tuple[int, float]]:
         """(iteration, pass@1) of every evaluated checkpoint on `split`, by iteration."""
@@ -109,7 +111,7 @@ def _eval_roots(run_dir: Path) -> list[tuple[int, Path]]:
     return roots
 
 
-def load_evals(run_dir: Path, splits: Sequence[str] = ("validation", "test")) -> dict[str, dict[int, dict]]:
+def load_evals(run_dir: Path, splits: Sequence[str] = ("validation", "test", "train")) -> dict[str, dict[int, dict]]:
     """split -> iteration -> results of every evaluated checkpoint (and the initial model)."""
     out: dict[str, dict[int, dict]] = {s: {} for s in splits}
     for it, root in _eval_roots(run_dir):
@@ -140,7 +142,8 @@ def load_run(run_dir: str | Path, label: str | None = None) -> Run:
         log.warning("%s has no metrics.jsonl rows: no reward curve, no wall-clock", path)
     its = [it for it, _ in _eval_roots(path) if it > 0]
     run = Run(path, label or path.name, algorithm, data.get("task"), metrics, load_evals(path),
-              save_every=save_interval(cfg, its), eval_every=declared_grid(cfg), last_checkpoint=max(its, default=None))
+              save_every=save_interval(cfg, its), eval_every=declared_grid(cfg), last_checkpoint=max(its, default=None),
+              config=cfg)
     if not any(run.evals.values()):
         log.warning("%s has no eval results; run `vineppo eval --run %s --split validation test`", path, path)
     return run

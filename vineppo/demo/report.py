@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 from typing import Sequence
 
+from vineppo.compare.seeds import mean_sd, paired_differences
 from vineppo.demo.config import DemoEval, _fmt_seconds, _say
 
 
@@ -40,8 +41,8 @@ def method_stats(runs: dict[str, dict]) -> dict[str, dict]:
     out = {}
     for algo, rs in by.items():
         vals = [100 * r["test"] for r in rs]
-        out[algo] = {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else None,
-                     "n": len(vals), "values": vals,
+        mean, sd = mean_sd(vals)
+        out[algo] = {"mean": mean, "sd": sd, "n": len(vals), "values": vals,
                      "rl_seconds": statistics.fmean(r["iteration_seconds"] for r in rs),
                      "iterations": rs[0]["final_iteration"]}
     return out
@@ -50,14 +51,14 @@ def method_stats(runs: dict[str, dict]) -> dict[str, dict]:
 def paired_difference(runs: dict[str, dict], a: str, b: str) -> dict | None:
     """`a − b` final test pass@1 (in %) over the seeds both ran (the same RL seed gives both the
     same questions each iteration): mean, sample sd (None with one seed), n, per-seed values."""
-    by_seed: dict[int, dict[str, float]] = {}
-    for r in runs.values():
-        by_seed.setdefault(r["seed_index"], {})[r["algorithm"]] = 100 * r["test"]
-    diffs = [v[a] - v[b] for _, v in sorted(by_seed.items()) if a in v and b in v]
+    def by_seed(algorithm: str) -> dict[int, float]:
+        return {r["seed_index"]: 100 * r["test"] for r in runs.values() if r["algorithm"] == algorithm}
+
+    _, diffs = paired_differences(by_seed(a), by_seed(b))
     if not diffs:
         return None
-    return {"mean": round(statistics.fmean(diffs), 2),
-            "sd": round(statistics.stdev(diffs), 2) if len(diffs) > 1 else None,
+    mean, sd = mean_sd(diffs)
+    return {"mean": round(mean, 2), "sd": round(sd, 2) if sd is not None else None,
             "n": len(diffs), "values": [round(d, 2) for d in diffs]}
 
 

@@ -13,6 +13,7 @@ import yaml
 
 from vineppo import checkpoint as ckpt
 from vineppo.config import EngineConfig, PromptConfig, from_dict
+from vineppo.data import DEFAULT_TRAIN_SUBSET, DEFAULT_TRAIN_SUBSET_SEED, TRAIN_SUBSET_SIZES
 from vineppo.evaluate.settings import EVAL_GPU_MEMORY_UTILIZATION, EvalError
 from vineppo.tasks import get_task
 from vineppo.tasks.base import Task
@@ -63,6 +64,16 @@ class DataSpec:
     answer_format: str = "hashes"
     #: the run's `prompt` section (chat template, instruction, think tags); None = the paper's prompt
     prompt: PromptConfig | None = None
+    #: the train split is evaluated on a seeded subset of this many rows (`vineppo.data.train_subset`);
+    #: None = the official evaluation's size for the task (`vineppo.data.TRAIN_SUBSET_SIZES`)
+    train_subset: int | None = None
+    train_subset_seed: int = DEFAULT_TRAIN_SUBSET_SEED
+
+    def train_subset_size(self) -> int:
+        """Rows of the train subset asked for (capped by the split's size when the rows are chosen)."""
+        if self.train_subset is not None:
+            return self.train_subset
+        return TRAIN_SUBSET_SIZES.get(self.task, DEFAULT_TRAIN_SUBSET)
 
     def make_task(self, tokenizer=None, grading: str = "official") -> Task:
         """The grading task of the run: grader (`grading` mode), custom fields, answer format,
@@ -75,8 +86,12 @@ class DataSpec:
         return make_task(data, self.prompt, tokenizer, grading_mode=grading)
 
 
-def data_spec(run_cfg: Mapping[str, Any], *, task: str | None, source: str | None, where: str) -> DataSpec:
-    """Task and data source from the arguments, falling back to the run's `data` section."""
+def data_spec(run_cfg: Mapping[str, Any], *, task: str | None, source: str | None, where: str,
+              train_subset: int | None = None, train_subset_seed: int = DEFAULT_TRAIN_SUBSET_SEED) -> DataSpec:
+    """Task and data source from the arguments, falling back to the run's `data` section;
+    `train_subset` / `train_subset_seed`: the rows of the train split (see DataSpec)."""
+    if train_subset is not None and train_subset < 1:
+        raise EvalError(f"the train subset needs at least 1 row (--train-subset), got {train_subset}")
     data = _section(run_cfg, "data", where)
     task_name = task or data.get("task")
     if not task_name:
@@ -94,7 +109,7 @@ def data_spec(run_cfg: Mapping[str, Any], *, task: str | None, source: str | Non
     prompt = _section(run_cfg, "prompt", where)
     prompt_cfg = from_dict(PromptConfig, dict(prompt), where=f"{where}: prompt") if prompt else None
     return DataSpec(str(task_name), src, vsize, vseed, answer_format=data.get("answer_format") or "hashes",
-                    prompt=prompt_cfg, **fields)
+                    prompt=prompt_cfg, train_subset=train_subset, train_subset_seed=train_subset_seed, **fields)
 
 
 def grading_mode(run_cfg: Mapping[str, Any], where: str) -> str:
@@ -114,11 +129,13 @@ def engine_config(run_cfg: Mapping[str, Any], where: str, **overrides: Any) -> E
 
 
 def load_eval_rows(spec: DataSpec, split: str, max_problems: int | None = None) -> list[dict]:
-    """Rows of `split` (validation = the same carve as training), optionally the first N."""
-    from vineppo.data import load_rows
+    """Rows of `split` (validation = the same carve as training; train = the seeded subset of
+    `spec.train_subset_size()` rows of the train split, i.e. train minus the validation carve),
+    optionally the first N."""
+    from vineppo.data import load_rows, train_subset
 
     if split not in ("test", "validation", "train"):
-        raise EvalError(f"unknown split {split!r}; use test or validation")
+        raise EvalError(f"unknown split {split!r}; use test, validation or train")
     from vineppo.data import is_hub_id
 
     source = spec.source
@@ -128,6 +145,10 @@ def load_eval_rows(spec: DataSpec, split: str, max_problems: int | None = None) 
         raise EvalError(f"data source {source!r} is not a directory (pass --data-source DIR, or null for the hub)")
     rows = load_rows(spec.task, split, source, validation_size=spec.validation_size, seed=spec.validation_seed,
                      task=task)
+    if split == "train":
+        total = len(rows)
+        rows = train_subset(rows, spec.train_subset_size(), key_field=task.query_field, seed=spec.train_subset_seed)
+        log.info("train split: %d of its %d rows (seed %d)", len(rows), total, spec.train_subset_seed)
     if max_problems is not None:
         if max_problems < 1:
             raise EvalError(f"max_problems must be >= 1, got {max_problems}")

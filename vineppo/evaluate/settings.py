@@ -22,7 +22,9 @@ SAMPLES_FILE = "samples.jsonl"
 INITIAL_DIR = "initial"
 #: results keys that must agree for existing results to count as "already evaluated"
 SETTING_KEYS = ("task", "n_samples", "temperature", "top_p", "max_new_tokens", "seed", "max_sequence_length",
-                "max_problems", "grading", "unfinished")
+                "max_problems", "grading", "unfinished", "train_subset", "train_subset_seed")
+#: keys that only the train split's results set (None on the other splits)
+TRAIN_SPLIT_KEYS = ("train_subset", "train_subset_seed")
 #: what evaluation does with samples cut by the token budget: grade their text (the official
 #: evaluation) or count them wrong (the training reward's rule)
 UNFINISHED_RULES = ("grade", "wrong")
@@ -72,11 +74,21 @@ class EvalSettings:
             raise EvalError(f"unfinished must be one of {', '.join(UNFINISHED_RULES)}, got {self.unfinished!r}")
 
 
-def _settings_dict(task: str, settings: EvalSettings, max_problems: int | None) -> dict:
+def _settings_dict(task: str, settings: EvalSettings, max_problems: int | None,
+                   train_subset: tuple[int, int] | None = None) -> dict:
+    """What results.json records of an evaluation's settings; `train_subset`: (rows asked for,
+    seed) of the train split's subset, kept by `_for_split` on that split only."""
+    size, subset_seed = train_subset if train_subset is not None else (None, None)
     return {"task": task, "n_samples": settings.n_samples, "temperature": settings.temperature,
             "top_p": settings.top_p, "max_new_tokens": settings.max_new_tokens, "seed": settings.seed,
             "max_sequence_length": settings.max_sequence_length, "max_problems": max_problems,
-            "grading": settings.grading, "unfinished": settings.unfinished}
+            "grading": settings.grading, "unfinished": settings.unfinished,
+            "train_subset": size, "train_subset_seed": subset_seed}
+
+
+def _for_split(settings: Mapping[str, Any], split: str) -> dict:
+    """`settings` as recorded for `split`: the train subset's keys are None on other splits."""
+    return {**settings, **({} if split == "train" else {k: None for k in TRAIN_SPLIT_KEYS})}
 
 
 def _mismatch(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from vineppo import checkpoint as ckpt
 from vineppo.config import EngineConfig
+from vineppo.data import DEFAULT_TRAIN_SUBSET_SEED
 from vineppo.engine.base import Engine
 from vineppo.evaluate.grid import check_grid, declared_grid, on_grid, save_interval
 from vineppo.evaluate.parallel import assign, default_workers, device_groups, run_shares, visible_devices
@@ -39,6 +40,7 @@ from vineppo.evaluate.settings import (
     INITIAL_DIR,
     EvalError,
     EvalSettings,
+    _for_split,
     _mismatch,
     _settings_dict,
 )
@@ -123,7 +125,8 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, task_name: str, split: str, 
         "iteration": iteration if iteration is not None else (checkpoint_iteration(local) if local.exists() else None),
         "split": split,
         "data_source": data_source if data_source is not None else "hub",
-        **_settings_dict(task_name, settings, max_problems),
+        **_for_split(_settings_dict(task_name, settings, max_problems,
+                                    (spec.train_subset_size(), spec.train_subset_seed)), split),
         "engine": backend,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -229,7 +232,7 @@ def _splits_left(eval_root: Path, splits: Sequence[str], wanted: Mapping[str, An
         if existing is None:
             left.append(split)
             continue
-        diff = _mismatch(existing, wanted)
+        diff = _mismatch(existing, _for_split(wanted, split))
         if diff:
             log.warning("%s already evaluated on %s with other settings (%s); keeping it: pass --force "
                         "to re-evaluate", eval_root, split, "; ".join(diff))
@@ -256,7 +259,8 @@ def evaluate_run(run_dir: str | Path, task_name: str | None = None, split: str |
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, seed: int = DEFAULT_SEED,
                  max_sequence_length: int | None = None, max_problems: int | None = None,
                  progress: bool = True, grading: str | None = None, unfinished: str = "grade",
-                 every: int | None = None, workers: int | None = 1) -> list[dict]:
+                 every: int | None = None, workers: int | None = 1, train_subset: int | None = None,
+                 train_subset_seed: int = DEFAULT_TRAIN_SUBSET_SEED) -> list[dict]:
     """Evaluate every complete checkpoint of a run on `split` (one name or several), skipping the
     ones already evaluated (results.json present) unless `force`.
 
@@ -272,6 +276,8 @@ def evaluate_run(run_dir: str | Path, task_name: str | None = None, split: str |
         Each process serves its share of the checkpoints with one engine, whose weights are
         loaded in place from each checkpoint directory.
     grading: the grading mode; None: the run's `grading.mode` (else "official").
+    train_subset / train_subset_seed: the "train" split's rows (`DataSpec.train_subset`): every
+        checkpoint, in every worker, is evaluated on the same seeded subset.
     Returns the results dicts written by this call, in checkpoint order.
     """
     run = Path(run_dir)
@@ -279,12 +285,13 @@ def evaluate_run(run_dir: str | Path, task_name: str | None = None, split: str |
         raise EvalError(f"run directory {run} does not exist")
     where = str(run / "config.yaml")
     run_cfg = read_run_config(run)
-    spec = data_spec(run_cfg, task=task_name, source=data_source, where=where)
+    spec = data_spec(run_cfg, task=task_name, source=data_source, where=where, train_subset=train_subset,
+                     train_subset_seed=train_subset_seed)
     splits = _as_splits(split)
     grading = grading or grading_mode(run_cfg, where)
     settings = EvalSettings(n_samples, temperature, top_p, max_new_tokens, seed, max_sequence_length,
                             grading, unfinished)
-    wanted = _settings_dict(spec.task, settings, max_problems)
+    wanted = _settings_dict(spec.task, settings, max_problems, (spec.train_subset_size(), spec.train_subset_seed))
     every = every if every is not None else declared_grid(run_cfg)
     todo = pending_checkpoints(run, splits, wanted, force=force, every=every, run_cfg=run_cfg)
     if include_initial:
