@@ -65,17 +65,58 @@ def shell_blocks(text: str) -> list[tuple[int, str]]:
     return out
 
 
+def logical_lines(block: str) -> list[tuple[int, str]]:
+    """(offset of the first physical line, text) with backslash continuations joined."""
+    lines, out, j = block.split("\n"), [], 0
+    while j < len(lines):
+        first, line = j, lines[j]
+        while line.rstrip().endswith("\\") and j + 1 < len(lines):
+            j += 1
+            line = line.rstrip()[:-1] + " " + lines[j]
+        j += 1
+        out.append((first, line))
+    return out
+
+
+FOR_RE = re.compile(r"^\s*for\s+(\w+)\s+in\s+(.*?);\s*do\b(.*)$")
+
+
+def expand_loops(lines: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Lines inside `for VAR in a b c; do ... done` once per value, `$VAR` / `${VAR}` substituted
+    (nested loops multiply), so a loop over configs checks every config it names."""
+    out: list[tuple[int, str]] = []
+    stack: list[tuple[str, list[str]]] = []
+
+    def emit(offset: int, line: str) -> None:
+        variants = [line]
+        for var, values in stack:
+            variants = [re.sub(r"\$\{?%s\}?(?!\w)" % var, v, x) for x in variants for v in values]
+        out.extend((offset, x) for x in variants)
+
+    for offset, line in lines:
+        m = FOR_RE.match(line)
+        if m:
+            stack.append((m.group(1), shlex.split(m.group(2))))
+            rest = m.group(3).strip()
+            closes = re.search(r";\s*done\s*$", rest)
+            if closes:
+                rest = rest[: closes.start()]
+            if rest:
+                emit(offset, rest)
+            if closes:
+                stack.pop()
+            continue
+        if re.match(r"^\s*done\s*$", line) and stack:
+            stack.pop()
+            continue
+        emit(offset, line)
+    return out
+
+
 def commands_in(text: str, name: str) -> list[Command]:
     cmds = []
     for start, block in shell_blocks(text):
-        lines = block.split("\n")
-        j = 0
-        while j < len(lines):
-            first, line = j, lines[j]
-            while line.rstrip().endswith("\\") and j + 1 < len(lines):
-                j += 1
-                line = line.rstrip()[:-1] + " " + lines[j]
-            j += 1
+        for first, line in expand_loops(logical_lines(block)):
             try:
                 tokens = shlex.split(line, comments=True)
             except ValueError:
