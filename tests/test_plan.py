@@ -1,5 +1,5 @@
 """vineppo plan: exact shapes on the meta device, hand-computed bytes per strategy, the verdict of
-every paper run under the launch files launch/README.md maps it to, the start-up refusal, and the
+every paper run under the launch files its config names, the start-up refusal, and the
 activation / logits estimate against a measurement (torch's MemTracker on CPU)."""
 
 from __future__ import annotations

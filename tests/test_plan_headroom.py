@@ -139,13 +139,13 @@ def block(rows):
     return tables.render(rows)
 
 
-def test_launch_readme_plan_table_is_regenerated(block):
-    """launch/README.md carries the block `python -m vineppo.plan.tables --write` makes from the
-    paper configs and the planner; any change of either without regenerating fails here."""
-    text = (LAUNCH / "README.md").read_text()
-    assert tables.BEGIN in text and tables.END in text
-    assert tables.stale_files([LAUNCH / "README.md"], block) == [], \
-        "stale plan table: python -m vineppo.plan.tables --write launch/README.md"
+def test_every_plan_table_in_the_docs_is_regenerated(block):
+    """launch/README.md (and any page that carries the markers: README.md, docs/) holds the block
+    `python -m vineppo.plan.tables --write` makes from the paper configs and the planner; a change
+    of either without regenerating fails here."""
+    pages = tables.pages_with_block()
+    assert LAUNCH / "README.md" in pages
+    assert tables.stale_files(pages, block) == [], "stale plan table: python -m vineppo.plan.tables --write"
 
 
 def test_the_block_has_a_row_per_paper_run_with_its_plan(block):
@@ -172,6 +172,11 @@ def test_a_stale_or_missing_block_is_caught(tmp_path, rows, block, monkeypatch, 
     assert tables.main(["--write", str(page)]) == 0
     assert tables.main(["--check", str(page)]) == 0
     assert page.read_text().startswith("# a page\n\n") and page.read_text().endswith("\n\nafter\n")
+    # pages that carry the block are found (README.md, docs/, launch/), others left alone
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "gpus.md").write_text(f"{tables.BEGIN}\n{tables.END}\n")
+    (tmp_path / "README.md").write_text("no table here\n")
+    assert tables.pages_with_block(tmp_path) == [tmp_path / "docs" / "gpus.md"]
     (tmp_path / "none.md").write_text("no markers\n")
     assert tables.main(["--check", str(tmp_path / "none.md")]) == 2
     assert "plan-table:begin" in capsys.readouterr().err

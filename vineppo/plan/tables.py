@@ -5,9 +5,12 @@ Every config in configs/paper/ is planned under each launch file its header comm
 it reports itself (`H100_80GB_BYTES`). The table sits in a document between two marker lines
 (`BEGIN`, `END`), so any page can carry it:
 
-    python -m vineppo.plan.tables                          # print the block
-    python -m vineppo.plan.tables --write launch/README.md # rewrite the block in each file
-    python -m vineppo.plan.tables --check launch/README.md # exit 1 when a file's block is stale
+    python -m vineppo.plan.tables                  # print the block
+    python -m vineppo.plan.tables --write [FILE..] # rewrite the block in each file
+    python -m vineppo.plan.tables --check [FILE..] # exit 1 when a file's block is stale
+
+Without FILE: every Markdown page of the repository that carries the markers (README.md, docs/,
+launch/; `pages_with_block`).
 
 Shapes come from `PAPER_ARCHITECTURES` (the public config.json fields of the paper models), so the
 table is built offline; another model is read with `model_shape` (its config.json)."""
@@ -27,7 +30,6 @@ from vineppo.plan.memory import Plan, required_headroom
 ROOT = Path(__file__).resolve().parents[2]
 PAPER_DIR = ROOT / "configs" / "paper"
 LAUNCH_DIR = ROOT / "launch"
-DEFAULT_FILES = (ROOT / "launch" / "README.md",)
 BEGIN = "<!-- plan-table:begin -->"
 END = "<!-- plan-table:end -->"
 
@@ -159,6 +161,12 @@ def replace_block(text: str, block: str, where: str = "the text") -> str:
     return text[:begin] + block + text[end + len(END):]
 
 
+def pages_with_block(root: Path = ROOT) -> list[Path]:
+    """The repository's Markdown pages (README.md, docs/*.md, launch/*.md) that carry `BEGIN`."""
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md")), *sorted((root / "launch").glob("*.md"))]
+    return [p for p in pages if p.is_file() and BEGIN in p.read_text()]
+
+
 def stale_files(files, block: str) -> list[Path]:
     """Files whose marked block differs from `block`."""
     return [Path(f) for f in files if replace_block(Path(f).read_text(), block, str(f)) != Path(f).read_text()]
@@ -168,20 +176,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vineppo.plan.tables", description=__doc__.split("\n\n")[0])
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--write", nargs="*", metavar="FILE", default=None,
-                      help="rewrite the marked block in each FILE (default launch/README.md)")
+                      help="rewrite the marked block in each FILE (default: every page that has one)")
     mode.add_argument("--check", nargs="*", metavar="FILE", default=None,
-                      help="exit 1 when a FILE's marked block is stale (default launch/README.md)")
+                      help="exit 1 when a FILE's marked block is stale (default: every page that has one)")
     args = ap.parse_args(argv)
     try:
         block = render(plan_rows())
         if args.write is not None:
-            for f in args.write or DEFAULT_FILES:
+            for f in args.write or pages_with_block():
                 text = Path(f).read_text()
                 Path(f).write_text(replace_block(text, block, str(f)))
                 print(f"wrote the plan table into {f}")
             return 0
         if args.check is not None:
-            stale = stale_files(args.check or DEFAULT_FILES, block)
+            stale = stale_files(args.check or pages_with_block(), block)
             for f in stale:
                 print(f"{f}: the plan table is stale; run python -m vineppo.plan.tables --write {f}", file=sys.stderr)
             return 1 if stale else 0
