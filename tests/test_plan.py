@@ -14,9 +14,8 @@ import pytest
 
 from vineppo.cli import main
 from vineppo.config import load_config
-from vineppo.plan import (GIB, H100_80GB_BYTES, Launch, ModelShape, Phase, Plan, activation_bytes, engine_split,
-                          logits_peak_bytes, make_plan, model_shape, model_states, nccl_bytes, nccl_communicators,
-                          plan_memory, read_launch, refusal, required_headroom)
+from vineppo.plan import (GIB, H100_80GB_BYTES, Launch, activation_bytes, engine_split, logits_peak_bytes,
+                          make_plan, model_shape, model_states, plan_memory, read_launch, refusal, required_headroom)
 from vineppo.plan import tables
 
 ROOT = Path(__file__).resolve().parents[1]

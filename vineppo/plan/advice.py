@@ -163,8 +163,9 @@ def engine_share_shortfall(free: int, total: int, share: float) -> str | None:
              f"a smaller KV cache)" if largest > 0 else "no smaller engine share leaves the headroom free")
     return (f"the vLLM engine's share engine.gpu_memory_utilization={share} needs {g(need)} GiB of this GPU, "
             f"{g(free)} of its {g(total)} GiB are free (short by {g(need - free)} GiB: the trainer's state, or "
-            f"another process on this GPU, see nvidia-smi). Change: {lower}; or model.reference_offload=true; "
-            f"or a launch file with more processes (`vineppo plan` shows what each phase needs)")
+            f"another process on this GPU, see nvidia-smi). Change: {lower}; in training also "
+            f"model.reference_offload=true or a launch file with more processes (`vineppo plan` shows what "
+            f"each phase needs)")
 
 
 def check_engine_memory(share: float) -> None:
