@@ -1,5 +1,5 @@
-"""Stop on request with a checkpoint: Slurm's time-limit signal reaches
-training (launch/slurm.sbatch: USR1 -> STOP_REQUESTED), every rank finishes the iteration, a
+"""Stop on request with a checkpoint: the time limit's stop request reaches training
+(launch/slurm.sbatch: its stop lead or USR1 -> STOP_REQUESTED), every rank finishes the iteration, a
 checkpoint is written, training exits, and `--resume` continues from that checkpoint."""
 
 from __future__ import annotations
@@ -104,9 +104,9 @@ def test_signal_checkpoints_at_the_iteration_end_and_resume_continues(tiny_model
     assert [p.name for p in ckpt.list_checkpoints(run)] == [ckpt.checkpoint_name(n), ckpt.checkpoint_name(n + 1)]
 
 
-def test_slurm_script_asks_training_to_stop_then_requeues(tmp_path):
-    """launch/slurm.sbatch with stand-ins for srun, accelerate and scontrol: on USR1 it writes the
-    request file, waits for training to checkpoint and stop, then requeues (and skips evaluation)."""
+def _slurm_job(tmp_path, stubs: dict[str, str], env: dict[str, str]):
+    """launch/slurm.sbatch with stand-ins for srun, accelerate ("training": waits for the stop
+    request, then checkpoints, leaves STOPPED and exits 0), scontrol and python, plus `stubs`."""
     import shutil
 
     from vineppo.loop import STOP_FILE, STOPPED_FILE
@@ -116,18 +116,29 @@ def test_slurm_script_asks_training_to_stop_then_requeues(tmp_path):
     stubs = {
         "srun": 'eval "${@: -1}"\n',  # run the per-node command here
         "scontrol": f'if [ "$1" = show ]; then echo node0; else echo "$@" >> {tmp_path}/scontrol.log; fi\n',
-        # "training": wait for the request, then checkpoint and leave STOPPED, exit 0
         "accelerate": (f'touch {tmp_path}/started\nwhile [ ! -f {run}/{STOP_FILE} ]; do sleep 0.1; done\n'
                        f'echo 7 > {run}/{STOPPED_FILE}\n'),
         "python": f'echo "$@" >> {tmp_path}/python.log\n',
+        **stubs,
     }
     for name, body in stubs.items():
         (bin_dir / name).write_text("#!/bin/bash\n" + body)
         (bin_dir / name).chmod(0o755)
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "RUN_DIR": str(run), "SLURM_JOB_ID": "42",
-           "SLURM_JOB_NODELIST": "node0", "SLURM_NODEID": "0", "HOME": str(tmp_path)}
-    proc = subprocess.Popen([shutil.which("bash"), str(REPO / "launch" / "slurm.sbatch")], cwd=tmp_path, env=env,
+           "SLURM_JOB_NODELIST": "node0", "SLURM_NODEID": "0", "HOME": str(tmp_path), **env}
+    return subprocess.Popen([shutil.which("bash"), str(REPO / "launch" / "slurm.sbatch")], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _python_calls(tmp_path) -> list[str]:
+    log = tmp_path / "python.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_slurm_script_asks_training_to_stop_then_requeues(tmp_path):
+    """On USR1 the script writes the request file, waits for training to checkpoint and stop, then
+    requeues (and skips evaluation)."""
+    proc = _slurm_job(tmp_path, {}, {"STOP_LEAD": "900"})  # no squeue here: no time limit known
     deadline = time.monotonic() + 60
     while not (tmp_path / "started").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -136,5 +147,39 @@ def test_slurm_script_asks_training_to_stop_then_requeues(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, out + err
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "42"]
-    assert not (tmp_path / "python.log").exists()  # no evaluation before the run is complete
+    assert _python_calls(tmp_path) == []  # STOP_LEAD given: no plan; no evaluation before the run is complete
     assert "checkpointed at iteration 7" in out
+
+
+def test_slurm_script_stops_the_plans_lead_before_the_time_limit(tmp_path):
+    """Without STOP_LEAD the lead is the plan's `stop_lead_s` for the config (here 3 s), and the
+    script asks for the stop that long before squeue's end time, without any signal from Slurm."""
+    end = time.time() + 8
+    end_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(end))
+    plan_json = '{\n "fits": true,\n "stop_lead_s": 3,\n "notes": []\n}'
+    stubs = {
+        "squeue": f'echo {end_text}\n',
+        "python": (f'echo "$@" >> {tmp_path}/python.log\n'
+                   f'if [ "$3" = plan ]; then printf \'%s\\n\' \'{plan_json}\'; exit 3; fi\n'),
+    }
+    t0 = time.monotonic()
+    proc = _slurm_job(tmp_path, stubs, {"CONFIG": "configs/paper/deepseekmath7b_math_vineppo.yaml"})
+    out, err = proc.communicate(timeout=60)
+    waited = time.monotonic() - t0
+    assert proc.returncode == 0, out + err
+    assert "asked to stop 3 s before the time limit" in out and "time limit near" in out
+    assert 2.0 <= waited <= 7.0, waited  # stopped ~4-5 s in (end - 3 s): not at once, not at the end
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "42"]
+    calls = _python_calls(tmp_path)
+    assert len(calls) == 1 and calls[0].startswith("-m vineppo plan --config configs/paper/deepseekmath7b_math_vineppo")
+    assert "--json" in calls[0]
+
+
+def test_slurm_script_without_a_plan_waits_an_hour_and_warns_when_the_limit_is_nearer(tmp_path):
+    end_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() + 600))
+    proc = _slurm_job(tmp_path, {"squeue": f"echo {end_text}\n"}, {})  # python prints no plan
+    time.sleep(3)
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + err
+    assert "shorter than STOP_LEAD=3600 s" in out

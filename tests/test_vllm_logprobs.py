@@ -5,6 +5,7 @@ kernel; the wake order is checked against a recording stand-in for `vllm.LLM`.""
 
 from __future__ import annotations
 
+import enum
 import os
 import types
 
@@ -82,6 +83,58 @@ def test_v2_patch_refuses_other_shapes():
     raw = types.SimpleNamespace(model_runner=types.SimpleNamespace(sampler=types.SimpleNamespace(
         logprobs_mode="raw_logprobs", topk_topp_sampler=None)))
     assert not install_untruncated_logprobs(raw)
+
+
+class _Mode(enum.Enum):
+    """What vLLM 0.10 holds in `sampler.logprobs_mode` (`vllm.config.LogprobsMode`): an Enum whose
+    members never equal their string values."""
+    RAW_LOGPROBS = "raw_logprobs"
+    PROCESSED_LOGPROBS = "processed_logprobs"
+
+
+class _V1TopKTopP:
+    """vLLM's V1 `TopKTopPSampler.forward_native` in miniature: top-p masking in place, then the
+    processed log-probs only when its mode asks for them (compared with the Enum, as vLLM 0.10 does)."""
+
+    def __init__(self, mode):
+        self.logprobs_mode = mode
+
+    def forward(self, logits, generators, k, p):
+        sorted_logits, idx = logits.sort(dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = (cum - sorted_logits.softmax(-1)) >= p[:, None]
+        logits.scatter_(1, idx, sorted_logits.masked_fill(drop, float("-inf")))
+        out = logits.log_softmax(-1) if self.logprobs_mode == _Mode.PROCESSED_LOGPROBS else None
+        return logits.argmax(-1), out
+
+
+def _v1_worker(mode):
+    sampler = types.SimpleNamespace(logprobs_mode=mode, topk_topp_sampler=_V1TopKTopP(mode))
+    return types.SimpleNamespace(model_runner=types.SimpleNamespace(sampler=sampler)), sampler
+
+
+def test_v1_patch_applies_when_the_mode_is_an_enum():
+    """vLLM 0.10's LogprobsMode is an Enum: the mode is compared by value, so the patch applies; the
+    wrapped sampler returns log_softmax before top-p and its own mode becomes the Enum's raw member
+    (so it builds no truncated log-probs of its own)."""
+    from vineppo.engine.vllm_logprobs import logprobs_mode_name
+
+    assert _Mode.PROCESSED_LOGPROBS != "processed_logprobs"  # why a string comparison never matched
+    assert logprobs_mode_name(_Mode.PROCESSED_LOGPROBS) == logprobs_mode_name("processed_logprobs")
+    worker, sampler = _v1_worker(_Mode.PROCESSED_LOGPROBS)
+    assert install_untruncated_logprobs(worker) and install_untruncated_logprobs(worker)  # idempotent
+    tts = sampler.topk_topp_sampler
+    assert tts.logprobs_mode is _Mode.RAW_LOGPROBS
+    sampled, lp = tts.forward(LOGITS.clone(), {}, None, TOP_P)
+    torch.testing.assert_close(lp, LOGITS.log_softmax(-1))  # untruncated
+    assert sampled.tolist() == [0, 2]
+    _, truncated = _V1TopKTopP(_Mode.PROCESSED_LOGPROBS).forward(LOGITS.clone(), {}, None, TOP_P)
+    assert torch.isinf(truncated).any()  # what the unpatched sampler returns
+    raw, _ = _v1_worker(_Mode.RAW_LOGPROBS)
+    assert not install_untruncated_logprobs(raw)
+    # the string modes of vLLM 0.11 and later still work
+    s_worker, s_sampler = _v1_worker("processed_logprobs")
+    assert install_untruncated_logprobs(s_worker) and s_sampler.topk_topp_sampler.logprobs_mode == "raw_logprobs"
 
 
 class _RecordingLLM:

@@ -290,15 +290,19 @@ def _plan(args) -> int:
     from pathlib import Path
 
     from vineppo.config import load_config
-    from vineppo.plan import GIB, PlanError, Launch, format_plan, launch_files, make_plan, model_shape, read_launch
+    from vineppo.plan import (GIB, PlanError, Launch, device_capacity, format_plan, launch_files, make_plan,
+                              model_shape, read_launch)
 
     try:
-        if args.gpu_memory <= 0:
+        if args.gpu_memory is not None and args.gpu_memory <= 0:
             raise PlanError(f"--gpu-memory must be positive, got {args.gpu_memory}")
         cfg = load_config(args.config, args.overrides)
         launch = read_launch(args.launch) if args.launch else Launch("(no launch file)", "single", 1)
         others = launch_files(Path(args.launch).parent if args.launch else None)
-        plan = make_plan(model_shape(cfg.model.name_or_path), cfg, launch, int(args.gpu_memory * GIB), others)
+        capacity, note = (int(args.gpu_memory * GIB), None) if args.gpu_memory is not None else device_capacity()
+        plan = make_plan(model_shape(cfg.model.name_or_path), cfg, launch, capacity, others)
+        if note:
+            plan.notes.append(note)
     except PlanError as e:
         print(f"vineppo plan: error: {e}", file=sys.stderr)
         return 2
@@ -311,8 +315,9 @@ def _add_plan_parser(sub) -> None:
                                      "(exit 0 fits, 3 does not)")
     pl.add_argument("--config", required=True, help="YAML config (see configs/)")
     pl.add_argument("--launch", default=None, help="accelerate launch file (default: one process, no strategy)")
-    pl.add_argument("--gpu-memory", type=float, default=80.0, metavar="GIB",
-                    help="memory of one GPU in GiB (default 80)")
+    pl.add_argument("--gpu-memory", type=float, default=None, metavar="GIB",
+                    help="memory of one GPU in GiB (default: what this CUDA device reports; without one an "
+                         "80 GB H100's 79.1)")
     pl.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     pl.add_argument("overrides", nargs="*",
                     help="dotted overrides, e.g. model.name_or_path=DIR (a directory with only config.json works)")

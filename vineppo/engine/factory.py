@@ -32,6 +32,11 @@ def make_engine(cfg: EngineConfig, *, model_path: str, tokenizer, model=None, se
 def _build(cfg: EngineConfig, *, model_path, tokenizer, model, seed, max_model_len, progress, vllm_kwargs) -> Engine:
     backend = resolve_backend(cfg)
     if backend == "vllm":
+        from vineppo.plan import check_engine_memory
+
+        # CUDA: vLLM takes its share of the whole GPU next to what is already there (the trainer's
+        # state); stop with what to change before vLLM refuses or the run dies out of memory later
+        check_engine_memory(cfg.gpu_memory_utilization)
         from vineppo.engine.vllm import VLLMEngine
         return VLLMEngine(model_path, tokenizer, dtype=cfg.dtype, seed=seed,
                           gpu_memory_utilization=cfg.gpu_memory_utilization, max_num_seqs=cfg.max_num_seqs,

@@ -9,7 +9,7 @@ Weight sync (`update_weights`)
     Pass the full, unsharded HF-named state dict (FSDP/ZeRO-3: gather it first). Names and shapes
     are validated against the HF model layout *before* anything touches the engine (a failed
     in-place reload leaves vLLM half-loaded and dead). Then, in order of preference:
-    1. in-process worker ``reload_weights(weights_iterator=...)`` (vLLM >= ~0.11; handles kernels that
+    1. in-process worker ``reload_weights(weights_iterator=...)`` (vLLM >= 0.16; handles kernels that
        repack weights after loading, e.g. every linear layer on CPU);
     2. in-process ``model.load_weights(...)`` (older vLLM, GPU only: on CPU this corrupts the
        repacked weights);

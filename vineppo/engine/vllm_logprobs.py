@@ -18,6 +18,7 @@ nucleus and names the way out (`V1_RUNNER_ENV`).
 
 from __future__ import annotations
 
+import enum
 import inspect
 
 #: set to "0" before the engine starts to make CUDA vLLM use the V1 model runner
@@ -27,12 +28,20 @@ V2_SAMPLE_RANDOM_PARAMS = ("processed_logits", "expanded_idx_mapping", "idx_mapp
                            "use_fused_sampler")
 
 
+def logprobs_mode_name(mode) -> str | None:
+    """The name of a vLLM log-probs mode, by value: vLLM 0.10 holds it as an Enum member
+    (`LogprobsMode.PROCESSED_LOGPROBS`, whose value is "processed_logprobs"), 0.11 and later as the
+    plain string (a Literal)."""
+    value = getattr(mode, "value", mode)
+    return value if isinstance(value, str) else None
+
+
 def install_untruncated_logprobs(worker) -> bool:
     """Worker-side (runs via collective_rpc): make the worker's sampler return log_softmax(logits / T)
     computed before top-k/top-p masking, for the `processed_logprobs` mode. Returns success."""
     runner = getattr(worker, "model_runner", None)
     sampler = getattr(runner, "sampler", None)
-    if sampler is None or getattr(sampler, "logprobs_mode", None) != "processed_logprobs":
+    if sampler is None or logprobs_mode_name(getattr(sampler, "logprobs_mode", None)) != "processed_logprobs":
         return False
     if getattr(sampler, "topk_topp_sampler", None) is not None:
         return _patch_v1_sampler(sampler)
@@ -56,8 +65,10 @@ def _patch_v1_sampler(sampler) -> bool:
         return sampled, logprobs
 
     tts.forward = forward
-    # The wrapped sampler no longer needs to build its own (truncated) processed log-probs.
-    tts.logprobs_mode = "raw_logprobs"
+    # The wrapped sampler no longer needs to build its own (truncated) processed log-probs; the new
+    # mode keeps the type vLLM compares with (its Enum on vLLM 0.10, a string later).
+    mode = tts.logprobs_mode
+    tts.logprobs_mode = type(mode)("raw_logprobs") if isinstance(mode, enum.Enum) else "raw_logprobs"
     tts._vineppo_untruncated = True
     return True
 

@@ -12,6 +12,9 @@ import yaml
 
 GIB = 1024**3
 STRATEGIES = ("single", "ddp", "fsdp", "zero2", "zero3")
+#: the total memory an "80 GB" H100 reports (torch: "a total capacity of 79.11 GiB"): the GPU a plan
+#: assumes when no CUDA device is visible, and the GPU of the plan tables (vineppo.plan.tables)
+H100_80GB_BYTES = int(79.1 * GIB)
 
 
 class PlanError(ValueError):
@@ -77,6 +80,18 @@ def model_shape(name_or_path: str) -> ModelShape:
         raise PlanError(f"model.name_or_path {name_or_path!r}: cannot read its config.json "
                         f"({type(e).__name__}); offline, pass model.name_or_path=DIR with a config.json") from None
     return shape_from_config(hf_config)
+
+
+def device_capacity() -> tuple[int, str | None]:
+    """(bytes, note) of the GPU to plan for: this process's CUDA device's total memory as the device
+    reports it, else `H100_80GB_BYTES` with a note saying so (`vineppo plan` without --gpu-memory)."""
+    import torch
+
+    if torch.cuda.is_available():
+        i = torch.cuda.current_device()
+        return int(torch.cuda.get_device_properties(i).total_memory), None
+    return H100_80GB_BYTES, (f"no CUDA device here: planned for an 80 GB H100 as it reports itself "
+                             f"({H100_80GB_BYTES / GIB:.1f} GiB); --gpu-memory GIB plans for another GPU")
 
 
 # ---- launch strategy ----------------------------------------------------------------------------

@@ -8,8 +8,26 @@ from dataclasses import dataclass, field
 
 from vineppo.plan.inputs import GIB, STRATEGIES, Launch, ModelShape, PlanError
 
-#: per process, outside torch's allocator: CUDA context, cuBLAS workspace, NCCL buffers (estimate)
+#: per process, outside torch's allocator: CUDA context, cuBLAS / cuDNN workspaces (estimate)
 TRAINER_CONTEXT_BYTES = 1 * GIB
+#: NCCL's buffers for one communicator on one GPU after its first collective (estimate). The one
+#: public measurement found: 688 MB per GPU for a 3- or 4-GPU group of A100s over NVLink, 544 MB for
+#: 2 GPUs (NVIDIA/nccl issue 964, torch front end, a 4 MB all-reduce). The size grows with NCCL's
+#: channels (more on H100 NVLink 4, fewer over PCIe) and with the peers of each channel.
+NCCL_COMM_BYTES = int(0.7 * GIB)
+#: NVLink SHARP (NVLS) buffers NCCL adds to a communicator of more than 2 GPUs on an NVSwitch H100 /
+#: H200 node: `nvlsPerRankSize 301989888` (288 MiB) per GPU in NCCL's log on 8 H200s (vllm-project/
+#: vllm issue 9699); `NCCL_NVLS_ENABLE=0` turns them off. The plan does not know the GPU model, so it
+#: counts them whenever more than 2 processes share a node.
+NVLS_COMM_BYTES = 288 * 2**20
+#: free memory every GPU must keep at the peak for a plan to fit: max(3 GiB, 4 % of the GPU). It
+#: absorbs what the plan does not model: the caching allocator's fragmentation, CUDA graphs that
+#: vLLM before 0.20 captures outside its budget (`ENGINE_GRAPHS_BYTES`, by reading vLLM 0.16 / 0.18),
+#: NCCL beyond the terms above (more channels, multi-node network buffers), kernels' workspaces.
+HEADROOM_MIN_BYTES = 3 * GIB
+HEADROOM_FRACTION = 0.04
+#: plan parts that live outside torch's caching allocator (not in `torch.cuda.max_memory_allocated`)
+NOT_ALLOCATOR_PARTS = ("cuda_context", "nccl", "engine_asleep")
 #: the sleeping engine keeps its process's CUDA context and its CUDA-graph pool (estimate)
 ENGINE_ASLEEP_BYTES = 1 * GIB
 #: vLLM's non-KV overhead inside its budget besides weights and activations: CUDA graphs (estimate)
@@ -53,6 +71,8 @@ class Plan:
     max_gpu_memory_utilization: float | None
     suggestion: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: seconds before a Slurm time limit to ask training to stop (`vineppo.plan.stop_lead_seconds`)
+    stop_lead_s: int | None = None
 
     @property
     def peak(self) -> int:
@@ -63,13 +83,24 @@ class Plan:
         return max(self.phases, key=lambda p: p.total).name
 
     @property
+    def headroom(self) -> int:
+        """Bytes left free on the GPU at the peak (negative: over the capacity)."""
+        return self.capacity - self.peak
+
+    @property
+    def required_headroom(self) -> int:
+        return required_headroom(self.capacity)
+
+    @property
     def fits(self) -> bool:
-        return self.peak <= self.capacity and self.kv_cache_tokens > 0
+        """The peak leaves the required headroom free and the engine's share leaves a KV cache."""
+        return self.headroom >= self.required_headroom and self.kv_cache_tokens > 0
 
     def to_json(self) -> dict:
         g = lambda b: round(b / GIB, 2)  # noqa: E731
         return {
             "fits": self.fits, "peak_gib": g(self.peak), "capacity_gib": g(self.capacity),
+            "headroom_gib": g(self.headroom), "required_headroom_gib": g(self.required_headroom),
             "peak_phase": self.peak_phase, "launch": self.launch.name, "strategy": self.launch.strategy,
             "processes": self.launch.processes, "policy_params": self.policy_params,
             "critic_params": self.critic_params, "trainable_params": self.trainable_params,
@@ -77,11 +108,41 @@ class Plan:
             "host_gib_per_node": {"load": g(self.host_load_per_node), "push": g(self.host_push_per_node),
                                   "resident": g(self.host_resident_per_node)},
             "max_gpu_memory_utilization": self.max_gpu_memory_utilization,
-            "suggestion": self.suggestion,
+            "suggestion": self.suggestion, "nccl_communicators": nccl_communicators(self.launch),
+            "stop_lead_s": self.stop_lead_s,
             "phases": {p.name: {"total_gib": g(p.total), **{k: g(v) for k, v in p.parts.items()}}
                        for p in self.phases},
             "notes": self.notes,
         }
+
+
+def required_headroom(capacity: int) -> int:
+    """Bytes a plan must leave free on a GPU of `capacity` bytes: max(3 GiB, 4 % of it)."""
+    return max(HEADROOM_MIN_BYTES, int(HEADROOM_FRACTION * capacity))
+
+
+def nccl_communicators(launch: Launch) -> int:
+    """World-size NCCL communicators each process of `launch` holds on its GPU:
+
+    - single: none (one process, no process group);
+    - DDP, FSDP2: one, the default process group (DDP's gradient all-reduce; FSDP2's one-dimensional
+      device mesh over the whole world is that group; accelerate's gathers of metrics share it);
+    - ZeRO-2 / ZeRO-3: two, the default group and DeepSpeed's clone of the world group
+      (`deepspeed.utils.groups._clone_world_group`, made once and shared by the policy's and the
+      critic's DeepSpeed engines; vineppo.distributed gives it the run's timeout).
+
+    The vLLM engines (one per process, tensor_parallel_size 1) open none: vLLM's world group has no
+    device communicator and its tensor-parallel groups have one member each."""
+    if launch.processes <= 1:
+        return 0
+    return 2 if launch.strategy in ("zero2", "zero3") else 1
+
+
+def nccl_bytes(launch: Launch) -> int:
+    """NCCL buffers per GPU: `NCCL_COMM_BYTES` per communicator, plus `NVLS_COMM_BYTES` each when
+    more than 2 processes share a node (NVLS on H100 / H200)."""
+    per_comm = NCCL_COMM_BYTES + (NVLS_COMM_BYTES if launch.per_node > 2 else 0)
+    return nccl_communicators(launch) * per_comm
 
 
 def lora_params(shape: ModelShape, cfg) -> int:
@@ -239,6 +300,8 @@ def plan_memory(shape: ModelShape, cfg, launch: Launch, capacity: int) -> Plan:
     if ref_bytes and not cfg.model.reference_offload:
         resident["reference"] = ref_bytes
     resident["cuda_context"] = TRAINER_CONTEXT_BYTES
+    if nccl_bytes(launch):
+        resident["nccl"] = nccl_bytes(launch)
 
     share = cfg.engine.gpu_memory_utilization
     engine_asleep = {"engine_asleep": ENGINE_ASLEEP_BYTES} if cfg.engine.sleep_during_training else {
@@ -306,10 +369,12 @@ def plan_memory(shape: ModelShape, cfg, launch: Launch, capacity: int) -> Plan:
 
 
 def max_share(shape: ModelShape, cfg, capacity: int, non_engine: int, phases: list[Phase]) -> float | None:
-    """The largest `engine.gpu_memory_utilization` (two decimals) whose rollout still fits next
-    to the trainer's resident memory, or None when no share leaves a KV cache or the phases
-    without the engine do not fit anyway."""
-    share = math.floor(100 * (capacity - non_engine) / capacity) / 100
-    if share <= 0 or any(p.total > capacity for p in phases if p.name not in ("rollout", "mc")) or engine_split(shape, cfg, capacity, share)[0] <= 0:
+    """The largest `engine.gpu_memory_utilization` (two decimals) whose rollout still leaves the
+    required headroom next to the trainer's resident memory, or None when no share leaves a KV
+    cache or the phases without the engine do not fit anyway."""
+    limit = capacity - required_headroom(capacity)
+    share = math.floor(100 * (limit - non_engine) / capacity) / 100
+    if (share <= 0 or any(p.total > limit for p in phases if p.name not in ("rollout", "mc"))
+            or engine_split(shape, cfg, capacity, share)[0] <= 0):
         return None
     return min(share, 0.95)
