@@ -125,7 +125,7 @@ class MCConfig:
 
 @dataclass
 class ProbeConfig:
-    """Value-quality probe (vineppo/probe.py): every `every` iterations, `k` rollouts from `states`
+    """Value-quality probe (vineppo/probe/): every `every` iterations, `k` rollouts from `states`
     states of that iteration as ground truth; logs the run's value error. 0 = off."""
     every: int = 0
     states: int = 32
