@@ -23,7 +23,10 @@ Generated tokens are metrics.jsonl's cumulative `compute/generated_tokens` (olde
 
 Plots (`--output-dir`): test pass@1 vs iteration, vs wall-clock and vs generated tokens, train reward vs
 iteration, and test pass@1 vs KL to the reference (`train/kl` averaged over the last
-`KL_WINDOW` iterations up to each checkpoint).
+`KL_WINDOW` iterations up to each checkpoint). Runs trained with the value probe (`probe.every`) or
+`logging.dump_episodes` also get the value analyses (`vineppo.compare.values`): estimate vs truth,
+value error by step, ranking accuracy of alternative steps, step advantages, and a section of
+compare.md.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from vineppo.compare.select import (NO_VALIDATION, Reach, RunSummary, best_on_va
                                     reach_table, reference_runs, summarize_run)
 from vineppo.compare.tables import (REACH_HEADER, TABLE_HEADER, console_table, markdown_table, reach_rows,
                                     table_rows)
+from vineppo.compare.values import VALUE_PLOT_FILES, value_analyses
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,7 @@ __all__ = [
     "load_evals", "load_run", "read_metrics", "NO_VALIDATION", "Reach", "RunSummary", "best_on_validation",
     "first_reaching", "peak_test", "reach_table", "reference_runs", "summarize_run", "REACH_HEADER",
     "TABLE_HEADER", "console_table", "markdown_table", "reach_rows", "table_rows", "TABLE_FILE", "JSON_FILE",
+    "VALUE_PLOT_FILES", "value_analyses",
     "CompareResult", "compare",
 ]
 
@@ -98,6 +103,8 @@ def compare(run_dirs: Sequence[str | Path], output_dir: str | Path, *, labels: S
           + "## Reaching each other run's peak (equal compute)\n\n" + markdown_table(REACH_HEADER, reach_rows(reaches))
           + "\nFor each pair of runs of one task: the first evaluated checkpoint of `run` whose test pass@1 is at "
           "least the other run's peak, and the wall-clock and generated tokens spent up to it.\n")
+    values = value_analyses(runs, out)  # probed runs / episode dumps: plots and a compare.md section
+    md += values.markdown
     md_path = out / TABLE_FILE
     md_path.write_text(md, encoding="utf-8")
     # one object per run; "reach": what it needed to reach each other run's peak
@@ -117,6 +124,7 @@ def compare(run_dirs: Sequence[str | Path], output_dir: str | Path, *, labels: S
     }
     if (value_plot := plot_value_error(runs, out / VALUE_ERROR_PLOT)) is not None:
         plots["value_error_vs_iteration"] = value_plot
+    plots.update(values.plots)
     _pyplot().close("all")
     text = console_table(TABLE_HEADER, rows) + "\nreaching each other run's peak:\n" + console_table(
         REACH_HEADER, reach_rows(reaches))
