@@ -405,6 +405,18 @@ def test_compare_writes_the_value_plots_and_table_for_probed_runs(tmp_path, figu
     assert "| ppo | ppo | critic | 3 | 0.600 | 2 | 4 | 50.0 % |" in md
     assert "| vine | vineppo | MC estimate | 2 | 0.250 | 0 | 0 | — |" in md
     assert "| plain |" not in md.split("## Value estimates")[1]
+    # a run without records or dumps compares as before: none of these plots, no section
+    res = compare([plain], tmp_path / "cmp_plain", print_table=False)
+    assert not set(res.plots) & set(VALUE_PLOT_FILES) and "Value estimates" not in res.markdown_path.read_text()
+    assert not any((tmp_path / "cmp_plain" / name).exists() for name in VALUE_PLOT_FILES.values())
+    # ranked states whose alternatives all have the same truth: the plot is still written, and says so
+    _probed(plain, [_state(1, 0, 0, 0.5, mc=0.5)], [{"iteration": 1, "rank": 0, "question_index": 0,
+                                                     "sample_index": 0, "step": 0, "truth": [1.0, 1.0, 1.0],
+                                                     "mc": [1.0, 0.5, 1.0]}])
+    res = compare([plain], tmp_path / "cmp_ties", print_table=False)
+    fig = figures[VALUE_PLOT_FILES["ranking_accuracy_vs_iteration"]]
+    assert "ranking_accuracy_vs_iteration" in res.plots and "no pair" in fig.axes[0].texts[0].get_text()
+    assert set(plotted(fig)) == {"chance (50 %)"}
 
 
 def test_step_advantages_of_a_ppo_episode_come_from_its_critic_values():

@@ -192,14 +192,16 @@ def plot_error_by_step(values: Sequence[RunValues], out: Path) -> Path | None:
 
 
 def plot_ranking_accuracy(values: Sequence[RunValues], out: Path) -> Path | None:
-    """Ranking accuracy of alternative next steps (%) per probe, per run and estimator; chance 50 %."""
+    """Ranking accuracy of alternative next steps (%) per probe, per run and estimator; chance 50 %.
+    Written whenever a run ranked any state, saying so when no pair of differing truth was scored
+    (a policy that rarely samples distinct steps, or alternatives that all end alike)."""
     series = []
     for i, v in enumerate(values):
         for est in v.estimators():
             pts = [(it, 100 * c / n) for it, (c, n) in ranking_by_iteration(v.alternatives, est).items() if n]
             if pts:
                 series.append((i, v, est, pts))
-    if not series:
+    if not any(v.alternatives for v in values):
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -208,6 +210,10 @@ def plot_ranking_accuracy(values: Sequence[RunValues], out: Path) -> Path | None
                 label=f"{v.run.label} ({ESTIMATOR_NAMES[est]})")
     ax.axhline(50, color="gray", linestyle=":", linewidth=1, label="chance (50 %)")
     ax.set_ylim(0, 100)
+    if not series:
+        ranked = sum(len(v.alternatives) for v in values)
+        ax.text(0.5, 0.25, f"{ranked} ranked state(s), but no pair of alternatives\nwith differing true values to score",
+                transform=ax.transAxes, ha="center", va="center", fontsize=9)
     return _finish(ax, fig, out, "Ranking alternative next steps (pairs of differing truth; ties wrong)",
                    "iteration", "pairs ordered as the truth (%)")
 
