@@ -10,6 +10,7 @@ import json
 import pytest
 
 from vineppo.config import load_config
+from vineppo.mc import round_seed
 from vineppo.seeds import derive_seed
 
 SEED = 2746318213
@@ -67,7 +68,11 @@ def test_each_phase_hands_the_engine_its_own_seed(tiny_model_dir, shared_data_di
     want = [("episodes: generate", derive_seed(SEED, 0, 0, "episodes")), ("mc: rollouts", derive_seed(SEED, 0, 0, "mc")),
             ("episodes: generate", derive_seed(SEED, 0, 1, "episodes")), ("mc: rollouts", derive_seed(SEED, 0, 1, "mc")),
             ("probe: rollouts", derive_seed(SEED, 0, 1, "probe"))]
-    assert [(d, s) for d, s, _ in recorded_calls] == want
+    # then the ranking of alternative steps: sampling them, and valuing them where a state had enough
+    probe_seed = derive_seed(SEED, 0, 1, "probe")
+    want += [("probe: alternative steps", round_seed(probe_seed, 1)),
+             ("probe: alternative rollouts", round_seed(probe_seed, 2))][: len(recorded_calls) - len(want)]
+    assert [(d, s) for d, s, _ in recorded_calls] == want and len(want) >= 6
     assert len({s for _, s in want}) == len(want) and not any(shared for *_, shared in recorded_calls)
 
 

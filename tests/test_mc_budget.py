@@ -190,12 +190,39 @@ def test_training_logs_adaptive_mc_and_probe_metrics(algorithm, sft_gsm8k, tmp_p
     model_dir, data_dir = sft_gsm8k
     cfg = tiny_cfg(model_dir, data_dir, algorithm, "iterations=1", "save_every=1", "mc.adaptive=true",
                    "mc.k_min=2", "mc.k_max=6", "probe.every=1", "probe.states=6", "probe.k=8",
+                   "probe.alternatives=4", "probe.min_alternatives=2", "probe.ranking_states=6",
                    "logging.dump_episodes=true")
     run = train(cfg, tmp_path / "run").run_dir
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert row["probe/states"] == 6 and row["probe/tokens"] > 0
     name = "mc" if algorithm == "vineppo" else "critic"
     assert 0 <= row[f"probe/{name}_abs_error"] <= 1
+    # every probed state on record, with the estimators of its algorithm next to the truth
+    from vineppo.probe import ranking_score, read_records
+
+    states = read_records(run, "states")
+    assert len(states) == 6 and {(r["iteration"], r["rank"]) for r in states} == {(1, 0)}
+    for r in states:
+        assert 0 <= r["step"] < r["num_steps"] and 0 <= r["truth"] <= 1 and r["truth_rollouts"] == 8
+        assert r["mc"] is not None and (r["critic"] is not None) == (algorithm == "ppo")
+        assert r["estimator"] == name and r["oracle"] is None
+    # PPO's MC estimate is the probe's own mc.k = 3 rollouts, at the same states as its critic's
+    assert all(r["mc_rollouts"] == 3 for r in states) or algorithm == "vineppo"
+    assert row["probe/mc_abs_error"] == pytest.approx(sum(abs(r["mc"] - r["truth"]) for r in states) / 6)
+    # the ranking of alternative steps: its metrics are the records' pairs
+    alts = read_records(run, "alternatives")
+    assert row["probe/ranked_states"] == len(alts) >= 1
+    for est in ("mc", "critic") if algorithm == "ppo" else ("mc",):
+        correct, pairs = map(sum, zip(*(ranking_score(a["truth"], a[est]) for a in alts)))
+        assert row[f"probe/{est}_ranking_pairs"] == pairs
+        if pairs:
+            assert row[f"probe/{est}_ranking_accuracy"] == pytest.approx(correct / pairs)
+    for a in alts:
+        assert len(set(a["steps"])) == len(a["steps"]) >= 2 and len(a["truth"]) == len(a["mc"]) == len(a["steps"])
+        assert (a["critic"] is not None) == (algorithm == "ppo")
+    if algorithm == "ppo":
+        ep = json.loads((run / "episodes" / "iter_000001.rank0.jsonl").read_text().splitlines()[0])
+        assert len(ep["critic_step_values"]) == len(ep["step_boundaries"]) - 1
     if algorithm == "vineppo":
         assert 2 <= row["mc/rollouts_per_state_mean"] <= row["mc/rollouts_per_state_max"] <= 6
         for key in ("mc/wilson_halfwidth_mean", "mc/share_exact_0_or_1", "mc/tokens_per_episode",

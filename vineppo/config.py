@@ -140,14 +140,36 @@ class MCConfig:
 
 @dataclass
 class ProbeConfig:
-    """Value-quality probe (vineppo/probe.py): every `every` iterations, `k` rollouts from `states`
-    states of that iteration as ground truth; logs the run's value error. 0 = off."""
+    """Value-quality probe (vineppo/probe/): every `every` iterations, `k` rollouts from `states`
+    states of that iteration as ground truth; logs the run's value error and ranking accuracy and
+    writes every probed state to `probe/states.rank<R>.jsonl` in the run directory (one file per
+    process; `vineppo.probe.read_records` merges them). 0 = off.
+
+    Estimators compared with the truth: `mc` (VinePPO: its own MC values; every other algorithm:
+    `mc.k` fresh rollouts per state, drawn with the truth in one engine call) and, for PPO,
+    `critic` (the critic's V at the state, before this iteration's update). Logged per probe:
+    `probe/<estimator>_abs_error` (mean |estimate − truth| over the probed states),
+    `probe/<estimator>_ranking_accuracy` (alternative next steps, below) and
+    `probe/<estimator>_ranking_pairs` (the pairs it was scored on, all processes)."""
     #: probe every N iterations; 0 = off
     every: int = 0
     #: MC states sampled per probe (sibling pairs first)
     states: int = 32
     #: ground-truth rollouts per probed state
     k: int = 64
+    #: ranking of alternative next steps (the paper's analysis, as the official analyzer runs it):
+    #: from up to `ranking_states` of the probed states, sample `alternatives` continuations, each
+    #: cut at the task's next step boundary; a state with at least `min_alternatives` distinct steps
+    #: is ranked: every alternative (the state after taking it) is valued by `k` rollouts (truth)
+    #: and by each estimator (`mc.k` rollouts; PPO also the critic), and each estimator scores the
+    #: share of pairs of differing truth it orders the same way, ties wrong
+    #: (`vineppo.probe.ranking.ranking_score`); records in `probe/alternatives.rank<R>.jsonl`.
+    #: 0 = no ranking
+    alternatives: int = 5
+    #: a state is ranked only when its sampled alternatives hold at least this many distinct steps
+    min_alternatives: int = 3
+    #: at most this many probed states get alternatives ranked
+    ranking_states: int = 8
 
 
 @dataclass
@@ -528,6 +550,12 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.probe.every < 0 or cfg.probe.states < 1 or cfg.probe.k < 1:
         raise ConfigError(f"probe: every >= 0, states >= 1 and k >= 1 required, got every={cfg.probe.every}, "
                           f"states={cfg.probe.states}, k={cfg.probe.k}")
+    if cfg.probe.alternatives < 0 or cfg.probe.ranking_states < 0:
+        raise ConfigError(f"probe: alternatives >= 0 and ranking_states >= 0 required, got alternatives="
+                          f"{cfg.probe.alternatives}, ranking_states={cfg.probe.ranking_states}")
+    if cfg.probe.alternatives and not 2 <= cfg.probe.min_alternatives <= cfg.probe.alternatives:
+        raise ConfigError(f"probe.min_alternatives must be in 2..probe.alternatives ({cfg.probe.alternatives}): "
+                          f"a ranking needs two distinct steps; got {cfg.probe.min_alternatives}")
     if cfg.ppo.minibatch_size % cfg.ppo.micro_batch_size:
         raise ConfigError(f"ppo.minibatch_size ({cfg.ppo.minibatch_size}) must be a multiple of "
                           f"ppo.micro_batch_size ({cfg.ppo.micro_batch_size})")

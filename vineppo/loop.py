@@ -25,7 +25,9 @@ from vineppo.config import TrainConfig, save_config
 from vineppo.episodes import (Episode, episode_metrics, generate_episodes, sample_question_indices, shard)
 from vineppo.seeds import phase_seed
 from vineppo.mc import MCBudget, estimate_mc_values
-from vineppo.probe import critic_estimates, mc_estimates, probe_metrics, run_value_probe
+from vineppo.probe import (SUMMED_METRICS as PROBE_SUMMED_METRICS, critic_sequences, probe_iteration_metrics,
+                           ranking_accuracies, run_probe, set_critic_values, truncate_records, write_probe_records)
+from vineppo.tokens import step_token_starts
 
 log = logging.getLogger("vineppo")
 
@@ -206,6 +208,20 @@ def _reduce_metrics(acc, local: dict, sums: set[str]) -> dict:
     return out
 
 
+#: per-process counts summed over processes in metrics.jsonl (every other scalar is averaged)
+SUMMED_METRICS = frozenset({"episodes/count", "mc/states", "mc/unique_states", "mc/rollouts", "mc/engine_calls",
+                            "generate/tokens", "mc/tokens", "train/tokens", "logprobs/tokens",
+                            *PROBE_SUMMED_METRICS})
+
+
+def reduce_iteration_metrics(acc, row: dict) -> dict:
+    """One iteration's metrics over every process (`_reduce_metrics` with `SUMMED_METRICS`), and
+    the ratios that must come from the summed counts (the probe's ranking accuracies)."""
+    row = _reduce_metrics(acc, row, sums=SUMMED_METRICS)
+    row.update(ranking_accuracies(row))
+    return row
+
+
 class MetricsWriter:
     def __init__(self, run_dir: Path, cfg: TrainConfig, enabled: bool):
         self.path = run_dir / "metrics.jsonl"
@@ -280,7 +296,19 @@ def dump_episodes(run_dir: Path, iteration: int, rank: int, episodes: list[Episo
                 # VinePPO: per state, engine rollouts, all samples (free episode outcomes included), 95 % Wilson interval
                 "step_mc_rollouts": e.meta.get("mc_rollouts"), "step_mc_samples": e.meta.get("mc_samples"),
                 "step_mc_intervals": e.meta.get("mc_interval"),
+                # PPO: the critic's V(s_k) at each step start (before the update), for step advantages
+                "critic_step_values": critic_step_values(e),
             }) + "\n")
+
+
+def critic_step_values(e: Episode) -> list[float] | None:
+    """PPO: the critic's V(s_0..s_{n-1}), read where the value probe reads it (the value at the
+    action token that starts each step); None without critic values."""
+    vals = e.meta.get("critic_values")
+    if vals is None:
+        return None
+    return [float(vals[t]) if t < len(vals) else None
+            for t in step_token_starts(e.step_boundaries, e.token_starts)]
 
 
 @torch.no_grad()
@@ -366,6 +394,8 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
             log.info("resuming from %s (iteration %d)", path, start)
             trainer.load_state(path / "trainer_state")
             metrics.truncate_after(start)
+    if acc.is_main_process:  # probe records of iterations to be redone (all of them on a fresh start)
+        truncate_records(run_dir, start)
     acc.wait_for_everyone()
 
     def seed_of(iteration: int, phase: str) -> int:
@@ -415,19 +445,22 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
         probe = None
         if cfg.probe.every and (it + 1) % cfg.probe.every == 0:
             # ground truth with the weights that sampled this iteration's episodes
-            probe = run_value_probe(
-                engine, task, tokenizer, rows, episodes, n_states=cfg.probe.states, k=cfg.probe.k,
-                cap=cfg.mc.max_states_per_response, temperature=scfg.temperature, top_p=scfg.top_p,
-                max_new_tokens=scfg.max_new_tokens, max_sequence_length=max_len, stop=stop,
-                seed=seed_of(it, "probe"))
-            row.update(probe.stats)
-            if cfg.algorithm == "vineppo":
-                row.update(probe_metrics(probe, mc_estimates(probe, episodes), "mc"))
+            probe = run_probe(engine, task, tokenizer, rows, episodes, cfg.probe, algorithm=cfg.algorithm,
+                              mc_k=cfg.mc.k, cap=cfg.mc.max_states_per_response, temperature=scfg.temperature,
+                              top_p=scfg.top_p, max_new_tokens=scfg.max_new_tokens, max_sequence_length=max_len,
+                              stop=stop, seed=seed_of(it, "probe"))
         if cfg.engine.sleep_during_training:
             engine.sleep()
-        tstats = trainer.step(episodes, iteration=it)
         if probe is not None and cfg.algorithm == "ppo":
-            row.update(probe_metrics(probe, critic_estimates(probe, episodes), "critic"))
+            # the critic that credits this iteration, before its update (every process together)
+            t_critic = time.perf_counter()
+            set_critic_values(probe, trainer.critic_state_values(critic_sequences(probe)))
+            probe.stats["probe/seconds"] += time.perf_counter() - t_critic
+        tstats = trainer.step(episodes, iteration=it)
+        if probe is not None:
+            row.update(probe_iteration_metrics(probe, episodes, cfg.algorithm))
+            write_probe_records(run_dir, probe, episodes, task, rows, tokenizer, iteration=it + 1, rank=rank,
+                                algorithm=cfg.algorithm, mc_rollouts=cfg.mc.k)
         whiten = tstats.pop("train/whiten_stats", None)
         t_sync = time.perf_counter()
         # push while asleep, then wake: the engine applies the safe wake order (weights, then KV cache)
@@ -445,9 +478,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
             if whiten is not None:
                 with open(run_dir / "episodes" / f"iter_{it + 1:06d}.rank{rank}.whiten.json", "w") as f:
                     json.dump(whiten, f)
-        row = _reduce_metrics(acc, row, sums={"episodes/count", "mc/states", "mc/unique_states", "mc/rollouts",
-                                              "mc/engine_calls", "generate/tokens", "mc/tokens",
-                                              "train/tokens", "logprobs/tokens", "probe/states", "probe/tokens"})
+        row = reduce_iteration_metrics(acc, row)
         row["iteration"] = it + 1
         row["seconds"] = time.perf_counter() - t_iter
         cumulative = accumulate_compute(row, cumulative)

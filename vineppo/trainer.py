@@ -318,6 +318,37 @@ class Trainer:
         # the value loss (the prepared forward no longer converts outputs, see distributed.py)
         return v[:, :-1].float()
 
+    @torch.no_grad()
+    def critic_state_values(self, sequences: Sequence[Sequence[int]]) -> list[float]:
+        """PPO: the critic's V(s) of token sequences s = prompt + response prefix, read at each one's
+        last token — the position `_critic_values` reads for the action that follows s — in
+        micro-batches of `ppo.micro_batch_size` (right-padded as in training). Every process calls
+        it together (the value probe): a forward is a collective under FSDP / ZeRO-3, so each runs
+        as many micro-batches as the busiest, the others on a one-token stand-in."""
+        if self.critic is None:
+            raise ValueError("critic_state_values needs a critic (algorithm=ppo)")
+        mb = self.cfg.ppo.micro_batch_size
+        seqs = [list(s) for s in sequences]
+        if any(not s for s in seqs):
+            raise ValueError("critic_state_values: an empty sequence has no state to value")
+        batches = [seqs[i: i + mb] for i in range(0, len(seqs), mb)]
+        rounds = len(batches)
+        if self.acc.num_processes > 1:
+            rounds = int(self.acc.gather(torch.tensor([rounds], device=self.acc.device)).max())
+        out: list[float] = []
+        for r in range(rounds):
+            chunk = batches[r] if r < len(batches) else [[self.pad_id]]
+            ids = torch.full((len(chunk), max(len(s) for s in chunk)), self.pad_id, dtype=torch.long)
+            attn = torch.zeros_like(ids)
+            for i, s in enumerate(chunk):
+                ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+                attn[i, : len(s)] = 1
+            with self.acc.autocast():
+                v = self.critic(ids.to(self.acc.device), attn.to(self.acc.device)).float()
+            if r < len(batches):
+                out += [float(v[i, len(s) - 1]) for i, s in enumerate(chunk)]
+        return out
+
     # ---- one iteration ------------------------------------------------------------------------
     def step(self, episodes: Sequence[Episode], iteration: int | None = None) -> dict:
         """Train on the iteration's episodes (this process's share: log-probs and credit are computed

@@ -29,6 +29,9 @@ Further sections, each when its inputs exist: test vs train pass@1 per checkpoin
 (`generalization`: `test_vs_train.png`, from `vineppo eval --split train`); runs that differ only
 by their seed as groups, mean ± sd and paired differences (`seeds`: `seed_groups.json`,
 `test_pass1_vs_iteration_seeds.png`); mean seconds and tokens per iteration by phase (`cost`).
+Runs trained with the value probe (`probe.every`) or `logging.dump_episodes` also get the value
+analyses (`values`): estimate vs truth, value error by step, ranking accuracy of alternative steps,
+step advantages, and a section of compare.md.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from vineppo.compare.select import (NO_VALIDATION, Reach, RunSummary, best_on_va
                                     reach_table, reference_runs, summarize_run)
 from vineppo.compare.tables import (REACH_HEADER, TABLE_HEADER, console_table, markdown_table, reach_rows,
                                     table_rows)
+from vineppo.compare.values import VALUE_PLOT_FILES, value_analyses
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,7 @@ __all__ = [
     "load_evals", "load_run", "read_metrics", "NO_VALIDATION", "Reach", "RunSummary", "best_on_validation",
     "first_reaching", "peak_test", "reach_table", "reference_runs", "summarize_run", "REACH_HEADER",
     "TABLE_HEADER", "console_table", "markdown_table", "reach_rows", "table_rows", "TABLE_FILE", "JSON_FILE",
+    "VALUE_PLOT_FILES", "value_analyses",
     "CompareResult", "compare",
 ]
 
@@ -110,6 +115,8 @@ def compare(run_dirs: Sequence[str | Path], output_dir: str | Path, *, labels: S
     seeds, cost, train_test = seed_report(runs, summaries, out), cost_report(runs), train_test_rows(runs)
     md += ("\n" + train_test_markdown(train_test) + (seeds.markdown if seeds else "")
            + (cost.markdown if cost else ""))
+    values = value_analyses(runs, out)  # probed runs / episode dumps: plots and a compare.md section
+    md += values.markdown
     md_path = out / TABLE_FILE
     md_path.write_text(md, encoding="utf-8")
     # one object per run; "reach": what it needed to reach each other run's peak; "cost": per phase;
@@ -137,6 +144,7 @@ def compare(run_dirs: Sequence[str | Path], output_dir: str | Path, *, labels: S
         plots["test_vs_train"] = train_plot
     if seeds is not None and seeds.plot is not None:
         plots["test_vs_iteration_seeds"] = seeds.plot
+    plots.update(values.plots)
     _pyplot().close("all")
     text = console_table(TABLE_HEADER, rows) + "\nreaching each other run's peak:\n" + console_table(
         REACH_HEADER, reach_rows(reaches)) + train_test_text(train_test) + (seeds.text if seeds else "") + (

@@ -167,3 +167,17 @@ class ArithmeticTask(GSM8KTask):
 
     def __init__(self, grading_mode: str = "official", timeout: float = 15.0) -> None:
         super().__init__(remove_calculator=False, grading_mode=grading_mode, timeout=timeout)  # no `<<...>>` annotations in generated rows
+
+    def oracle_value(self, row: dict, prefix: str) -> float | None:
+        """1.0 when every line written so far is the gold computation's line at that place (the
+        `#### N` line with the answer), else 0.0: the exact value of the state for a solver that
+        makes no further mistake. Such a solver carries on from what is written, so one wrong line
+        makes its answer wrong, and a prefix of right lines ends right. None with another
+        `answer_format` than `#### N` (the last line is then not the gold one)."""
+        if self.answer_format != "hashes":
+            return None
+        gold = [line.replace(" ", "") for line in row["answer"].split("\n")]
+        written = [line.replace(" ", "") for line in prefix.split("\n") if line.strip()]
+        if len(written) > len(gold):
+            return 0.0
+        return float(all(w == g for w, g in zip(written, gold)))

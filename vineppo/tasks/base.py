@@ -66,6 +66,13 @@ class Task(ABC):
         """1.0 if correct, else 0.0 (unparseable, empty, wrong). Spec §3: no format reward."""
         return 1.0 if self.is_correct(response, row) else 0.0
 
+    def oracle_value(self, row: Row, prefix: str) -> float | None:
+        """The exact value of the state whose response so far is `prefix`, where the task can tell
+        it without sampling; None (the default) where it cannot. The value probe records it next to
+        the estimates (`vineppo.probe`). Wrappers (`TaskWrapper`) change the text or the fields the
+        inner task reads, so they give None too."""
+        return None
+
     def grade_many(self, responses: Sequence[str], rows: Sequence[Row]) -> list[bool]:
         """Grade many (response, row) pairs. Subclasses parallelise with per-case timeouts."""
         if len(responses) != len(rows):

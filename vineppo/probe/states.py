@@ -1,11 +1,15 @@
-"""Value-quality probe (`probe.*`): how far the run's value estimates are from the true values.
+"""The probed states and their ground truth (`probe.*`).
 
 Every `probe.every` iterations, a random sample of this iteration's MC states (token prefixes of
 the sampled responses at step starts, as in `vineppo.mc`) gets `probe.k` fresh rollouts in one
-engine call; their mean reward is the ground truth. Logged: the mean absolute error of the run's own
-estimate (VinePPO's MC value, fixed or adaptive; PPO's critic value at the state's position), and
-how often the estimate ranks two sibling states (two different next steps from the same state)
-in the same order as the truth — the paper's credit-assignment analysis (§6), live.
+engine call; their mean reward is the ground truth. Runs without MC values of their own (PPO, GRPO,
+...) get the MC estimator's `mc.k` rollouts in the same call (`n = probe.k + mc.k`, the first
+`probe.k` are the truth), so the estimators are compared on identical states. Logged: the mean
+absolute error of each estimate (VinePPO's MC value, fixed or adaptive; the probe's K-rollout MC
+value; PPO's critic value at the state's position), and how often the estimate ranks two sibling
+states (two different next steps from the same state, both in the batch) in the same order as the
+truth. The official protocol for that ranking, with freshly sampled alternative steps, is
+`vineppo.probe.ranking`.
 
 The sample is drawn first as sibling pairs (one pair per branching state, up to half of
 `probe.states`), then filled with other states at random, so the ranking has pairs to score.
@@ -15,14 +19,14 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
 from vineppo.engine.base import Engine, SamplingParams
 from vineppo.episodes import Episode
-from vineppo.mc import MCRequest, mc_state_token_counts, score_rollouts
+from vineppo.mc import MCRequest, mc_state_token_counts, rollout_rewards
 from vineppo.tasks.base import Row, Task
 
 
@@ -42,6 +46,16 @@ class ProbeResult:
     #: index pairs into `states` that are siblings (same parent state, different next step)
     pairs: list[tuple[int, int]]
     stats: dict
+    #: rollouts behind each truth
+    k: int = 0
+    #: the MC estimator's value of each state from `mc_k` rollouts of its own (runs without MC
+    #: values of their own), else None
+    mc: list[float] | None = None
+    mc_k: int = 0
+    #: the engine request of each state (prompt, response prefix, question)
+    requests: list[MCRequest] = field(default_factory=list)
+    #: the states whose alternative next steps were ranked (`vineppo.probe.ranking`)
+    ranked: list = field(default_factory=list)
 
 
 def select_probe_states(episodes: Sequence[Episode], n_states: int, rng: random.Random,
@@ -78,28 +92,35 @@ def select_probe_states(episodes: Sequence[Episode], n_states: int, rng: random.
 
 def run_value_probe(engine: Engine, task: Task, tokenizer, rows: Sequence[Row], episodes: Sequence[Episode], *,
                     n_states: int, k: int, cap: int | None, temperature: float, top_p: float, max_new_tokens: int,
-                    max_sequence_length: int, stop: Sequence[str], seed: int) -> ProbeResult:
+                    max_sequence_length: int, stop: Sequence[str], seed: int, mc_k: int = 0) -> ProbeResult:
     """Ground truth for a random sample of this iteration's states: mean reward of `k` rollouts each,
-    all in one engine call. Run it with the weights that sampled the episodes."""
+    and with `mc_k` > 0 the MC estimator's value from `mc_k` more, all in one engine call. Run it
+    with the weights that sampled the episodes."""
     t0 = time.perf_counter()
     states, pairs = select_probe_states(episodes, n_states, random.Random(seed), cap)
     if not states:
         return ProbeResult([], [], [], {"probe/states": 0, "probe/sibling_pairs": 0, "probe/tokens": 0,
-                                         "probe/truth_mean": float("nan"), "probe/seconds": 0.0})
+                                         "probe/truth_mean": float("nan"), "probe/seconds": 0.0},
+                           k=k, mc=[] if mc_k else None, mc_k=mc_k)
     requests = [MCRequest(list(episodes[s.episode].prompt_ids), list(episodes[s.episode].response_ids[: s.tokens]),
                           episodes[s.episode].question_index) for s in states]
-    params = SamplingParams(n=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+    params = SamplingParams(n=k + mc_k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                             stop=tuple(stop), seed=seed)
     outs = engine.generate([r.prompt_ids + r.prefix_response_ids for r in requests], params, desc="probe: rollouts")
-    sums, tokens = score_rollouts(task, tokenizer, rows, requests, outs, max_sequence_length)
-    truth = [float(x) / k for x in sums]
+    rewards = rollout_rewards(task, tokenizer, rows, requests, outs, max_sequence_length)
+    truth = [float(np.mean(r[:k])) for r in rewards]
+    mc = [float(np.mean(r[k:])) for r in rewards] if mc_k else None
+    tokens = sum(len(c.token_ids) for comps in outs for c in comps)
     stats = {"probe/states": len(states), "probe/sibling_pairs": len(pairs), "probe/tokens": tokens,
              "probe/truth_mean": float(np.mean(truth)), "probe/seconds": time.perf_counter() - t0}
-    return ProbeResult(states, truth, pairs, stats)
+    return ProbeResult(states, truth, pairs, stats, k=k, mc=mc, mc_k=mc_k, requests=requests)
 
 
 def mc_estimates(result: ProbeResult, episodes: Sequence[Episode]) -> list[float | None]:
-    """VinePPO: the run's MC value V̂(s_k) of each probed state."""
+    """The MC estimator's value of each probed state: the probe's own `mc_k`-rollout value where it
+    drew one, else (VinePPO) the run's MC value V̂(s_k)."""
+    if result.mc is not None:
+        return list(result.mc)
     out = []
     for s in result.states:
         vals = episodes[s.episode].step_values
