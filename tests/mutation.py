@@ -43,8 +43,8 @@ SCOPE: dict[str, tuple[str, ...] | None] = {
                            "Trainer._gather_iteration", "Trainer._minibatch_step"),
     # the stop / resume logic
     "vineppo/loop.py": ("StopRequest.__init__", "StopRequest._on_signal", "StopRequest.agreed",
-                        "StopRequest.close", "accumulate_compute", "MetricsWriter.truncate_after",
-                        "MetricsWriter.last_row", "save_checkpoint"),
+                        "StopRequest.close", "stop_after", "checkpoint_due", "accumulate_compute",
+                        "MetricsWriter.truncate_after", "MetricsWriter.last_row", "save_checkpoint"),
     "vineppo/plan/inputs.py": None,
     "vineppo/plan/memory.py": None,
     "vineppo/plan/advice.py": None,
