@@ -7,11 +7,13 @@
 #   make test          # the whole suite, strict: a skip or "no tests collected" is a failure
 #   make test-fast     # the fast tier: -m "not slow"
 #   make test PYTEST_ARGS="-x -k demo"   # extra pytest arguments
+#   make mutation [MODULE=vineppo/advantages.py]   # mutation scores (docs/testing-mutation.md; not in CI)
 
 PYTHON   ?= python3
 DEMO_DIR ?= vineppo-demo
 ARGS     ?=
 PYTEST_ARGS ?=
+MODULE   ?=
 
 ifdef USE_VENV
 VENV  := $(USE_VENV)
@@ -23,7 +25,7 @@ READY := $(VENV)/.vineppo-installed-$(INSTALL_HASH)
 endif
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast venv clean-venv
+.PHONY: demo test test-fast mutation venv clean-venv
 
 venv: $(READY)
 
@@ -48,6 +50,12 @@ test: $(READY)
 
 test-fast: $(READY)
 	$(call PYTEST,-m "not slow")
+
+# mutmut runs the tests in ./mutants, a copy of the repository: the tests find ../shared/data through
+# the link ./shared, and build the tiny model once for every mutant (VINEPPO_TEST_TINY_MODEL_CACHE)
+mutation: $(READY)
+	@test -e shared || test ! -d ../shared || ln -s ../shared shared
+	VINEPPO_TEST_TINY_MODEL_CACHE=$(CURDIR)/mutants/.tiny-model $(PY) tests/mutation.py $(MODULE)
 
 clean-venv:
 	rm -rf .venv

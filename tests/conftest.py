@@ -11,8 +11,10 @@ Fixtures
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,9 @@ STRICT = os.environ.get("VINEPPO_TEST_STRICT") == "1"  # read again per report b
 pytest_plugins = ["pytester"]
 SHARED_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 TINY_TRAIN_ROWS = 500
+#: a directory where `tiny_model_dir` is built once and reused by later pytest sessions (`make
+#: mutation` sets it: every mutant is a session of its own, and the build costs seconds)
+TINY_MODEL_CACHE_ENV = "VINEPPO_TEST_TINY_MODEL_CACHE"
 
 
 def _vllm_available() -> bool:
@@ -117,7 +122,21 @@ def tiny_texts(shared_data_dir) -> list[str]:
 def tiny_model_dir(tmp_path_factory, tiny_texts) -> Path:
     from vineppo.tiny import save_tiny
 
-    return save_tiny(tmp_path_factory.mktemp("tiny_model"), tiny_texts)
+    cache = os.environ.get(TINY_MODEL_CACHE_ENV)
+    if not cache:
+        return save_tiny(tmp_path_factory.mktemp("tiny_model"), tiny_texts)
+    # one build per content of vineppo/tiny.py and of the texts, shared by every session
+    import vineppo.tiny
+
+    key = hashlib.sha256(Path(vineppo.tiny.__file__).read_bytes() + "\n".join(tiny_texts).encode()).hexdigest()[:16]
+    final = Path(cache) / f"tiny_model-{key}"
+    if not final.is_dir():
+        build = save_tiny(Path(cache) / f".build-{os.getpid()}", tiny_texts)
+        try:
+            os.rename(build, final)  # atomic; a session that built it at the same time keeps its own
+        except OSError:
+            shutil.rmtree(build, ignore_errors=True)
+    return final
 
 
 @pytest.fixture(scope="session")

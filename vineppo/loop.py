@@ -171,6 +171,18 @@ COMPUTE_COUNTERS = {
 }
 
 
+def stop_after(done: int, iterations: int, stop_request: StopRequest) -> bool:
+    """Stop after iteration `done` (1-based) on a request: not after the last one, which ends the run
+    anyway and so writes no STOPPED file (Slurm would requeue a finished run). A collective."""
+    return done < iterations and stop_request.agreed()
+
+
+def checkpoint_due(done: int, save_every: int, iterations: int, stopping: bool) -> bool:
+    """A checkpoint after iteration `done` (1-based): every `save_every`, after the last iteration,
+    and before stopping on request (the requeued job resumes there)."""
+    return done % save_every == 0 or done == iterations or stopping
+
+
 def accumulate_compute(row: dict, previous: dict) -> dict:
     """The cumulative compute counters after `row`, continuing those of `previous` (the last row)."""
     return {k: float(previous.get(k, 0.0)) + sum(float(row.get(part, 0.0)) for part in parts)
@@ -491,8 +503,8 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
             log.info("iteration %d/%d: reward %.3f, %s%.1fs", it + 1, cfg.iterations, row.get("reward/mean", 0.0),
                      f"unique MC states {row['mc/unique_states']:.0f}, " if "mc/unique_states" in row else "",
                      row["seconds"])
-        stopping = it + 1 < cfg.iterations and stop_request.agreed()
-        if (it + 1) % cfg.save_every == 0 or it + 1 == cfg.iterations or stopping:
+        stopping = stop_after(it + 1, cfg.iterations, stop_request)
+        if checkpoint_due(it + 1, cfg.save_every, cfg.iterations, stopping):
             final = save_checkpoint(trainer, acc, run_dir, it + 1)
         if os.environ.get(CRASH_ENV) == str(it + 1):
             os.kill(os.getpid(), signal.SIGKILL)

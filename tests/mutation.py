@@ -1,0 +1,238 @@
+"""Mutation testing of the modules that compute: `make mutation [MODULE=vineppo/advantages.py]`.
+
+`python tests/mutation.py [MODULE ...]` runs mutmut 3 (configured in pyproject.toml, `[tool.mutmut]`)
+over each module's mutants in SCOPE, one `mutmut run` per module, and prints killed / total per
+module. mutmut records once which fast-tier tests call each mutated function (cached in ./mutants
+until a function changes) and runs only those tests against its mutants, fastest first, stopping at
+the first failure. A mutant that no test kills is either listed in EQUIVALENT (it cannot change
+behaviour, with the reason) or a gap in the tests: the script exits 1 and prints the diff of every
+such mutant. docs/testing-mutation.md has the scores, how to read a survivor and what to do.
+
+MODULE: a file or a directory (`vineppo/plan/`) among SCOPE; none: every module in SCOPE.
+`--show` prints the diff of the equivalent mutants too; `--no-run` scores the last results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: module -> the functions whose mutants are run (None: every function of the module). `Class.method`
+#: for a method. Names the tests reach in the fast tier; the rest of trainer.py / loop.py is wiring
+#: exercised by the slow tier (model loading, the engine, launch strategies).
+SCOPE: dict[str, tuple[str, ...] | None] = {
+    "vineppo/advantages.py": None,
+    "vineppo/losses.py": None,
+    "vineppo/seeds.py": None,
+    "vineppo/evaluate/grid.py": None,
+    "vineppo/evaluate/metrics.py": None,
+    "vineppo/compare/select.py": None,
+    "vineppo/compare/runs.py": None,
+    # the step and minibatch logic
+    "vineppo/trainer.py": ("lr_lambda", "critic_fit_metrics", "collate", "scatter_actions", "gather_actions",
+                           "minibatch_schedule", "Trainer._micro_batches", "Trainer.step",
+                           "Trainer._gather_iteration", "Trainer._minibatch_step"),
+    # the stop / resume logic
+    "vineppo/loop.py": ("StopRequest.__init__", "StopRequest._on_signal", "StopRequest.agreed",
+                        "StopRequest.close", "stop_after", "checkpoint_due", "accumulate_compute",
+                        "MetricsWriter.truncate_after", "MetricsWriter.last_row", "save_checkpoint"),
+    "vineppo/plan/inputs.py": None,
+    "vineppo/plan/memory.py": None,
+    "vineppo/plan/advice.py": None,
+    "vineppo/mc.py": None,
+    "vineppo/checkpoint.py": None,
+}
+
+#: surviving mutants that cannot change behaviour: name -> (the mutated line as `mutmut show` prints
+#: it after "+", stripped; why it is equivalent). The line guards against a stale entry: mutmut numbers
+#: mutants per function, so an edit of the function renumbers them.
+EQUIVALENT: dict[str, tuple[str, str]] = {
+    "vineppo.advantages.x_backfill_values__mutmut_26": (
+        "if any(v is None for v in out[: i + 2]):",
+        "out[i + 1] is never None: it is back-filled or the terminal 0"),
+    "vineppo.advantages.x_group_advantages__mutmut_50": (
+        "var = sum((r - mean) ** 2 for r in g) / (n - 1) if n > 1 else Fraction(1)",
+        "a group of one has r − mean = 0, whatever the std it is divided by"),
+    "vineppo.advantages.x_masked_whiten__mutmut_36": (
+        "whitened = (x - mean.to(None)) * torch.rsqrt(var.to(x.dtype) + eps)",
+        "torch casts the 0-dim float64 mean to x's dtype, as .to(x.dtype) does"),
+    "vineppo.advantages.x_masked_whiten__mutmut_43": (
+        "whitened = whitened + mean.to(None)",
+        "torch casts the 0-dim float64 mean to x's dtype, as .to(x.dtype) does"),
+    "vineppo.advantages.x_masked_whiten__mutmut_39": (
+        "whitened = (x - mean.to(x.dtype)) * torch.rsqrt(var.to(None) + eps)",
+        "rsqrt of the float64 variance rounded once to x's dtype instead of twice: at most 1 ulp apart"),
+}
+
+#: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the
+#: tests ran past the time limit (an endless loop), or the process died
+DETECTED = {"killed", "timeout", "segfault", "caught by type check"}
+#: in ./mutants: the functions mutmut's record of which tests call them covers (`ensure_traced`)
+TRACED = "mutation-traced.json"
+
+
+def mutmut_config() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+
+
+def dotted(module: str) -> str:
+    return module.removesuffix(".py").replace("/", ".")
+
+
+def mutant_globs(module: str) -> list[str]:
+    """mutmut's names of the mutants in scope: `pkg.mod.x_func__mutmut_N`, `pkg.mod.xǁClassǁmethod__mutmut_N`."""
+    functions = SCOPE[module]
+    if functions is None:
+        return [f"{dotted(module)}.*"]
+    out = []
+    for f in functions:
+        cls, _, name = f.rpartition(".")
+        out.append(f"{dotted(module)}.{f'xǁ{cls}ǁ{name}' if cls else f'x_{name}'}__mutmut_*")
+    return out
+
+
+def select_modules(args: list[str]) -> list[str]:
+    if not args:
+        return list(SCOPE)
+    out = []
+    for a in args:
+        a = a.rstrip("/")
+        hits = [m for m in SCOPE if m == a or m.startswith(a + "/")]
+        if not hits:
+            raise SystemExit(f"mutation: {a} is not in tests/mutation.py SCOPE; modules: {', '.join(SCOPE)}")
+        out += [m for m in hits if m not in out]
+    return out
+
+
+def check_config(modules: list[str]) -> None:
+    patterns = mutmut_config()["only_mutate"]
+    for m in modules:
+        if not any(fnmatch.fnmatch(m, p) for p in patterns):
+            raise SystemExit(f"mutation: {m} is in SCOPE but not in pyproject.toml [tool.mutmut] only_mutate")
+
+
+def results(module: str) -> dict[str, str]:
+    """mutant name -> status for the mutants of `module` in scope (from mutants/MODULE.meta)."""
+    from mutmut.stats import status_by_exit_code
+
+    meta = ROOT / "mutants" / (module + ".meta")
+    if not meta.is_file():
+        return {}
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    globs = mutant_globs(module)
+    return {k: status_by_exit_code[v] for k, v in codes.items() if any(fnmatch.fnmatch(k, g) for g in globs)}
+
+
+def diff(name: str, module: str) -> str:
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    text = get_diff_for_mutant(name, path=Path(module))
+    return "\n".join(l for l in text.splitlines() if not l.startswith(("---", "+++")))
+
+
+def added_lines(text: str) -> list[str]:
+    return [l[1:].strip() for l in text.splitlines() if l.startswith("+")]
+
+
+def mutated_functions() -> set[str]:
+    """mutmut's key of every function of every file in `only_mutate` (`pkg.mod.x_f`, `pkg.mod.xǁCǁm`)."""
+    from mutmut.mutation.file_mutation import compute_function_hashes
+
+    files = sorted({p for pattern in mutmut_config()["only_mutate"] for p in ROOT.glob(pattern) if p.suffix == ".py"})
+    return {f"{dotted(str(p.relative_to(ROOT)))}.{k}" for p in files for k in compute_function_hashes(p.read_text())}
+
+
+def ensure_traced() -> None:
+    """mutmut records which tests call which function in one run of the fast tier and afterwards
+    re-runs only new tests: a function it has never traced (a new function, a module newly added to
+    `only_mutate`) would show "no tests". Drop the record then, so that this run traces every test."""
+    stats, traced = ROOT / "mutants" / "mutmut-stats.json", ROOT / "mutants" / TRACED
+    known = set(json.loads(traced.read_text())) if stats.is_file() and traced.is_file() else set()
+    missing = mutated_functions() - known
+    if stats.is_file() and missing:
+        print(f"mutation: {len(missing)} functions never traced (e.g. {sorted(missing)[0]}): "
+              "re-running the whole fast tier to record which tests call them", flush=True)
+        stats.unlink()
+
+
+def run_module(module: str, children: int) -> float:
+    mutmut = Path(sys.executable).with_name("mutmut")
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(mutmut), "run", "--max-children", str(children), *mutant_globs(module)], cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"mutation: mutmut run failed for {module} (exit {proc.returncode})")
+    (ROOT / "mutants" / TRACED).write_text(json.dumps(sorted(mutated_functions())))
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("modules", nargs="*", help="files or directories among SCOPE (default: all)")
+    ap.add_argument("--no-run", action="store_true", help="score the results of the last run")
+    ap.add_argument("--show", action="store_true", help="print the equivalent mutants' diffs too")
+    ap.add_argument("--children", type=int, default=os.cpu_count() or 2, help="mutants run at once")
+    args = ap.parse_args(argv)
+    os.chdir(ROOT)  # mutmut reads pyproject.toml and ./mutants from the working directory
+    modules = select_modules(args.modules)
+    check_config(modules)
+
+    seconds: dict[str, float] = {}
+    for m in modules:
+        if not args.no_run:
+            print(f"\n=== mutation: {m} ===", flush=True)
+            ensure_traced()
+            seconds[m] = run_module(m, args.children)
+
+    rows, gaps, stale = [], [], []
+    for m in modules:
+        res = results(m)
+        killed = sum(s in DETECTED for s in res.values())
+        equivalent = 0
+        for name, status in sorted(res.items()):
+            if status in DETECTED:
+                continue
+            text = diff(name, m)
+            listed = EQUIVALENT.get(name)
+            if status == "survived" and listed is not None and listed[0] in added_lines(text):
+                equivalent += 1
+                if args.show:
+                    print(f"\n# {name}: equivalent ({listed[1]})\n{text}")
+                continue
+            if listed is not None and status == "survived":
+                stale.append(name)
+            gaps.append((name, status, text))
+        total = len(res)
+        score = f"{100 * killed / total:.1f} %" if total else "-"
+        real = total - equivalent
+        score_real = f"{100 * killed / real:.1f} %" if real else "-"
+        t = f"{seconds[m]:.0f} s" if m in seconds else ""
+        rows.append((m, total, killed, equivalent, total - killed - equivalent, score, score_real, t))
+    for name in EQUIVALENT:
+        if not any(fnmatch.fnmatch(name, g) for m in SCOPE for g in mutant_globs(m)):
+            stale.append(name)
+
+    for name, status, text in gaps:
+        print(f"\n# {name}: {status}\n{text}")
+    print("\n| module | mutants | killed | equivalent | not killed | killed / all | killed / non-equivalent | time |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print("| " + " | ".join(str(x) for x in r) + " |")
+    if stale:
+        print(f"\nmutation: EQUIVALENT entries that no longer match their mutant (renumbered?): {stale}")
+    if gaps:
+        print(f"\nmutation: {len(gaps)} mutants not killed and not listed as equivalent (diffs above): "
+              "kill each with a test that asserts the value, or list it in tests/mutation.py EQUIVALENT")
+    return 1 if gaps or stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The PPO objective at its edges (vineppo/losses.py): one or no token in a mean, each loss
+aggregation hand-computed, the chunked log-softmax against the whole one (values and gradients),
+the defaults of every clip range, and the statistics a step logs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vineppo.losses import (aggregate_token_loss, k3_kl, kl_penalty_loss, logprobs_from_logits, masked_mean,
+                            ppo_policy_loss, value_loss)
+
+
+def test_masked_mean_of_one_token_and_of_none():
+    assert float(masked_mean(torch.tensor([4.0, 9.0]), torch.tensor([1.0, 0.0]))) == 4.0
+    assert float(masked_mean(torch.tensor([4.0, 9.0]), torch.tensor([0.0, 0.0]))) == 0.0
+    assert float(masked_mean(torch.tensor([4.0, 9.0]), torch.tensor([1.0, 1.0]))) == 6.5
+
+
+def test_each_aggregation_hand_computed():
+    x = torch.tensor([[2.0, 4.0, 100.0], [6.0, 100.0, 100.0], [100.0, 100.0, 100.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    # token mean: (2 + 4 + 6) / 3 tokens; also the default
+    assert float(aggregate_token_loss(x, mask, "token_mean")) == 4.0
+    assert float(aggregate_token_loss(x, mask)) == 4.0
+    # sequence means 3, 6 and 0 (an empty sequence counts as 0), then their mean
+    assert float(aggregate_token_loss(x, mask, "seq_mean_token_mean")) == 3.0
+    # sequence sums 6, 6 and 0 over the constant 4, then their mean
+    assert float(aggregate_token_loss(x, mask, "seq_mean_token_sum_norm", norm_length=4)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("norm_length", [None, 0, -4])
+def test_sum_norm_needs_a_positive_length(norm_length):
+    with pytest.raises(ValueError, match=rf"^seq_mean_token_sum_norm needs a positive norm_length, got "
+                                         rf"{norm_length!r}$"):
+        aggregate_token_loss(torch.ones(1, 2), torch.ones(1, 2), "seq_mean_token_sum_norm", norm_length)
+
+
+def test_unknown_aggregation_names_the_known_ones():
+    with pytest.raises(ValueError, match=r"^unknown loss aggregation 'sum'; expected one of \['token_mean', "
+                                         r"'seq_mean_token_mean', 'seq_mean_token_sum_norm'\]$"):
+        aggregate_token_loss(torch.ones(1, 2), torch.ones(1, 2), "sum")
+
+
+def _whole(logits, labels, temperature):
+    # the definition: log_softmax over the vocabulary of logits / T, read at the label
+    return torch.log_softmax(logits.double() / temperature, dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+
+
+def test_chunked_logprobs_equal_the_whole_softmax_values_and_gradients():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 7, 5, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 5, (2, 7), generator=g)
+    expect = _whole(logits, labels, 0.6)
+    for chunk in (2, 3, 7, 100):
+        assert torch.allclose(logprobs_from_logits(logits, labels, 0.6, chunk_size=chunk).double(), expect, atol=1e-6)
+    # with gradients (each chunk checkpointed): the same values and the same gradient
+    a = logits.clone().requires_grad_()
+    b = logits.clone().requires_grad_()
+    w = torch.randn(2, 7, generator=g, dtype=torch.float64)
+    (logprobs_from_logits(a, labels, 0.6, chunk_size=3).double() * w).sum().backward()
+    (_whole(b, labels, 0.6) * w).sum().backward()
+    assert torch.allclose(a.grad, b.grad, atol=1e-6)
+
+
+def test_logprobs_default_chunk_and_temperature():
+    logits = torch.tensor([[[2.0, 0.0, -1.0]] * 300])
+    labels = torch.zeros(1, 300, dtype=torch.long)
+    lp = logprobs_from_logits(logits, labels)  # T = 1, chunks of 256 positions
+    expect = 2.0 - math.log(math.exp(2.0) + 1.0 + math.exp(-1.0))
+    assert lp.shape == (1, 300) and torch.allclose(lp, torch.full((1, 300), expect), atol=1e-6)
+
+
+def test_ppo_clip_defaults_and_statistics():
+    old = torch.zeros(1, 3)
+    # ratios e^{0.5} (clipped to 1.2 for A = 1), 1.0 (inside), e^{-1} (A = −1: clipped to 0.8)
+    logp = torch.tensor([[0.5, 0.0, -1.0]])
+    adv = torch.tensor([[1.0, 2.0, -1.0]])
+    loss, st = ppo_policy_loss(logp, old, adv, torch.ones(1, 3))  # cliprange 0.2, threshold 10
+    # token 0: max(−e^{0.5}, −1.2) = −1.2; token 1: −2; token 2: max(e^{−1}, 0.8) = 0.8
+    assert float(loss) == pytest.approx((-1.2 - 2.0 + 0.8) / 3, rel=1e-6)
+    assert st["pg_loss"] == pytest.approx(float(loss))
+    assert st["clip_frac"] == pytest.approx(2 / 3)  # token 1 is inside the range: not clipped
+    assert st["ratio"] == pytest.approx((math.exp(0.5) + 1.0 + math.exp(-1.0)) / 3, rel=1e-6)
+    assert st["approx_kl_old"] == pytest.approx(0.5 * (0.25 + 0.0 + 1.0) / 3, rel=1e-6)
+    assert st["ratio_skipped"] == 0.0
+
+
+def test_a_mean_ratio_at_the_threshold_is_not_skipped():
+    # every ratio 1, threshold 1: skipped only above it
+    loss, st = ppo_policy_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2), torch.ones(1, 2),
+                               ratio_threshold=1.0)
+    assert st["ratio_skipped"] == 0.0 and float(loss) == -1.0
+    assert st["clip_frac"] == 0.0
+
+
+def test_ppo_loss_passes_the_aggregation_on():
+    logp, old = torch.zeros(2, 2), torch.zeros(2, 2)
+    adv = torch.tensor([[1.0, 3.0], [2.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    # ratio 1: pg = −A; sequence means −2 and −2
+    loss, _ = ppo_policy_loss(logp, old, adv, mask, aggregation="seq_mean_token_mean")
+    assert float(loss) == -2.0
+    # sequence sums −4 and −2 over 8
+    loss, _ = ppo_policy_loss(logp, old, adv, mask, aggregation="seq_mean_token_sum_norm", norm_length=8)
+    assert float(loss) == pytest.approx((-4 / 8 - 2 / 8) / 2)
+
+
+def test_k3_defaults_clamp_to_zero_and_ten():
+    # r = ref − logp = −0.5: e^r − r − 1 ≈ 0.1065, between the default bounds
+    kl = k3_kl(torch.tensor([[0.0, 0.0]]), torch.tensor([[-0.5, 40.0]]), torch.ones(1, 2))
+    assert kl[0, 0].item() == pytest.approx(math.exp(-0.5) + 0.5 - 1.0, rel=1e-6)
+    assert kl[0, 1].item() == 10.0
+    lo = k3_kl(torch.tensor([[0.0]]), torch.tensor([[-0.5]]), torch.ones(1, 1), clamp_min=0.2)
+    assert lo.item() == pytest.approx(0.2)
+
+
+def test_kl_penalty_defaults_and_clamps_pass_through():
+    logp, ref, mask = torch.zeros(1, 2), torch.tensor([[-0.5, 40.0]]), torch.ones(1, 2)
+    per_seq = (math.exp(-0.5) + 0.5 - 1.0) + 10.0
+    loss, kl = kl_penalty_loss(logp, ref, mask)
+    assert kl == pytest.approx(per_seq, rel=1e-6) and float(loss) == pytest.approx(1e-4 * per_seq, rel=1e-6)
+    loss, kl = kl_penalty_loss(logp, ref, mask, coef=1.0, clamp_min=0.5, clamp_max=3.0)
+    assert kl == pytest.approx(0.5 + 3.0) and float(loss) == pytest.approx(3.5)
+
+
+def test_value_loss_default_clip_and_clip_fraction():
+    old = torch.tensor([[0.5, 0.5]])
+    v = torch.tensor([[1.5, 0.6]])
+    g = torch.tensor([[1.4, 1.0]])
+    # default cliprange 0.2: token 0 clipped to 0.7: max(0.01, 0.49); token 1 inside: 0.16 both
+    loss, st = value_loss(v, old, g, torch.ones(1, 2))
+    assert float(loss) == pytest.approx(0.5 * (0.49 + 0.16) / 2)
+    assert st["value_loss"] == pytest.approx(float(loss))
+    assert st["value_clip_frac"] == 0.5  # token 1: equal losses are not clipping
