@@ -147,6 +147,15 @@ def value_rows(values: Sequence[RunValues]) -> list[list[str]]:
     return rows
 
 
+def _integer_x(ax, xs: Sequence[int]) -> None:
+    """Whole-number ticks on x (iterations, step indices), one unit either side of a lone value."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if xs and min(xs) == max(xs):
+        ax.set_xlim(min(xs) - 1, max(xs) + 1)
+
+
 def plot_estimate_vs_truth(values: Sequence[RunValues], out: Path) -> Path | None:
     """One 2-D histogram per (run, estimator): truth on x, estimate on y, the diagonal dotted."""
     panels = [(v, est, _pairs(v.states, est)) for v in values for est in v.estimators()]
@@ -186,7 +195,7 @@ def plot_error_by_step(values: Sequence[RunValues], out: Path) -> Path | None:
     for i, v, est, by_step in series:
         ax.plot(list(by_step), [m for m, _ in by_step.values()], "-o" if est == "mc" else "--s", color=f"C{i}",
                 markersize=3, label=f"{v.run.label} ({ESTIMATOR_NAMES[est]})")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    _integer_x(ax, [k for *_, by_step in series for k in by_step])
     return _finish(ax, fig, out, "Value error along the reasoning chain", "step index k of the state s_k",
                    "mean |V estimate − V true|")
 
@@ -210,12 +219,13 @@ def plot_ranking_accuracy(values: Sequence[RunValues], out: Path) -> Path | None
                 label=f"{v.run.label} ({ESTIMATOR_NAMES[est]})")
     ax.axhline(50, color="gray", linestyle=":", linewidth=1, label="chance (50 %)")
     ax.set_ylim(0, 100)
+    _integer_x(ax, [it for *_, pts in series for it, _ in pts])
     if not series:
         ranked = sum(len(v.alternatives) for v in values)
         ax.text(0.5, 0.25, f"{ranked} ranked state(s), but no pair of alternatives\nwith differing true values to score",
                 transform=ax.transAxes, ha="center", va="center", fontsize=9)
-    return _finish(ax, fig, out, "Ranking alternative next steps (pairs of differing truth; ties wrong)",
-                   "iteration", "pairs ordered as the truth (%)")
+    return _finish(ax, fig, out, "Ranking alternative next steps (ties count wrong)", "iteration",
+                   "pairs of differing truth ordered as the truth (%)")
 
 
 def plot_step_advantages(values: Sequence[RunValues], out: Path) -> Path | None:
@@ -234,8 +244,9 @@ def plot_step_advantages(values: Sequence[RunValues], out: Path) -> Path | None:
         ax.hist(advs, bins=edges, density=True, histtype="step", linewidth=1.5, color=f"C{i}",
                 label=f"{algo} ({len(advs)} steps)")
     ax.set_yscale("log")
-    return _finish(ax, fig, out, "Step advantages A_k = r_k + V(s_{k+1}) − V(s_k) in the dumped episodes",
-                   "step advantage (PPO: from its critic; GRPO / RLOO: the response's)", "density (log)")
+    return _finish(ax, fig, out, "Step advantages in the dumped episodes",
+                   "A_k = r_k + V(s_{k+1}) − V(s_k)   (PPO: its critic's V; GRPO / RLOO: the response's)",
+                   "density (log)")
 
 
 @dataclass
