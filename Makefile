@@ -7,6 +7,8 @@
 #   make test          # the whole suite, strict: a skip or "no tests collected" is a failure
 #   make test-fast     # the fast tier: -m "not slow"
 #   make test PYTEST_ARGS="-x -k demo"   # extra pytest arguments
+#   make gpu-wheels    # benchmarks/.gpu_wheels/: what benchmarks/gpu_check.py installs on a GPU machine
+#                      # with no network (docs/gpu-check.md)
 
 PYTHON   ?= python3
 DEMO_DIR ?= vineppo-demo
@@ -23,7 +25,7 @@ READY := $(VENV)/.vineppo-installed-$(INSTALL_HASH)
 endif
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast venv clean-venv
+.PHONY: demo test test-fast venv clean-venv gpu-wheels
 
 venv: $(READY)
 
@@ -51,3 +53,6 @@ test-fast: $(READY)
 
 clean-venv:
 	rm -rf .venv
+
+gpu-wheels:
+	PYTHON=$(PYTHON) benchmarks/gpu_wheels.sh

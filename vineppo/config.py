@@ -184,8 +184,10 @@ class EngineConfig:
     backend: Literal["auto", "hf", "vllm"] = "auto"
     #: transformers backend: sequences per generate batch
     max_batch_size: int = 64
-    # vLLM backend
+    #: both backends: "auto" (vLLM: the checkpoint's dtype; transformers: a copied policy's dtype,
+    #: float32 from disk) or a dtype name (the paper configs' bfloat16: the engine runs in it)
     dtype: str = "auto"
+    # vLLM backend
     gpu_memory_utilization: float = 0.9
     max_num_seqs: int = 256
     tensor_parallel_size: int = 1
