@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.gpucheck.runner import (EXIT_FAILED, EXIT_OK, FAIL, PASS, Result, exit_status,  # noqa: E402
+from benchmarks.gpucheck.runner import (EXIT_FAILED, EXIT_OK, FAIL, NOT_RUN, PASS, Result, exit_status,  # noqa: E402
                                         format_result, results_json, run_checks, summary, write_result)
 from benchmarks.gpucheck.table import (TABLE, EngineCheck, PerfCheck, TableError, TrainRun, by_name,  # noqa: E402
                                        child_check, select, validate_table)
@@ -68,16 +68,62 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                   "--keep, else ./gpu_check.json)")
     p.add_argument("--jobs", type=int, default=None, help="checks at once (default 6 on a GPU, 1 on CPU)")
     p.add_argument("--wheels", metavar="DIR", default=None, help="the carried wheels (default benchmarks/.gpu_wheels)")
+    p.add_argument("--sft-steps", type=int, default=None,
+                   help="SFT steps of the tiny model before the training checks (default: enough for mixed rewards)")
     p.add_argument("--cpu-rehearsal", action="store_true",
                    help="run the checks on the CPU (slow; proves the check's own code, not the GPU paths)")
     # the parent starts each check as `--child NAME --work DIR --inputs DIR`
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
     p.add_argument("--inputs", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 # ---- one check, in its own process -----------------------------------------------------------------
+def prepare_main(args) -> int:
+    """The inputs every check shares (data, the tiny SFT'ed model), made on the GPU when there is one."""
+    import torch
+
+    from benchmarks.gpucheck.children import prepare_inputs
+
+    device = "cuda" if torch.cuda.is_available() and not args.cpu_rehearsal else "cpu"
+    facts = prepare_inputs(Path(args.inputs), device=device, sft_steps=args.sft_steps)
+    (Path(args.inputs) / "prepared.json").write_text(json.dumps(facts))
+    print(json.dumps(facts), flush=True)
+    return 0
+
+
+def run_prepare(args, inputs: Path, workdir: Path, timeout: float) -> Result:
+    """`prepare_main` in a process of its own (its CUDA context goes with it), logged to logs/inputs.log."""
+    import subprocess
+
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--prepare", "--inputs", str(inputs),
+           "--sft-steps", str(args.sft_steps)]
+    if args.cpu_rehearsal:
+        cmd.append("--cpu-rehearsal")
+    log = workdir / "logs" / "inputs.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
+    with open(log, "w") as f:
+        try:
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=max(1.0, timeout)).returncode
+        except subprocess.TimeoutExpired:  # subprocess.run kills it; the overall deadline came first
+            return Result("inputs", NOT_RUN, f"stopped at the deadline after {timeout:.0f}s",
+                          time.perf_counter() - t0, str(log))
+    seconds = time.perf_counter() - t0
+    facts_path = inputs / "prepared.json"
+    if rc != 0 or not facts_path.is_file():
+        from benchmarks.gpucheck.runner import log_tail
+
+        return Result("inputs", FAIL, f"exit {rc}: {log_tail(log)}", seconds, str(log))
+    f = json.loads(facts_path.read_text())
+    return Result("inputs", PASS, f"tiny model ({f['params']} parameters), {f['sft_steps']} SFT steps in "
+                                  f"{f['sft_seconds']:.0f}s: reward rate {f['reward_rate']:.2f}, questions with mixed "
+                                  f"rewards {f['mixed_questions']:.2f}", seconds, str(log), f)
+
+
 def child_main(args) -> int:
     work, inputs = Path(args.work), Path(args.inputs)
     result = work / "results" / f"{args.child}.json"
@@ -150,8 +196,14 @@ def _device_info(cuda: bool) -> dict:
 def main(argv=None) -> int:
     t_start = time.monotonic()
     args = parse_args(argv)
+    if args.sft_steps is None:
+        from benchmarks.gpucheck.children import SFT_STEPS
+
+        args.sft_steps = SFT_STEPS
     if args.child:
         return child_main(args)
+    if args.prepare:
+        return prepare_main(args)
     import importlib.util
 
     vllm_here = importlib.util.find_spec("vllm") is not None
@@ -187,18 +239,21 @@ def main(argv=None) -> int:
     info = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "tier": tier, "quick": args.quick, "full": args.full,
             "deadline_s": deadline, "jobs": jobs, "cpu_rehearsal": args.cpu_rehearsal, **_device_info(cuda)}
     try:
-        from benchmarks.gpucheck.children import prepare_inputs
-
-        prepare_inputs(inputs)
-        checks = [child_check(s, workdir, inputs, cpu=args.cpu_rehearsal, quick=args.quick) for s in specs]
-
         def report(r: Result) -> None:
             print(format_result(r), flush=True)
-            partial = results + [r]
-            json_path.write_text(json.dumps(results_json(partial, **info), indent=1, default=str))
             results.append(r)
+            json_path.write_text(json.dumps(results_json(results, **info), indent=1, default=str))
 
-        run_checks(checks, workdir, t_start + deadline, jobs=jobs, report=report, cwd=ROOT)
+        remaining = t_start + deadline - time.monotonic()
+        prep = (run_prepare(args, inputs, workdir, remaining) if remaining > 0
+                else Result("inputs", NOT_RUN, "the deadline came before it started"))
+        report(prep)
+        if prep.status == PASS:
+            checks = [child_check(s, workdir, inputs, cpu=args.cpu_rehearsal, quick=args.quick) for s in specs]
+            run_checks(checks, workdir, t_start + deadline, jobs=jobs, report=report, cwd=ROOT)
+        else:
+            for spec in specs:
+                report(Result(spec.name, NOT_RUN, "no inputs: nothing to check with"))
     finally:
         shutil.rmtree(inputs, ignore_errors=True)
     info["seconds"] = round(time.monotonic() - t_start, 1)

@@ -6,7 +6,6 @@ the no-CUDA exit."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -212,6 +211,18 @@ def test_verdicts_and_exit_statuses(tmp_path):
     assert exit_status(results) == runner.EXIT_FAILED
     assert exit_status([Result("a", "pass", ""), Result("b", "skip", "")]) == runner.EXIT_OK
     assert runner.format_result(by["ok"]).startswith("PASS ok (")
+
+
+def test_log_tail_names_the_cause_not_the_launcher(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_text("loading\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
+                   "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+                   "[rank0]: more noise\ntorch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n"
+                   "subprocess.CalledProcessError: Command '['python']' returned non-zero exit status 1.\n")
+    assert runner.log_tail(log) == "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    log.write_text("all fine\nlast words\n\n")
+    assert runner.log_tail(log) == "last words"
+    assert runner.log_tail(tmp_path / "missing.log") == "no log"
 
 
 def test_results_json_holds_every_check_and_its_measures(tmp_path):
@@ -428,26 +439,36 @@ def test_without_cuda_the_table_is_validated_and_nothing_checked():
     assert f"{len(TABLE)} checks load" in lines[-2]
 
 
+def test_a_passed_deadline_reports_every_check_not_run_with_exit_2(tmp_path):
+    """Past the deadline before any check: the preflight still ran, every check is reported not run,
+    the exit status says so, and --keep DIR holds gpu_check.json."""
+    keep = tmp_path / "keep"
+    proc = subprocess.run([PY, str(ROOT / "benchmarks" / "gpu_check.py"), "--cpu-rehearsal", "--quick", "--deadline",
+                           "0", "--keep", str(keep)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == "gpu_check: 3 passed, 0 failed, 4 not run"
+    assert [line.split(":")[0] for line in lines if line.startswith("NOT RUN")] == \
+        ["NOT RUN inputs", "NOT RUN memory_speed_0.5B", "NOT RUN push_streamed", "NOT RUN single_vineppo"]
+    data = json.loads((keep / "gpu_check.json").read_text())
+    assert [c["status"] for c in data["checks"]] == ["pass"] * 3 + ["not run"] * 4
+    assert data["summary"] == lines[-1] and data["deadline_s"] == 0
+
+
 @pytest.mark.slow
-def test_cpu_rehearsal_keeps_logs_and_json_and_the_deadline_sets_the_exit(tmp_path):
-    """End to end on CPU: the engine check passes and leaves its full log and gpu_check.json in
-    --keep DIR; a deadline too short for a training run reports it not run, exit 2."""
+def test_cpu_rehearsal_of_the_push_keeps_its_log_and_json(tmp_path):
+    """End to end on CPU: the engine check runs in its own process, passes, and leaves its full log
+    and gpu_check.json in --keep DIR."""
     keep = tmp_path / "keep"
     proc = subprocess.run([PY, str(ROOT / "benchmarks" / "gpu_check.py"), "--cpu-rehearsal", "--only", "push_streamed",
-                           "--keep", str(keep)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                           "--sft-steps", "5", "--keep", str(keep)], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "gpu_check: 4 passed, 0 failed"
+    assert proc.stdout.strip().splitlines()[-1] == "gpu_check: 5 passed, 0 failed"
     data = json.loads((keep / "gpu_check.json").read_text())
     check = next(c for c in data["checks"] if c["name"] == "push_streamed")
-    assert check["status"] == "pass" and check["measures"]["logprob_gap_after_push"] <= MAX_LOGPROB_GAP
-    assert check["measures"]["engine_dtype"] == "torch.bfloat16"
-    assert Path(check["log"]).parent == keep / "logs" and Path(check["log"]).stat().st_size > 0
-    proc = subprocess.run([PY, str(ROOT / "benchmarks" / "gpu_check.py"), "--cpu-rehearsal", "--only", "single_grpo",
-                           "--deadline", "25", "--keep", str(tmp_path / "k2")], capture_output=True, text=True,
-                          timeout=600, cwd=tmp_path)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    out = proc.stdout.strip().splitlines()
-    assert out[-1] == "gpu_check: 3 passed, 0 failed, 1 not run"
-    assert any(line.startswith("NOT RUN single_grpo: ") for line in out)
-    assert (tmp_path / "k2" / "logs" / "single_grpo.log").is_file()
-    assert math.isfinite(json.loads((tmp_path / "k2" / "gpu_check.json").read_text())["deadline_s"])
+    m = check["measures"]
+    assert check["status"] == "pass" and m["logprob_gap_after_push"] <= MAX_LOGPROB_GAP < m["control_gap_without_push"]
+    assert m["engine_dtype"] == "torch.bfloat16"
+    assert Path(check["log"]) == keep / "logs" / "push_streamed.log" and Path(check["log"]).stat().st_size > 0
+    assert (keep / "logs" / "inputs.log").is_file()

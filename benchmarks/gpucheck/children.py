@@ -19,33 +19,68 @@ import sys
 from pathlib import Path
 
 from benchmarks.gpucheck.agreement import MAX_LOGPROB_GAP, judge_agreement, logprob_gap, teacher_forced_logprobs
-from benchmarks.gpucheck.runner import FAIL, PASS, SKIP
+from benchmarks.gpucheck.runner import FAIL, PASS, SKIP, log_tail
 from benchmarks.gpucheck.table import (ROOT, TEMPERATURE, TRAIN_CONFIG, EngineCheck, TrainRun, train_overrides)
 
 Outcome = tuple[str, str, dict]
 
 
-# ---- inputs shared by every check (made once by the parent) ---------------------------------------
+# ---- inputs shared by every check (made once, in a process of their own) -------------------------
+#: the tiny model's shape: the demo's (head_dim 32, which vLLM's attention needs), 0.3M parameters
+TINY_SHAPE = dict(hidden_size=64, num_layers=4, num_heads=2, intermediate_size=256)
+#: SFT steps before the training checks: a random-init model never earns a reward, and with all
+#: rewards 0 the VinePPO and GRPO advantages are 0, the policy does not move, and no check could
+#: see a missing push. This many steps give mixed rewards within most questions' samples.
+SFT_STEPS = 300
+
+
 def input_paths(inputs: Path) -> tuple[Path, Path]:
     """(tiny model directory, data directory) under `inputs`."""
     return inputs / "tiny", inputs / "data"
 
 
-def prepare_inputs(inputs: Path) -> tuple[Path, Path]:
-    """The arithmetic task's rows as JSONL and a tiny random-init Llama + tokenizer trained on them
-    (vineppo.tiny): nothing is downloaded."""
-    from vineppo.tasks.arithmetic import make_splits
-    from vineppo.tiny import save_tiny
+def prepare_inputs(inputs: Path, device: str = "cpu", sft_steps: int = SFT_STEPS) -> dict:
+    """The arithmetic task's rows as JSONL, a tiny Llama + tokenizer trained on them (vineppo.tiny)
+    and fine-tuned for `sft_steps` (vineppo.sft, the demo's recipe): nothing is downloaded. Returns
+    facts for the log: parameters, SFT seconds, the sampled reward rate and the share of questions
+    whose samples disagree (what gives VinePPO and GRPO non-zero advantages)."""
+    import time
 
-    model, data = input_paths(inputs)
-    rows_train, rows_test = make_splits(600, 50, 0)
+    import torch
+
+    from vineppo.engine.base import SamplingParams
+    from vineppo.engine.hf import HFEngine
+    from vineppo.sft import SFTConfig, sft
+    from vineppo.tasks import get_task
+    from vineppo.tasks.arithmetic import make_splits
+    from vineppo.tiny import TinyModelConfig, build_model, build_tokenizer
+    from vineppo.tokens import encode_prompt
+
+    model_dir, data = input_paths(inputs)
+    task = get_task("arithmetic")
+    rows_train, rows_test = make_splits(4000, 100, 0)
     data.mkdir(parents=True, exist_ok=True)
     for name, rows in (("train", rows_train), ("test", rows_test)):
         with open(data / f"{name}.jsonl", "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
-    if not (model / "config.json").is_file():
-        save_tiny(model, [r["question"] + "\n" + r["answer"] for r in rows_train])
-    return model, data
+    tok = build_tokenizer([task.prompt(r) + task.sft_target(r) for r in rows_train], 640)
+    model = build_model(tok, TinyModelConfig(**TINY_SHAPE)).to(device)
+    t0 = time.perf_counter()
+    sft(model, tok, task, rows_train, SFTConfig(
+        max_steps=sft_steps, batch_size=64, micro_batch_size=64, lr=3e-3, lr_schedule="constant", warmup_ratio=0.03,
+        warmup_shape="linear", max_length=192, loss_reduction="tokens", drop_last=True, seed=0), progress=False)
+    seconds = time.perf_counter() - t0
+    model.eval()
+    picked = rows_train[:32]
+    engine = HFEngine(model, tok, progress=False)
+    outs = engine.generate([encode_prompt(tok, task.prompt(r)) for r in picked],
+                           SamplingParams(n=4, temperature=0.6, top_p=0.9, max_new_tokens=48, seed=0))
+    rewards = [[task.reward(c.text, r) if c.finish_reason == "stop" else 0.0 for c in o] for o, r in zip(outs, picked)]
+    model.to("cpu").save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    flat = [x for g in rewards for x in g]
+    return {"params": sum(p.numel() for p in model.parameters()), "sft_steps": sft_steps, "sft_seconds": seconds,
+            "reward_rate": sum(flat) / len(flat), "mixed_questions": sum(0 < sum(g) < len(g) for g in rewards) / len(rewards)}
 
 
 # ---- launch files -----------------------------------------------------------------------------------
@@ -167,8 +202,9 @@ def run_training(run: TrainRun, work: Path, inputs: Path, cpu: bool = False) -> 
         cmd = cmd + ["--resume"]
         print("+", " ".join(cmd), flush=True)
     rc = subprocess.call(cmd, env=env)
-    if rc != 0:
-        return FAIL, f"vineppo train exited {rc}", {}
+    if rc != 0:  # the traceback is in this check's log; its last error line makes the one-line verdict
+        sys.stdout.flush()
+        return FAIL, f"vineppo train exited {rc}: {log_tail(work / 'logs' / f'{run.name}.log')}", {}
     try:
         return verify_training(out, model)
     finally:
@@ -207,7 +243,7 @@ def run_engine_check(check: EngineCheck, work: Path, inputs: Path, cpu: bool = F
         problems = []
         if check.backend == "vllm":
             measures["vllm_version"] = engine.vllm_version
-            if engine.llm_args.get("enforce_eager"):
+            if engine.llm_args.get("enforce_eager") and not cpu:
                 problems.append("CUDA graphs are off (enforce_eager)")
             if not engine.untruncated_logprobs:
                 problems.append(f"the untruncated log-prob patch did not apply on vLLM {engine.vllm_version}")
@@ -236,7 +272,7 @@ def run_engine_check(check: EngineCheck, work: Path, inputs: Path, cpu: bool = F
             engine.sleep()
             freed = (torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else 0) - free_awake
             measures["sleep_freed_bytes"] = freed
-            if torch.cuda.is_available() and freed <= 0:
+            if torch.cuda.is_available() and not cpu and freed <= 0:
                 problems.append(f"sleep level {check.sleep_level} freed no GPU memory")
         t0 = time.perf_counter()
         PolicySync(adapter=False).push(engine, trainer)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -77,16 +78,23 @@ def exit_status(results: Sequence[Result]) -> int:
     return EXIT_OK
 
 
-def log_tail(path: Path, lines: int = 1) -> str:
-    """The last `lines` meaningful lines of a log (an exception's last line when there is one)."""
+#: an exception's last line: `ValueError: ...`, `torch.OutOfMemoryError: ...`
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b[^ ]*:")
+#: the launchers' own exceptions, raised because the trainer failed: not the cause
+_LAUNCHER = ("ChildFailedError", "CalledProcessError")
+
+
+def log_tail(path: Path) -> str:
+    """The line of a log that says why it failed: the last exception line that is not a launcher's
+    (`accelerate launch` / torchrun re-raise a failed trainer), else the last non-empty line."""
     try:
-        text = path.read_text(errors="replace").splitlines()
+        text = [t.strip() for t in path.read_text(errors="replace").splitlines() if t.strip()]
     except OSError:
         return "no log"
-    text = [t.strip() for t in text if t.strip()]
-    errors = [t for t in text if ("Error" in t or "error:" in t) and not t.startswith("warnings.warn")]
-    picked = errors[-lines:] if errors else text[-lines:]
-    return " | ".join(picked) if picked else "no output"
+    causes = [t for t in text if _EXCEPTION.match(t) and not any(w in t for w in _LAUNCHER)]
+    if causes:
+        return causes[-1][:400]
+    return text[-1][:400] if text else "no output"
 
 
 class _Running:
