@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.gpucheck.runner import (EXIT_FAILED, EXIT_OK, FAIL, NOT_RUN, PASS, Result, exit_status,  # noqa: E402
+from benchmarks.gpucheck.runner import (EXIT_FAILED, EXIT_OK, FAIL, PASS, Result, exit_status,  # noqa: E402
                                         format_result, results_json, run_checks, summary, write_result)
-from benchmarks.gpucheck.table import (TABLE, EngineCheck, PerfCheck, TableError, TrainRun, by_name,  # noqa: E402
-                                       child_check, select, validate_table)
+from benchmarks.gpucheck.table import (INPUTS, TABLE, EngineCheck, TableError, TrainRun, by_name,  # noqa: E402
+                                       child_check, inputs_check, select, validate_table, with_inputs)
 
 NO_CUDA = "gpu_check: no CUDA device, nothing checked"
 #: default overall deadlines in seconds, counted from the start (the wheel install included)
@@ -82,46 +82,25 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # ---- one check, in its own process -----------------------------------------------------------------
 def prepare_main(args) -> int:
-    """The inputs every check shares (data, the tiny SFT'ed model), made on the GPU when there is one."""
+    """The "inputs" check: the tiny model every training check starts from, fine-tuned on the GPU
+    when there is one (`prepare_sft`)."""
     import torch
 
-    from benchmarks.gpucheck.children import prepare_inputs
+    from benchmarks.gpucheck.children import prepare_sft
 
+    result = Path(args.work) / "results" / f"{INPUTS}.json"
     device = "cuda" if torch.cuda.is_available() and not args.cpu_rehearsal else "cpu"
-    facts = prepare_inputs(Path(args.inputs), device=device, sft_steps=args.sft_steps)
-    (Path(args.inputs) / "prepared.json").write_text(json.dumps(facts))
-    print(json.dumps(facts), flush=True)
+    try:
+        f = prepare_sft(Path(args.inputs), device=device, sft_steps=args.sft_steps)
+    except Exception as e:  # noqa: BLE001 - the traceback to the log, one line to the verdict
+        traceback.print_exc()
+        write_result(result, FAIL, f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+        return 1
+    print(json.dumps(f), flush=True)
+    write_result(result, PASS, f"tiny model ({f['params']} parameters), {f['sft_steps']} SFT steps in "
+                               f"{f['sft_seconds']:.0f}s: reward rate {f['reward_rate']:.2f}, questions with mixed "
+                               f"rewards {f['mixed_questions']:.2f}", f)
     return 0
-
-
-def run_prepare(args, inputs: Path, workdir: Path, timeout: float) -> Result:
-    """`prepare_main` in a process of its own (its CUDA context goes with it), logged to logs/inputs.log."""
-    import subprocess
-
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--prepare", "--inputs", str(inputs),
-           "--sft-steps", str(args.sft_steps)]
-    if args.cpu_rehearsal:
-        cmd.append("--cpu-rehearsal")
-    log = workdir / "logs" / "inputs.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
-    with open(log, "w") as f:
-        try:
-            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=max(1.0, timeout)).returncode
-        except subprocess.TimeoutExpired:  # subprocess.run kills it; the overall deadline came first
-            return Result("inputs", NOT_RUN, f"stopped at the deadline after {timeout:.0f}s",
-                          time.perf_counter() - t0, str(log))
-    seconds = time.perf_counter() - t0
-    facts_path = inputs / "prepared.json"
-    if rc != 0 or not facts_path.is_file():
-        from benchmarks.gpucheck.runner import log_tail
-
-        return Result("inputs", FAIL, f"exit {rc}: {log_tail(log)}", seconds, str(log))
-    f = json.loads(facts_path.read_text())
-    return Result("inputs", PASS, f"tiny model ({f['params']} parameters), {f['sft_steps']} SFT steps in "
-                                  f"{f['sft_seconds']:.0f}s: reward rate {f['reward_rate']:.2f}, questions with mixed "
-                                  f"rewards {f['mixed_questions']:.2f}", seconds, str(log), f)
 
 
 def child_main(args) -> int:
@@ -244,16 +223,12 @@ def main(argv=None) -> int:
             results.append(r)
             json_path.write_text(json.dumps(results_json(results, **info), indent=1, default=str))
 
-        remaining = t_start + deadline - time.monotonic()
-        prep = (run_prepare(args, inputs, workdir, remaining) if remaining > 0
-                else Result("inputs", NOT_RUN, "the deadline came before it started"))
-        report(prep)
-        if prep.status == PASS:
-            checks = [child_check(s, workdir, inputs, cpu=args.cpu_rehearsal, quick=args.quick) for s in specs]
-            run_checks(checks, workdir, t_start + deadline, jobs=jobs, report=report, cwd=ROOT)
-        else:
-            for spec in specs:
-                report(Result(spec.name, NOT_RUN, "no inputs: nothing to check with"))
+        from benchmarks.gpucheck.children import prepare_base
+
+        prepare_base(inputs)  # data, tokenizer, the random-init tiny model: seconds, on the CPU
+        checks = [child_check(s, workdir, inputs, cpu=args.cpu_rehearsal, quick=args.quick) for s in specs]
+        checks = with_inputs(checks, inputs_check(workdir, inputs, args.sft_steps, cpu=args.cpu_rehearsal))
+        run_checks(checks, workdir, t_start + deadline, jobs=jobs, report=report, cwd=ROOT)
     finally:
         shutil.rmtree(inputs, ignore_errors=True)
     info["seconds"] = round(time.monotonic() - t_start, 1)

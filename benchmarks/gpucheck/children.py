@@ -31,32 +31,27 @@ TINY_SHAPE = dict(hidden_size=64, num_layers=4, num_heads=2, intermediate_size=2
 #: SFT steps before the training checks: a random-init model never earns a reward, and with all
 #: rewards 0 the VinePPO and GRPO advantages are 0, the policy does not move, and no check could
 #: see a missing push. This many steps give mixed rewards within most questions' samples.
-SFT_STEPS = 300
+SFT_STEPS = 600
 
 
 def input_paths(inputs: Path) -> tuple[Path, Path]:
-    """(tiny model directory, data directory) under `inputs`."""
+    """(the SFT'ed tiny model, the data directory) under `inputs`: what the training checks use."""
     return inputs / "tiny", inputs / "data"
 
 
-def prepare_inputs(inputs: Path, device: str = "cpu", sft_steps: int = SFT_STEPS) -> dict:
-    """The arithmetic task's rows as JSONL, a tiny Llama + tokenizer trained on them (vineppo.tiny)
-    and fine-tuned for `sft_steps` (vineppo.sft, the demo's recipe): nothing is downloaded. Returns
-    facts for the log: parameters, SFT seconds, the sampled reward rate and the share of questions
-    whose samples disagree (what gives VinePPO and GRPO non-zero advantages)."""
-    import time
+def initial_model(inputs: Path) -> Path:
+    """The random-init tiny model (and the tokenizer every check uses): ready before any check."""
+    return inputs / "tiny_init"
 
-    import torch
 
-    from vineppo.engine.base import SamplingParams
-    from vineppo.engine.hf import HFEngine
-    from vineppo.sft import SFTConfig, sft
+def prepare_base(inputs: Path) -> Path:
+    """The arithmetic task's rows as JSONL and a tiny random-init Llama + byte-level BPE tokenizer
+    trained on them (vineppo.tiny), in this process on the CPU (seconds): nothing is downloaded."""
     from vineppo.tasks import get_task
     from vineppo.tasks.arithmetic import make_splits
     from vineppo.tiny import TinyModelConfig, build_model, build_tokenizer
-    from vineppo.tokens import encode_prompt
 
-    model_dir, data = input_paths(inputs)
+    _, data = input_paths(inputs)
     task = get_task("arithmetic")
     rows_train, rows_test = make_splits(4000, 100, 0)
     data.mkdir(parents=True, exist_ok=True)
@@ -64,7 +59,33 @@ def prepare_inputs(inputs: Path, device: str = "cpu", sft_steps: int = SFT_STEPS
         with open(data / f"{name}.jsonl", "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
     tok = build_tokenizer([task.prompt(r) + task.sft_target(r) for r in rows_train], 640)
-    model = build_model(tok, TinyModelConfig(**TINY_SHAPE)).to(device)
+    out = initial_model(inputs)
+    build_model(tok, TinyModelConfig(**TINY_SHAPE)).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def prepare_sft(inputs: Path, device: str = "cpu", sft_steps: int = SFT_STEPS) -> dict:
+    """The initial tiny model fine-tuned for `sft_steps` (vineppo.sft, the demo's recipe) and saved
+    as the training checks' start. Returns facts for the log: parameters, SFT seconds, the sampled
+    reward rate and the share of questions whose samples disagree (what gives VinePPO and GRPO
+    non-zero advantages)."""
+    import time
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from vineppo.engine.base import SamplingParams
+    from vineppo.engine.hf import HFEngine
+    from vineppo.sft import SFTConfig, sft
+    from vineppo.tasks import get_task
+    from vineppo.tokens import encode_prompt
+
+    model_dir, data = input_paths(inputs)
+    task = get_task("arithmetic")
+    rows_train = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
+    tok = AutoTokenizer.from_pretrained(initial_model(inputs))
+    model = AutoModelForCausalLM.from_pretrained(initial_model(inputs), dtype=torch.float32).to(device)
     t0 = time.perf_counter()
     sft(model, tok, task, rows_train, SFTConfig(
         max_steps=sft_steps, batch_size=64, micro_batch_size=64, lr=3e-3, lr_schedule="constant", warmup_ratio=0.03,
@@ -76,8 +97,10 @@ def prepare_inputs(inputs: Path, device: str = "cpu", sft_steps: int = SFT_STEPS
     outs = engine.generate([encode_prompt(tok, task.prompt(r)) for r in picked],
                            SamplingParams(n=4, temperature=0.6, top_p=0.9, max_new_tokens=48, seed=0))
     rewards = [[task.reward(c.text, r) if c.finish_reason == "stop" else 0.0 for c in o] for o, r in zip(outs, picked)]
-    model.to("cpu").save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    tmp = model_dir.with_name(model_dir.name + ".tmp")
+    model.to("cpu").save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    os.replace(tmp, model_dir)  # complete or absent: a check never reads half a model
     flat = [x for g in rewards for x in g]
     return {"params": sum(p.numel() for p in model.parameters()), "sft_steps": sft_steps, "sft_seconds": seconds,
             "reward_rate": sum(flat) / len(flat), "mixed_questions": sum(0 < sum(g) < len(g) for g in rewards) / len(rewards)}
@@ -138,7 +161,7 @@ def _rate(row: dict, tokens: str, seconds: str) -> float | None:
     return float(t) / float(s) if t is not None and s else None
 
 
-def verify_training(out: Path, initial_model: Path, tolerance: float = MAX_LOGPROB_GAP) -> Outcome:
+def verify_training(out: Path, start_model: Path, tolerance: float = MAX_LOGPROB_GAP) -> Outcome:
     """Iterations 1 and 2 logged, a finite loss, and iteration 2's `sync/logprob_gap` (sampled
     with the weights pushed after iteration 1) within the tolerance while the control, the gap a
     missing push would have left, is above it."""
@@ -166,7 +189,7 @@ def verify_training(out: Path, initial_model: Path, tolerance: float = MAX_LOGPR
         return FAIL, "iteration 2 logged no sync/logprob_gap (the engine returned no log-probs)", measures
     moved = out / "checkpoints" / ckpt.checkpoint_name(1)
     episodes = out / "episodes" / "iter_000002.rank0.jsonl"
-    control = policy_shift(initial_model, moved, episodes)
+    control = policy_shift(start_model, moved, episodes)
     measures["control_gap_without_push"] = control
     ok, detail = judge_agreement(gap, control, tolerance)
     return (PASS if ok else FAIL), f"iteration 2 after a push: {detail}; train/loss {loss:.4f}", measures
@@ -228,7 +251,8 @@ def run_engine_check(check: EngineCheck, work: Path, inputs: Path, cpu: bool = F
     from vineppo.loop import load_tokenizer
     from vineppo.trainer import Trainer
 
-    model_dir, data = input_paths(inputs)
+    _, data = input_paths(inputs)
+    model_dir = initial_model(inputs)
     overrides = train_overrides(model_dir, data, "grpo", check.backend)
     if check.sleep_level is not None:
         overrides.append(f"engine.sleep_level={check.sleep_level}")

@@ -104,7 +104,9 @@ def run_perf_check(check: PerfCheck, work: Path, inputs: Path, cpu: bool = False
     from vineppo.trainer import Trainer
 
     cuda = torch.cuda.is_available() and not cpu
-    tok = AutoTokenizer.from_pretrained(inputs / "tiny")
+    from benchmarks.gpucheck.children import initial_model
+
+    tok = AutoTokenizer.from_pretrained(initial_model(inputs))
     ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     hf_cfg = half_b_llama_config(**ids) if cuda else rehearsal_llama_config(**ids)
     big = work / "models" / check.name

@@ -36,6 +36,8 @@ class Check:
     #: its own limit in seconds (a hang fails), within the overall deadline
     timeout: float = 300.0
     env: tuple[tuple[str, str], ...] = ()
+    #: checks that must have passed before this one starts (else it is reported not run)
+    after: tuple[str, ...] = ()
 
 
 @dataclass
@@ -102,7 +104,7 @@ class _Running:
         self.check, self.proc, self.log_file, self.started, self.log = check, proc, log_file, started, log
 
 
-def _stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
+def _stop(proc: subprocess.Popen, grace: float = 3.0) -> None:
     """Stop a check's whole process group: SIGTERM, then SIGKILL after `grace` seconds."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
         try:
@@ -120,8 +122,13 @@ def run_checks(checks: Sequence[Check], workdir: Path, deadline: float, *, jobs:
                clock: Callable[[], float] = time.monotonic, report: Callable[[Result], None] | None = None,
                poll: float = 0.2, cwd: Path | None = None) -> list[Result]:
     """Run `checks` (in their order, up to `jobs` at once) until each is done or `deadline`
-    (a `clock()` time) passes. Returns one Result per check, in the table's order; `report` is
-    called with each as it is decided (the one line per check)."""
+    (a `clock()` time) passes. A check waits for those it comes `after`; an exclusive one waits
+    until nothing runs, and nothing behind it starts before it. Returns one Result per check, in
+    the table's order; `report` is called with each as it is decided (the one line per check)."""
+    names = {c.name for c in checks}
+    unknown = sorted({a for c in checks for a in c.after} - names)
+    if unknown:
+        raise ValueError(f"checks wait for {unknown}, which are not in the table")
     logs, results_dir = workdir / "logs", workdir / "results"
     logs.mkdir(parents=True, exist_ok=True)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -175,11 +182,21 @@ def run_checks(checks: Sequence[Check], workdir: Path, deadline: float, *, jobs:
                 _stop(run.proc)
                 running.remove(run)
                 finish(run, timed_out=True)
-        while pending and len(running) < max(1, jobs):
-            nxt = pending[0]
-            if running and (nxt.exclusive or any(r.check.exclusive for r in running)):
-                break
-            pending.pop(0)
+        i = 0
+        while i < len(pending) and len(running) < max(1, jobs):
+            nxt = pending[i]
+            waiting = [a for a in nxt.after if a not in done]
+            failed = [a for a in nxt.after if a in done and done[a].status != PASS]
+            if failed:
+                pending.pop(i)
+                decide(Result(nxt.name, NOT_RUN, f"needs {', '.join(failed)}, which did not pass"))
+                continue
+            if waiting:
+                i += 1
+                continue
+            if any(r.check.exclusive for r in running) or (nxt.exclusive and running):
+                break  # the GPU is (to be) someone's alone: nothing behind starts either
+            pending.pop(i)
             log = logs / f"{nxt.name}.log"
             (results_dir / f"{nxt.name}.json").unlink(missing_ok=True)
             log_file = open(log, "w")
@@ -187,6 +204,8 @@ def run_checks(checks: Sequence[Check], workdir: Path, deadline: float, *, jobs:
             proc = subprocess.Popen(list(nxt.argv), stdout=log_file, stderr=subprocess.STDOUT, env=env,
                                     cwd=cwd, start_new_session=True)  # its own group: stopped as a whole
             running.append(_Running(nxt, proc, log_file, clock(), log))
+            if nxt.exclusive:
+                break
         if running:
             time.sleep(poll)
     return [done[c.name] for c in checks]

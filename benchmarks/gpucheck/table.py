@@ -175,9 +175,30 @@ def child_check(spec: Spec, workdir: Path, inputs: Path, cpu: bool = False, quic
     if quick:
         argv.append("--quick")
     exclusive = spec.backend == "vllm" or (isinstance(spec, PerfCheck) and not quick)
-    env = (("TOKENIZERS_PARALLELISM", "false"), ("OMP_NUM_THREADS", "2"), ("HF_HUB_OFFLINE", "1"),
-           ("PYTHONPATH", str(ROOT)))
-    return Check(spec.name, tuple(argv), exclusive=exclusive, timeout=spec.timeout, env=env)
+    # training checks start from the SFT'ed tiny model the "inputs" check makes
+    after = (INPUTS,) if isinstance(spec, TrainRun) else ()
+    return Check(spec.name, tuple(argv), exclusive=exclusive, timeout=spec.timeout, env=CHILD_ENV, after=after)
+
+
+#: the check that fine-tunes the tiny model every training check starts from
+INPUTS = "inputs"
+CHILD_ENV = (("TOKENIZERS_PARALLELISM", "false"), ("OMP_NUM_THREADS", "2"), ("HF_HUB_OFFLINE", "1"),
+             ("PYTHONPATH", str(ROOT)))
+
+
+def inputs_check(workdir: Path, inputs: Path, sft_steps: int, cpu: bool = False, python: str | None = None) -> Check:
+    """The SFT of the tiny model (on the GPU when there is one), in a process of its own."""
+    argv = [python or sys.executable, str(SCRIPT), "--prepare", "--work", str(workdir), "--inputs", str(inputs),
+            "--sft-steps", str(sft_steps)]
+    if cpu:
+        argv.append("--cpu-rehearsal")
+    return Check(INPUTS, tuple(argv), timeout=240.0, env=CHILD_ENV)
+
+
+def with_inputs(checks: list[Check], inputs: Check) -> list[Check]:
+    """`inputs` inserted before the first check that waits for it (none: not at all)."""
+    first = next((i for i, c in enumerate(checks) if INPUTS in c.after), None)
+    return checks if first is None else [*checks[:first], inputs, *checks[first:]]
 
 
 def by_name(name: str, table: list[Spec] | None = None) -> Spec:

@@ -49,8 +49,18 @@ def install_missing(wheel_dir: Path = WHEELS, python: str | None = None) -> tupl
            "--disable-pip-version-check", "--quiet", *need, *extra]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
+    out = proc.stderr + proc.stdout
+    if proc.returncode != 0 and "externally-managed-environment" in out:  # a distribution's Python (PEP 668)
+        proc = subprocess.run(cmd + ["--break-system-packages"], capture_output=True, text=True)
+        out = proc.stderr + proc.stdout
+    if proc.returncode != 0 and ("Permission denied" in out or "Errno 13" in out):  # not ours to write: the user's site
+        proc = subprocess.run(cmd + ["--user"], capture_output=True, text=True)
+        out = proc.stderr + proc.stdout
+        import site
+
+        site.addsitedir(site.getusersitepackages())
     if proc.returncode != 0:
-        err = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+        err = [line for line in out.splitlines() if line.strip()]
         return False, f"pip install --no-index from {wheel_dir} failed: {err[-1] if err else proc.returncode}"
     importlib.invalidate_caches()
     still = missing(NEEDED)
