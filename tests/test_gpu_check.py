@@ -356,7 +356,8 @@ def _fake_run(tmp_path, tiny_model_dir, tiny_tokenizer, gap: float, moved_by: fl
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "run"
-    rows = [{"iteration": i, "train/loss": 0.1, "sync/logprob_gap": gap, "generate/tokens": 100,
+    # iteration 1's gap is far off: the verdict must read iteration 2's (the one after a push)
+    rows = [{"iteration": i, "train/loss": 0.1, "sync/logprob_gap": gap if i == 2 else 0.5, "generate/tokens": 100,
              "generate/seconds": 2.0, "train/tokens_per_s": 50.0, "sync/seconds": 0.1} for i in iterations]
     out.mkdir()
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -380,6 +381,7 @@ def test_verify_training_passes_an_agreeing_run_with_a_moved_policy(tmp_path, ti
     status, detail, m = verify_training(out, tiny_model_dir)
     assert status == "pass", detail
     assert m["control_gap_without_push"] > MAX_LOGPROB_GAP and m["logprob_gap_after_push"] == 0.003
+    assert m["logprob_gap_iteration_1"] == 0.5
     assert m["generate_tokens_per_s"] == 50.0
 
 

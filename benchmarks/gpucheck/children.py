@@ -47,10 +47,13 @@ def initial_model(inputs: Path) -> Path:
 def prepare_base(inputs: Path) -> Path:
     """The arithmetic task's rows as JSONL and a tiny random-init Llama + byte-level BPE tokenizer
     trained on them (vineppo.tiny), in this process on the CPU (seconds): nothing is downloaded."""
+    from transformers.utils import logging as hf_logging
+
     from vineppo.tasks import get_task
     from vineppo.tasks.arithmetic import make_splits
     from vineppo.tiny import TinyModelConfig, build_model, build_tokenizer
 
+    hf_logging.disable_progress_bar()  # this runs in the parent: its output is one line per check
     _, data = input_paths(inputs)
     task = get_task("arithmetic")
     rows_train, rows_test = make_splits(4000, 100, 0)

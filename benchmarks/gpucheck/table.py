@@ -28,9 +28,12 @@ SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 TRAIN_CONFIG = ROOT / "configs" / "tiny" / "gsm8k_vineppo.yaml"
 #: the memory and speed check's paper run (micro-batch 16 × 2048 tokens, vLLM share 0.4)
 PERF_CONFIG = ROOT / "configs" / "paper" / "rho1b_math_vineppo.yaml"
-#: learning rate of the training checks: large enough that one iteration moves the tiny policy's
-#: log-probs well past the tolerance (the control: a missing push would be seen)
-TRAIN_LR = 3e-4
+#: learning rate of the training checks: large enough that one iteration (4 optimizer steps) moves
+#: the tiny policy's log-probs well past the tolerance (the control: a missing push would be seen).
+#: Measured in the CPU rehearsal at 3e-4: controls 0.024 (GRPO) to 0.06 (PPO), too close to 3e-2
+TRAIN_LR = 2e-3
+#: LoRA moves the policy far less per step (B starts at zero): at 3e-4 its control was 0.004
+LORA_LR = "optim.lr=2e-2"
 #: sampling temperature of the training checks (the tiny config's, the paper's)
 TEMPERATURE = 0.6
 
@@ -106,7 +109,7 @@ TABLE: list[Spec] = [
     TrainRun("fsdp2_vineppo", "vineppo", "fsdp_8gpu.yaml"),
     TrainRun("zero3_grpo", "grpo", "zero3_8gpu.yaml"),
     TrainRun("zero2_ppo", "ppo", "zero2_8gpu.yaml"),
-    TrainRun("lora_merged_vineppo", "vineppo", "single_gpu.yaml", (LORA_MERGED,)),
+    TrainRun("lora_merged_vineppo", "vineppo", "single_gpu.yaml", (LORA_MERGED, LORA_LR)),
     TrainRun("single_ppo", "ppo", "single_gpu.yaml"),
     TrainRun("single_grpo", "grpo", "single_gpu.yaml"),
     *_runs_for("fsdp2", "fsdp_8gpu.yaml", ("ppo", "grpo")),
@@ -118,8 +121,10 @@ TABLE: list[Spec] = [
     EngineCheck("vllm_sleep_level_1", "vllm", sleep_level=1),
     EngineCheck("vllm_sleep_level_2", "vllm", sleep_level=2, quick=True),
     TrainRun("vllm_single_vineppo", "vineppo", "single_gpu.yaml", ("engine.sleep_level=2",), "vllm", quick=True),
-    TrainRun("vllm_lora_merged_grpo", "grpo", "single_gpu.yaml", (LORA_MERGED, "engine.sleep_level=2"), "vllm"),
-    TrainRun("vllm_lora_adapter_grpo", "grpo", "single_gpu.yaml", (LORA_ADAPTER, "engine.sleep_level=1"), "vllm"),
+    TrainRun("vllm_lora_merged_grpo", "grpo", "single_gpu.yaml", (LORA_MERGED, LORA_LR, "engine.sleep_level=2"),
+             "vllm"),
+    TrainRun("vllm_lora_adapter_grpo", "grpo", "single_gpu.yaml", (LORA_ADAPTER, LORA_LR, "engine.sleep_level=1"),
+             "vllm"),
     TrainRun("vllm_fsdp2_ppo", "ppo", "fsdp_8gpu.yaml", ("engine.sleep_level=2",), "vllm"),
     TrainRun("vllm_zero3_vineppo", "vineppo", "zero3_8gpu.yaml", ("engine.sleep_level=2",), "vllm"),
     TrainRun("vllm_flash_attention_2", "grpo", "single_gpu.yaml",
