@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -217,6 +218,8 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     info = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "tier": tier, "quick": args.quick, "full": args.full,
             "deadline_s": deadline, "jobs": jobs, "cpu_rehearsal": args.cpu_rehearsal, **_device_info(cuda)}
+    # SIGTERM (a time limit around this script) unwinds like Ctrl-C: the running checks are stopped
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         def report(r: Result) -> None:
             print(format_result(r), flush=True)

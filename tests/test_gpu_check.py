@@ -224,6 +224,22 @@ def test_training_checks_wait_for_the_inputs():
     assert with_inputs(only_engine, inputs_check(Path("w"), Path("i"), 600)) == only_engine
 
 
+def test_an_interrupted_run_leaves_no_check_running(tmp_path):
+    pid_file = tmp_path / "pid"
+    slow = f"t0 = time.time(); open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    checks = [_check("slow", tmp_path, slow), _check("fast", tmp_path, "t0 = time.time(); time.sleep(1)")]
+
+    def interrupt(r):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_checks(checks, tmp_path, time.monotonic() + 60, jobs=2, report=interrupt)
+    pid = int(pid_file.read_text())
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
 def test_verdicts_and_exit_statuses(tmp_path):
     checks = [_check("ok", tmp_path), _check("bad", tmp_path, status="fail"), _check("skip", tmp_path, status="skip"),
               Check("crash", _py("import sys; print('Traceback...'); print('ValueError: boom'); sys.exit(3)")),

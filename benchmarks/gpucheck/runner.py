@@ -161,53 +161,59 @@ def run_checks(checks: Sequence[Check], workdir: Path, deadline: float, *, jobs:
         decide(Result(run.check.name, FAIL, f"exit {rc}, no verdict written: {log_tail(run.log)}", seconds,
                       str(run.log)))
 
-    while pending or running:
-        for run in list(running):
-            if run.proc.poll() is not None:
-                running.remove(run)
-                finish(run)
-        now = clock()
-        if now >= deadline:
-            for run in running:
-                _stop(run.proc)
-                run.log_file.close()
-                seconds = clock() - run.started
-                decide(Result(run.check.name, NOT_RUN, f"stopped at the deadline after {seconds:.0f}s", seconds,
-                              str(run.log)))
-            for c in pending:
-                decide(Result(c.name, NOT_RUN, "the deadline came before it started"))
-            break
-        for run in list(running):
-            if now - run.started > run.check.timeout:
-                _stop(run.proc)
-                running.remove(run)
-                finish(run, timed_out=True)
-        i = 0
-        while i < len(pending) and len(running) < max(1, jobs):
-            nxt = pending[i]
-            waiting = [a for a in nxt.after if a not in done]
-            failed = [a for a in nxt.after if a in done and done[a].status != PASS]
-            if failed:
-                pending.pop(i)
-                decide(Result(nxt.name, NOT_RUN, f"needs {', '.join(failed)}, which did not pass"))
-                continue
-            if waiting:
-                i += 1
-                continue
-            if any(r.check.exclusive for r in running) or (nxt.exclusive and running):
-                break  # the GPU is (to be) someone's alone: nothing behind starts either
-            pending.pop(i)
-            log = logs / f"{nxt.name}.log"
-            (results_dir / f"{nxt.name}.json").unlink(missing_ok=True)
-            log_file = open(log, "w")
-            env = {**os.environ, **dict(nxt.env)}
-            proc = subprocess.Popen(list(nxt.argv), stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                    cwd=cwd, start_new_session=True)  # its own group: stopped as a whole
-            running.append(_Running(nxt, proc, log_file, clock(), log))
-            if nxt.exclusive:
+    try:
+        while pending or running:
+            for run in list(running):
+                if run.proc.poll() is not None:
+                    running.remove(run)
+                    finish(run)
+            now = clock()
+            if now >= deadline:
+                for run in running:
+                    _stop(run.proc)
+                    run.log_file.close()
+                    seconds = clock() - run.started
+                    decide(Result(run.check.name, NOT_RUN, f"stopped at the deadline after {seconds:.0f}s", seconds,
+                                  str(run.log)))
+                for c in pending:
+                    decide(Result(c.name, NOT_RUN, "the deadline came before it started"))
                 break
-        if running:
-            time.sleep(poll)
+            for run in list(running):
+                if now - run.started > run.check.timeout:
+                    _stop(run.proc)
+                    running.remove(run)
+                    finish(run, timed_out=True)
+            i = 0
+            while i < len(pending) and len(running) < max(1, jobs):
+                nxt = pending[i]
+                waiting = [a for a in nxt.after if a not in done]
+                failed = [a for a in nxt.after if a in done and done[a].status != PASS]
+                if failed:
+                    pending.pop(i)
+                    decide(Result(nxt.name, NOT_RUN, f"needs {', '.join(failed)}, which did not pass"))
+                    continue
+                if waiting:
+                    i += 1
+                    continue
+                if any(r.check.exclusive for r in running) or (nxt.exclusive and running):
+                    break  # the GPU is (to be) someone's alone: nothing behind starts either
+                pending.pop(i)
+                log = logs / f"{nxt.name}.log"
+                (results_dir / f"{nxt.name}.json").unlink(missing_ok=True)
+                log_file = open(log, "w")
+                env = {**os.environ, **dict(nxt.env)}
+                proc = subprocess.Popen(list(nxt.argv), stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                        cwd=cwd, start_new_session=True)  # its own group: stopped as a whole
+                running.append(_Running(nxt, proc, log_file, clock(), log))
+                if nxt.exclusive:
+                    break
+            if running:
+                time.sleep(poll)
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM): no check outlives the run in its own session
+        for run in running:
+            _stop(run.proc, grace=1.0)
+            run.log_file.close()
+        raise
     return [done[c.name] for c in checks]
 
 
