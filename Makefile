@@ -8,6 +8,8 @@
 #   make test-fast     # the fast tier: -m "not slow"
 #   make test PYTEST_ARGS="-x -k demo"   # extra pytest arguments
 #   make mutation [MODULE=vineppo/advantages.py]   # mutation scores (docs/testing-mutation.md; not in CI)
+#   make gpu-wheels    # benchmarks/.gpu_wheels/: what benchmarks/gpu_check.py installs on a GPU machine
+#                      # with no network (docs/gpu-check.md)
 
 PYTHON   ?= python3
 DEMO_DIR ?= vineppo-demo
@@ -25,7 +27,7 @@ READY := $(VENV)/.vineppo-installed-$(INSTALL_HASH)
 endif
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast mutation venv clean-venv
+.PHONY: demo test test-fast mutation venv clean-venv gpu-wheels
 
 venv: $(READY)
 
@@ -59,3 +61,6 @@ mutation: $(READY)
 
 clean-venv:
 	rm -rf .venv
+
+gpu-wheels:
+	PYTHON=$(PYTHON) benchmarks/gpu_wheels.sh

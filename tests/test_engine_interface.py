@@ -296,3 +296,32 @@ def test_logprobs_match_transformers(engine, prompts, tiny_hf_model, top_p):
             ref = hf_logprobs(tiny_hf_model, p, c.token_ids, temperature)
             worst = max(worst, (ref - torch.tensor(c.logprobs)).abs().max().item())
     assert worst < 1e-4
+
+
+# ---------------------------------------------------------------- the factory's transformers engine
+def test_factory_hf_engine_dtype_and_device(tiny_hf_model, tiny_tokenizer):
+    """`engine.dtype` sets the transformers engine's dtype (the paper configs' bf16 engine); "auto"
+    keeps the copied policy's; the engine generates where it is told (the trainer's device)."""
+    from vineppo.config import EngineConfig
+    from vineppo.engine.factory import hf_engine_dtype, make_engine
+
+    bf16 = make_engine(EngineConfig(backend="hf", dtype="bfloat16"), model_path="", tokenizer=tiny_tokenizer,
+                       model=tiny_hf_model, progress=False, device="cpu")
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    assert bf16.device == torch.device("cpu")
+    assert next(tiny_hf_model.parameters()).dtype == torch.float32  # the engine owns a copy
+    auto = make_engine(EngineConfig(backend="hf"), model_path="", tokenizer=tiny_tokenizer, model=tiny_hf_model,
+                       progress=False)
+    assert {p.dtype for p in auto.model.parameters()} == {torch.float32}
+    assert hf_engine_dtype("half") == torch.float16 and hf_engine_dtype("auto") is None
+    with pytest.raises(ValueError, match="engine.dtype 'int8'"):
+        hf_engine_dtype("int8")
+
+
+def test_factory_hf_engine_from_a_checkpoint_honours_the_dtype(tiny_model_dir, tiny_tokenizer):
+    from vineppo.config import EngineConfig
+    from vineppo.engine.factory import make_engine
+
+    engine = make_engine(EngineConfig(backend="hf", dtype="bfloat16"), model_path=str(tiny_model_dir),
+                         tokenizer=tiny_tokenizer, progress=False)
+    assert {p.dtype for p in engine.model.parameters()} == {torch.bfloat16}

@@ -238,9 +238,10 @@ class EngineConfig:
     backend: Literal["auto", "hf", "vllm"] = "auto"
     #: transformers backend: sequences per generate batch
     max_batch_size: int = 64
-    # vLLM backend
-    #: vLLM: weights dtype ("auto" = the model's)
+    #: both backends: "auto" (vLLM: the checkpoint's dtype; transformers: a copied policy's dtype,
+    #: float32 from disk) or a dtype name (the paper configs' bfloat16: the engine runs in it)
     dtype: str = "auto"
+    # vLLM backend
     #: vLLM: its share of each GPU (weights, activations, KV cache); `vineppo plan` says the largest
     #: that fits
     gpu_memory_utilization: float = 0.9

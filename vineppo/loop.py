@@ -419,7 +419,8 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
                          model=trainer.engine_source_model(),
                          seed=seed_of(0, "engine"), max_model_len=max_len,
                          progress=cfg.logging.progress and acc.is_local_main_process,
-                         vllm_kwargs=vllm_lora_engine_kwargs(cfg.model.lora) if adapter_sync else None)
+                         vllm_kwargs=vllm_lora_engine_kwargs(cfg.model.lora) if adapter_sync else None,
+                         device=acc.device)  # the transformers engine generates on this rank's GPU
     policy_sync = PolicySync(adapter=adapter_sync)
     if start > 0 or cfg.model.lora is not None:
         policy_sync.push(engine, trainer)
