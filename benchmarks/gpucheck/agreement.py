@@ -5,12 +5,12 @@ per cent of tokens): it fails right code about half the time. Instead the engine
 continuations with their log-probs (log_softmax(logits / T) of each sampled token, the trainer's
 definition), the model scores the same tokens teacher-forced, and the mean absolute difference
 per token (averaged over sequences, as the trainer's `sync/logprob_gap`) must stay within
-`MAX_LOGPROB_GAP`. A bf16 engine and the trainer differ by 2e-3 to 9e-3 per token on the
-SFT'ed tiny model at T = 0.6 (measured on CPU, fp32 trainer against a bf16 engine); weights that
-were not pushed differ by 0.1 and more. Every check also measures that control, the gap against
-weights the engine does not hold, which must exceed the tolerance: a check whose control agrees
-could not tell a missing push from a working one. (The bound is for the tiny model, whose logits
-are small; a larger model's bf16 gap is larger.)
+`MAX_LOGPROB_GAP`. A bf16 engine and the trainer differ by 2e-3 to 1.1e-2 per token on the
+SFT'ed tiny model at T = 0.6 (measured in CPU rehearsals, fp32 trainer against a bf16 engine);
+after one training iteration, weights that were not pushed differ by 0.5 to 2.3. Every check also
+measures that control, the gap against weights the engine does not hold, which must exceed the
+tolerance: a check whose control agrees could not tell a missing push from a working one. (The
+bound is for the tiny model, whose logits are small; a larger model's bf16 gap is larger.)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 
 #: the largest mean |log p_engine − log p_model| per token accepted as "the same weights" in bf16
-MAX_LOGPROB_GAP = 3e-2
+MAX_LOGPROB_GAP = 5e-2
 
 
 def logprob_gap(engine_lps: Sequence[Sequence[float]], model_lps: Sequence[Sequence[float]]) -> float:

@@ -30,7 +30,8 @@ TRAIN_CONFIG = ROOT / "configs" / "tiny" / "gsm8k_vineppo.yaml"
 PERF_CONFIG = ROOT / "configs" / "paper" / "rho1b_math_vineppo.yaml"
 #: learning rate of the training checks: large enough that one iteration (4 optimizer steps) moves
 #: the tiny policy's log-probs well past the tolerance (the control: a missing push would be seen).
-#: Measured in the CPU rehearsal at 3e-4: controls 0.024 (GRPO) to 0.06 (PPO), too close to 3e-2
+#: (CPU rehearsal: at 3e-4 the controls were 0.024 (GRPO) to 0.06 (PPO), too close to the tolerance;
+#: at 2e-3 they are 0.5 to 2.3 while the gaps after a push stay at 4e-3 to 1.1e-2)
 TRAIN_LR = 2e-3
 #: LoRA moves the policy far less per step (B starts at zero): at 3e-4 its control was 0.004
 LORA_LR = "optim.lr=2e-2"
