@@ -347,8 +347,9 @@ def test_balance_config_keys():
 
 # ---- 2 CPU processes -------------------------------------------------------------------------
 def _accelerate(*args: str) -> list[str]:
-    return [str(Path(sys.executable).with_name("accelerate")), "launch", "--cpu", "--num_processes", "2",
-            "--main_process_port", str(free_port()), *args]
+    """`accelerate launch` of 2 processes (a gloo group: no CUDA here), as tests/test_distributed.py."""
+    return [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
+            str(REPO / "launch" / "cpu" / "ddp.yaml"), "--main_process_port", str(free_port()), *args]
 
 
 def _run(cmd: list[str]) -> None:
@@ -389,7 +390,7 @@ def test_two_processes_balanced_equal_unbalanced_and_one_process(sft_gsm8k, tmp_
     try:
         engine = HFEngine(model_dir, tok, progress=False)
         for name, _, adaptive in (("off", None, False), ("adaptive_off", None, True)):
-            eps = [e for qs in w.rank_questions(rows, task) for e in w.gold_episodes(tok, task, rows, qs)]
+            eps = w.rank_episodes(tok, task, rows, 0) + w.rank_episodes(tok, task, rows, 1)
             w.estimate(engine, task, tok, rows, eps, mc_seed(w.SEED, 0, w.ITERATION), adaptive)
             assert [e.step_values for e in eps] == ranks[0][name]["values"] + ranks[1][name]["values"], name
     finally:
@@ -427,20 +428,21 @@ def test_two_process_training_iteration_equals_one_process_mc(tiny_model_dir, sh
     from vineppo.tokens import token_char_starts
 
     out = tmp_path / "run"
-    overrides = ["algorithm=vineppo", "seed=77", f"model.name_or_path={tiny_model_dir}", "model.dtype=float32",
+    overrides = ["seed=77", f"model.name_or_path={tiny_model_dir}", "model.dtype=float32",
                  "model.gradient_checkpointing=false", "data.task=gsm8k", f"data.source={shared_data_dir / 'gsm8k'}",
                  "data.max_train_rows=40", "episodes.questions_per_iteration=4", "episodes.samples_per_question=2",
                  "ppo.minibatch_size=8", "ppo.micro_batch_size=2", "ppo.epochs=1", "sampling.max_new_tokens=24",
                  "sampling.temperature=1.0", "sampling.top_p=1.0", "mc.k=2", "engine.backend=hf", "iterations=1",
                  "save_every=1", "logging.progress=false", "logging.dump_episodes=true"]
-    _run(_accelerate("-m", "vineppo", "train", "--output-dir", str(out), *overrides))
+    config = REPO / "configs" / "tiny" / "gsm8k_vineppo.yaml"
+    _run(_accelerate("-m", "vineppo", "train", "--config", str(config), "--output-dir", str(out), *overrides))
     (row,) = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert row["mc/imbalance"] >= 1.0
     dumped = [json.loads(l) for r in range(2)
               for l in (out / "episodes" / f"iter_000001.rank{r}.jsonl").read_text().splitlines()]
     assert len(dumped) == 8
 
-    cfg = load_config(None, overrides)
+    cfg = load_config(config, overrides)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     task = training_task(cfg, tok)
     rows = load_train_rows(cfg, task, tok)

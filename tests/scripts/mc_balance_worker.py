@@ -1,12 +1,12 @@
-"""Worker of tests/test_mc_balance.py's 2-process test: under `accelerate launch --cpu
---num_processes 2`, each rank takes its own questions (rank 0 the long gold solutions, rank 1 short
-ones and rank 0's first question again), uses their gold solutions as sampled responses, and runs
+"""Worker of tests/test_mc_balance.py's 2-process test: under `accelerate launch` of 2 CPU
+processes (launch/cpu/ddp.yaml), each rank takes its own questions (rank 0 six questions with the longest gold
+solutions, rank 1 the shortest one and rank 0's first question again), uses their gold solutions as sampled responses, and runs
 VinePPO's MC on them with the transformers engine (per-state seeds) under several settings: not
 balanced, balanced by count and by tokens (fixed K), and adaptive not balanced / balanced. Each
 rank writes OUT/rank<r>.json: per setting, its episodes' step values, the states its engine ran and
 the MC stats.
 
-    accelerate launch --cpu --num_processes 2 tests/scripts/mc_balance_worker.py MODEL_DIR DATA_DIR OUT
+    accelerate launch --config_file launch/cpu/ddp.yaml tests/scripts/mc_balance_worker.py MODEL_DIR DATA_DIR OUT
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 SEED, ITERATION = 1234, 0
 K = 3
-MAX_NEW_TOKENS = 16
+MAX_NEW_TOKENS = 96
 #: (setting, mc.balance_split or None for unbalanced, adaptive)
 SETTINGS = [("off", None, False), ("count", "count", False), ("tokens", "tokens", False),
             ("adaptive_off", None, True), ("adaptive_tokens", "tokens", True)]
@@ -28,22 +28,28 @@ def read_rows(data_dir) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def rank_questions(rows, task, world: int = 2) -> list[list[int]]:
-    """Rank 0: the 3 longest gold solutions among the rows; rank 1: the 2 shortest, and rank 0's
-    first question again (its s0 is then on both ranks)."""
+def rank_questions(rows, task) -> list[list[int]]:
+    """Rank 0: the 6 longest gold solutions among the rows; rank 1: the shortest, and rank 0's
+    first question again."""
     by_len = sorted(range(len(rows)), key=lambda i: len(task.gold_solution(rows[i])))
-    long, short = by_len[-3:][::-1], by_len[:2]
+    long, short = by_len[-6:][::-1], by_len[:1]
     return [long, short + [long[0]]]
 
 
-def gold_episodes(tok, task, rows, questions):
-    """One episode per question whose response is the gold solution (SFT target), scored 1."""
+def rank_episodes(tok, task, rows, rank: int):
+    """One episode per question of the rank whose response is the gold solution (SFT target),
+    scored 1; rank 1's repeat of rank 0's first question answers with its first line only (one
+    step: its one state, s0, is also on rank 0)."""
     from vineppo.episodes import Episode
     from vineppo.tokens import decode_response, encode_prompt, token_char_starts
 
     eps = []
-    for q in questions:
-        ids = tok(task.sft_target(rows[q]).rstrip("\n"), add_special_tokens=False)["input_ids"]
+    questions = rank_questions(rows, task)[rank]
+    for n, q in enumerate(questions):
+        target = task.sft_target(rows[q]).rstrip("\n")
+        if rank == 1 and n == len(questions) - 1:
+            target = "\n" + target.strip("\n").split("\n")[0]
+        ids = tok(target, add_special_tokens=False)["input_ids"]
         text = decode_response(tok, ids)
         eps.append(Episode(question_index=q, sample_index=0, prompt_ids=encode_prompt(tok, task.prompt(rows[q])),
                            response_ids=ids, response_text=text, finished=True, truncated=False, reward=1.0,
@@ -60,7 +66,7 @@ def budget_of(adaptive: bool):
 def estimate(engine, task, tok, rows, episodes, seed, adaptive, group=None, balance=None) -> dict:
     from vineppo.mc import estimate_mc_values
 
-    return estimate_mc_values(engine, task, tok, rows, episodes, k=K, cap=None, temperature=1.0, top_p=1.0,
+    return estimate_mc_values(engine, task, tok, rows, episodes, k=K, cap=None, temperature=0.6, top_p=0.9,
                               max_new_tokens=MAX_NEW_TOKENS, max_sequence_length=1024, stop=[], seed=seed,
                               budget=budget_of(adaptive), group=group, balance=balance)
 
@@ -92,10 +98,11 @@ def main(model_dir: str, data_dir: str, out: str) -> None:
     torch.set_num_threads(1)
     state = PartialState(cpu=True)
     group = RankGroup.from_accelerator(state)
+    assert group.world == 2, f"expected 2 processes, got {group.world}"
     tok = AutoTokenizer.from_pretrained(model_dir)
     task = get_task("gsm8k")
     rows = read_rows(data_dir)
-    episodes = gold_episodes(tok, task, rows, rank_questions(rows, task)[group.rank])
+    episodes = rank_episodes(tok, task, rows, group.rank)
     engine = CountingEngine(HFEngine(model_dir, tok, progress=False))
     seed = mc_seed(SEED, group.rank, ITERATION)
     result = {}
