@@ -136,6 +136,13 @@ class MCConfig:
     #: the sampled response counts as one more sample of every state it passes through (free);
     #: null = on with mc.adaptive, off with fixed k (the paper)
     include_episode_outcome: bool | None = None
+    #: with several processes, deduplicate the MC states of all of them, deal them out evenly and
+    #: send the values back (vineppo/mc_balance.py); false: each process estimates its own
+    #: episodes' states, and the one with the longest responses sets the MC time
+    balance: bool = True
+    #: how balanced MC deals the states out: by expected continuation tokens, or by number of
+    #: states (the official code's even split)
+    balance_split: Literal["tokens", "count"] = "tokens"
 
 
 @dataclass

@@ -23,8 +23,9 @@ from vineppo import checkpoint as ckpt
 from vineppo.advantages import GROUP_METHODS, group_advantages, token_advantages, vine_step_advantages
 from vineppo.config import TrainConfig, save_config
 from vineppo.episodes import (Episode, episode_metrics, generate_episodes, sample_question_indices, shard)
-from vineppo.seeds import phase_seed
+from vineppo.seeds import mc_seed, phase_seed
 from vineppo.mc import MCBudget, estimate_mc_values
+from vineppo.mc_balance import RankGroup
 from vineppo.probe import (SUMMED_METRICS as PROBE_SUMMED_METRICS, critic_sequences, probe_iteration_metrics,
                            ranking_accuracies, run_probe, set_critic_values, truncate_records, write_probe_records)
 from vineppo.tokens import step_token_starts
@@ -410,6 +411,8 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
         truncate_records(run_dir, start)
     acc.wait_for_everyone()
 
+    ranks = RankGroup.from_accelerator(acc) if world > 1 else None  # balanced MC (mc.balance)
+
     def seed_of(iteration: int, phase: str) -> int:
         return phase_seed(cfg.seed, rank, iteration, phase, shared_request_seed=cfg.engine.shared_request_seed)
 
@@ -444,11 +447,14 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
         row.update(episode_metrics(episodes))
         row.update(gstats)
         if cfg.algorithm == "vineppo":
+            # every rank takes part (collectives) when MC is balanced across processes
             mstats = estimate_mc_values(
                 engine, task, tokenizer, rows, episodes, k=cfg.mc.k, cap=cfg.mc.max_states_per_response,
                 temperature=scfg.temperature, top_p=scfg.top_p, max_new_tokens=scfg.max_new_tokens,
-                max_sequence_length=max_len, stop=stop, seed=seed_of(it, "mc"),
-                budget=mc_budget(cfg))
+                max_sequence_length=max_len, stop=stop,
+                seed=mc_seed(cfg.seed, rank, it, shared_request_seed=cfg.engine.shared_request_seed),
+                budget=mc_budget(cfg), group=ranks,
+                balance=cfg.mc.balance_split if cfg.mc.balance else None)
             assign_vine_advantages(episodes)
             row.update(mstats)
         elif cfg.algorithm in GROUP_METHODS:  # grpo, dr_grpo, rloo: no critic, no MC rollouts

@@ -5,8 +5,9 @@ that + 1, so iteration t's MC rollouts reuse iteration t+1's trajectory seed and
 iteration 100 reuses rank r+1's seeds at iteration 0; and every request of a phase on a rank gets
 that one seed (common random numbers across the MC states). Every engine seed here is instead a
 hash of (run seed, rank, iteration, phase): distinct across all four, and reproducible from run to
-run; the engines spread it into one seed per request. `engine.shared_request_seed` restores the
-official seeds (`phase_seed`).
+run; the engines spread it into one seed per request (MC: one per state from its content, the
+same on every rank, `mc_seed`). `engine.shared_request_seed` restores the official seeds
+(`phase_seed`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ def official_seed(run_seed: int, rank: int, iteration: int, phase: str) -> int:
     if phase == "mc":
         return int(run_seed) + 100 * int(rank) + int(iteration) + 1
     return derive_seed(run_seed, rank, iteration, phase)
+
+
+def mc_seed(run_seed: int, rank: int, iteration: int, *, shared_request_seed: bool = False) -> int:
+    """The MC phase's seed. Every MC state draws with a seed of its own, a hash of this seed and
+    the state (`vineppo.mc.request_seed`), so the phase seed is rank 0's on every rank: a state's
+    rollouts are then the same whichever rank estimates it (balanced MC, `mc.balance`). With
+    `shared_request_seed` each rank keeps the official per-rank seed for all its states."""
+    return phase_seed(run_seed, rank if shared_request_seed else 0, iteration, "mc",
+                      shared_request_seed=shared_request_seed)
 
 
 def phase_seed(run_seed: int, rank: int, iteration: int, phase: str, *, shared_request_seed: bool = False) -> int:

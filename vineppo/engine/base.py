@@ -39,6 +39,12 @@ class SamplingParams:
     seed: int | None = None
     #: return the log-prob of each sampled token (sync canary; raw model distribution at `temperature`)
     logprobs: bool = False
+    #: one seed per prompt (with `seed` set): a prompt's samples then depend on that prompt and its
+    #: seed only, not on the other prompts of the call or their order, so a request gives the same
+    #: samples whichever process runs it (`vineppo.mc`'s balanced MC). Honoured where the backend
+    #: can seed a request on its own (transformers; vLLM on GPU); vLLM on CPU uses `seed` alone
+    #: (per-request seeds crash there), and `Engine.shared_request_seed` overrides it
+    request_seeds: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if self.n < 1:
@@ -49,6 +55,16 @@ class SamplingParams:
             raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1:
             raise ValueError(f"SamplingParams.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+    def seeds_per_request(self, n_prompts: int) -> tuple[int, ...] | None:
+        """`request_seeds`, checked against the number of prompts of the call (None when unset
+        or without `seed`)."""
+        if self.request_seeds is None or self.seed is None:
+            return None
+        if len(self.request_seeds) != n_prompts:
+            raise ValueError(f"SamplingParams.request_seeds has {len(self.request_seeds)} seeds for "
+                             f"{n_prompts} prompts")
+        return tuple(int(s) for s in self.request_seeds)
 
 
 @dataclass

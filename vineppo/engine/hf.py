@@ -16,6 +16,44 @@ from vineppo.engine.base import (Completion, Engine, EngineStats, SamplingParams
 from vineppo.tokens import decode_response
 
 
+def _job_seed(request_seed: int, sample: int) -> int:
+    """The generator seed of a request's `sample`-th completion."""
+    return (int(request_seed) * 1_000_003 + int(sample)) % (2**63 - 1)
+
+
+class RowSeededSampler:
+    """Temperature + nucleus (top-p) sampling in which every batch row draws from a
+    `torch.Generator` of its own, so a row's tokens depend on its own logits and seed only.
+
+    transformers' sampling draws the whole batch's tokens from one global stream: a request's samples
+    then change with its neighbours in the batch. Run with `do_sample=False`: this processor leaves
+    only the drawn token finite and generate's greedy step takes it. The nucleus is transformers'
+    `TopPLogitsWarper`'s: the most likely tokens until their mass reaches `top_p` (at least one).
+    The draw is inverse-CDF sampling with one uniform per row and step. A transformers logits
+    processor by duck typing (`__call__(input_ids, scores)`), so that importing this module does
+    not import transformers."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float):
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.temperature, self.top_p = float(temperature), float(top_p)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)
+        if self.top_p < 1.0:
+            before = sorted_p.cumsum(dim=-1) - sorted_p  # mass of the more likely tokens
+            sorted_p = sorted_p.masked_fill(before >= self.top_p, 0.0)
+        cdf = sorted_p.cumsum(dim=-1)
+        u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in self.generators])
+        target = (u.to(cdf.device) * cdf[:, -1].double()).float().unsqueeze(-1)
+        pick = torch.searchsorted(cdf, target, right=True).clamp_(max=cdf.shape[-1] - 1)
+        # a zero-mass token can only be hit by rounding at the top end: step back to the last kept one
+        kept = (sorted_p > 0).sum(dim=-1, keepdim=True) - 1
+        token = order.gather(-1, torch.minimum(pick, kept))
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, token, 0.0)
+
+
 class HFEngine(Engine):
     def __init__(self, model, tokenizer, *, max_batch_size: int = 64, device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, progress: bool = True):
@@ -59,6 +97,8 @@ class HFEngine(Engine):
         jobs.sort(key=lambda ij: len(prompts[ij[0]]))
         results: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
         greedy = sampling.temperature == 0
+        # seeds of their own per request (not with the call-wide stream of `shared_request_seed`)
+        row_seeds = None if greedy or self.shared_request_seed else sampling.seeds_per_request(len(prompts))
         batches = [jobs[k:k + self.max_batch_size] for k in range(0, len(jobs), self.max_batch_size)]
         bar = tqdm(batches, desc=desc or "generate (hf)", disable=not self.progress or len(batches) < 2, leave=False)
         gen_tokens = 0
@@ -76,7 +116,16 @@ class HFEngine(Engine):
                 pad_token_id=self.pad_id, eos_token_id=sorted(self.stop_ids) or None,
                 return_dict_in_generate=True, output_logits=sampling.logprobs, use_cache=True,
             )
-            if not greedy:
+            if row_seeds is not None:
+                # each row samples from a generator of its own (`RowSeededSampler`); generate's own
+                # step then only takes the one token the sampler left standing
+                sampler = RowSeededSampler([_job_seed(row_seeds[i], j) for i, j in batch],
+                                           sampling.temperature, sampling.top_p)
+                from transformers import LogitsProcessorList
+
+                kwargs.update(do_sample=False, logits_processor=LogitsProcessorList([sampler]),
+                              temperature=None, top_p=None, top_k=None)
+            elif not greedy:
                 kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
             if sampling.stop:
                 kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)

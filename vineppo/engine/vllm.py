@@ -351,8 +351,11 @@ class VLLMEngine(Engine):
             return VSP(**kw)
         if self.shared_request_seed:  # `engine.shared_request_seed`: the official per-phase seed
             return VSP(**kw, seed=int(sampling.seed))
-        # Per-request seeds (not on CPU: crashes there): vLLM gives the j-th sample seed + j, so
-        # prompts are spaced by n to keep every sample's stream distinct.
+        # Per-request seeds (not on CPU: crashes there): vLLM gives the j-th sample seed + j.
+        own = sampling.seeds_per_request(n_prompts)
+        if own is not None:  # the caller's, one per prompt (31-bit hashes: overlaps are negligible)
+            return [VSP(**kw, seed=s % _SEED_MOD) for s in own]
+        # Else derived from the call's seed, prompts spaced by n to keep every sample's stream distinct.
         base = (int(sampling.seed) * 1_000_003) % _SEED_MOD
         return [VSP(**kw, seed=(base + i * sampling.n) % _SEED_MOD) for i in range(n_prompts)]
 
