@@ -102,10 +102,8 @@ def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path
                 runs = queue.wait_all(sft_results)
         finally:
             queue.kill()
-        # 6. the short-chain control: every method again, from the same start, on short chains
-        control = _run_control(ctrl, demo, base, algos, sft_dir, out, 2 if parallel else 1) if ctrl else None
 
-    # 6. compare table, plots, summary
+    # 6. compare table, plots, summary (of the main runs)
     if compare:
         from vineppo.compare import compare as compare_runs
 
@@ -118,9 +116,17 @@ def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path
     summary = {"sft": round(100 * sft_pass["test"], 2),
                "sft_continued": round(100 * cont["pass@1"]["test"], 2) if cont else None,
                **method_summary(runs, demo.seeds), "seconds": round(seconds, 1)}
-    if control is not None:
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")  # rewritten with the control below
+    if ctrl is not None:
+        _say(f"main runs done ({_fmt_seconds(seconds)}): {json.dumps(summary)}; now the short-chain control")
+    # 7. the short-chain control: every method again, from the same start, on short chains
+    control = None
+    if ctrl is not None:
+        control = _run_control(ctrl, demo, base, algos, sft_dir, out, 2 if parallel else 1)
+        seconds = time.perf_counter() - t_start
         summary["control"] = control["summary"]
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+        summary["seconds"] = round(seconds, 1)
+        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
     details = {"summary": summary, "sft_dir": str(sft_dir), "sft_cached": sft_cached, "sft": sft_info,
                "sft_threads": threads, "sft_pass@1": sft_pass, "sft_continued": cont, "eval": asdict(demo.eval),
                "test_problems": len(test_rows), "runs": runs, "control": control,
