@@ -262,3 +262,41 @@ def test_method_summary_keys_by_hand():
     assert s["vineppo"] == 50.0 and s["grpo"] == 40.0 and s["ppo"] is None
     assert s["sd"] == {"vineppo": None, "grpo": None} and s["rl_seconds"] == {"vineppo": 30.0, "grpo": 10.0}
     assert s["vineppo_minus_ppo"] is None and s["seeds"] == 1
+
+
+@pytest.mark.slow
+def test_chain_demo_smoke_with_control(tmp_path):
+    """The long-chain demo end to end at toy size: chain problems, the probe on, and the short-chain
+    control from the same SFT start, reported under `control` with the main summary's method keys."""
+    import json
+
+    from vineppo.demo import SUMMARY_FILE, run_demo
+
+    smoke = ["iterations=2", "save_every=1", "episodes.questions_per_iteration=4", "episodes.samples_per_question=4",
+             "mc.k=2", "ppo.minibatch_size=16", "ppo.micro_batch_size=16", "data.validation_size=8",
+             "sampling.max_new_tokens=48", "probe.every=1", "probe.states=4", "probe.k=2", "engine.backend=hf",
+             "demo.data.train_problems=200", "demo.data.test_problems=6", "demo.sft.max_steps=4",
+             "demo.sft.batch_size=16", "demo.sft.micro_batch_size=16", "demo.model.num_layers=1",
+             "demo.model.intermediate_size=128", "demo.eval.n_samples=2", "demo.eval.max_new_tokens=48",
+             "demo.torch_threads=1", "demo.sft_stop.validation_pass=null", "demo.control.train_problems=40",
+             "demo.control.test_problems=6"]
+    out = tmp_path / "demo"
+    res = run_demo(out, config_path=CHAIN_CONFIG, overrides=smoke, cache_dir=tmp_path / "cache",
+                   algorithms=["vineppo", "grpo"])
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    control = summary["control"]
+    assert {"sft", "vineppo", "ppo", "grpo", "sd", "rl_seconds", "vineppo_minus_ppo", "seeds"} <= set(control)
+    assert control["ppo"] is None and control["rl_seconds"]["vineppo"] > 0 and (control["min_ops"], control["max_ops"]) == (1, 2)
+    assert {"sft", "vineppo", "grpo", "sd", "rl_seconds", "seeds"} <= set(summary)
+    # one SFT start: trained on the main and the control train problems (minus the validation carves)
+    assert res["details"]["sft"]["rows"] == (200 - 8) + (40 - 8)
+    for algo in ("vineppo", "grpo"):
+        main_cfg = (out / "runs" / f"{algo}.config.yaml").read_text()
+        ctrl_cfg = (out / "control" / "runs" / f"{algo}.config.yaml").read_text()
+        assert "task: chain" in main_cfg and str(out / "control" / "data") in ctrl_cfg
+        results = out / "control" / "runs" / algo / "checkpoints" / "iter_000002" / "eval" / "test" / "results.json"
+        assert control[algo] == round(100 * json.loads(results.read_text())["pass@1"], 2)
+        metrics = [json.loads(l) for l in (out / "runs" / algo / "metrics.jsonl").read_text().splitlines()]
+        assert all("probe/states" in m for m in metrics)  # the probe ran every iteration
+    rows = [json.loads(l) for l in (out / "control" / "data" / "test.jsonl").read_text().splitlines()]
+    assert {len(chain_key(r)[1]) for r in rows} <= {1, 2}
