@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from vineppo.tasks import get_task
-from vineppo.tasks.chain import (ChainTask, chain_key, first_slip, first_wrong_line, generate_chain_problems,
+from vineppo.tasks.chain import (ChainTask, chain_key, first_slip, first_wrong_line, first_wrong_step,
+                                 generate_chain_problems,
                                  make_chain_splits, next_step_is_correct, oracle_step_pairs, oracle_value,
                                  render_chain, spellings)
 from vineppo.tasks.gsm8k import GSM8KTask
@@ -111,6 +112,19 @@ def test_first_wrong_line_by_kind(response, line, kind):
     end = response.index("\n", start) + 1
     assert oracle_value(ROW, response[:end]) == 0.0
     assert oracle_value(ROW, response[:start]) is None
+
+
+def test_first_wrong_step_is_the_step_holding_the_first_wrong_line():
+    task = get_task("chain")
+    slip = "\n12+7=19\n19-5=14\n14*3=42\n42+3=46\n46-4=42\n#### 42\n"
+    # the newline splitter's steps: "\n12+7=19", "\n19-5=14", "\n14*3=42", "\n42+3=46", "\n46-4=42\n#### 42\n"
+    assert task.first_wrong_step(ROW, slip) == 3
+    assert first_wrong_step(ROW, slip, task.split_steps(slip)) == 3
+    # a wrong answer line belongs to the last step (the splitter joins the `####` tail to it)
+    wrong_answer = GOOD_A.replace("#### 41", "#### 40")
+    assert task.first_wrong_step(ROW, wrong_answer) == len(task.split_steps(wrong_answer)) - 2 == 4
+    assert task.first_wrong_step(ROW, "\n12+8=20\n20-5=15\n") == 0
+    assert task.first_wrong_step(ROW, GOOD_B) is None
 
 
 def test_response_without_answer_has_no_wrong_line_but_is_not_correct():

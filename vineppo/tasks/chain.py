@@ -26,7 +26,8 @@ The oracle (pure functions of a row and a text):
 - `first_slip(row, text)`: the first wrong line of a response (index among its non-blank lines,
   character offset, and the kind of slip: a wrong result, a wrong operand, a skipped or repeated
   operation, an early, wrong or extra answer, an unreadable line), or None;
-- `first_wrong_line(row, text)`: its line index;
+- `first_wrong_line(row, text)`: its line index; `first_wrong_step(row, text, boundaries)`: the
+  reasoning step (of the newline splitter's boundaries) that holds it;
 - `oracle_value(row, prefix)`: 0.0 when the prefix already holds a wrong line (or a last, unfinished
   line that no correct line starts with), else None: the value then depends on the policy;
 - `next_step_is_correct(row, prefix, step)` and `oracle_step_pairs(row, prefix, steps)`: which
@@ -217,6 +218,19 @@ def first_wrong_line(row: Row, response: str) -> int | None:
     return None if slip is None else slip.line
 
 
+def first_wrong_step(row: Row, response: str, boundaries: Sequence[int]) -> int | None:
+    """Index of the reasoning step (between `boundaries`, the task's `split_steps` of `response`)
+    that holds the first wrong line of a whole response, or None: where credit for its failure
+    belongs."""
+    slip = first_slip(row, response, final=True)
+    if slip is None:
+        return None
+    for k in range(len(boundaries) - 1):
+        if boundaries[k] <= slip.offset < boundaries[k + 1]:
+            return k
+    return max(0, len(boundaries) - 2)  # not reached: a wrong line starts before the text's end
+
+
 def oracle_value(row: Row, prefix: str) -> float | None:
     """The exact value of the state `prefix` (a response prefix) where it is known: 0.0 when the
     prefix already holds a wrong line (no continuation can be graded correct); None otherwise (the
@@ -291,6 +305,9 @@ class ChainTask(GSM8KTask):
 
     def first_wrong_line(self, row: Row, response: str) -> int | None:
         return first_wrong_line(row, response)
+
+    def first_wrong_step(self, row: Row, response: str) -> int | None:
+        return first_wrong_step(row, response, self.split_steps(response))
 
     def oracle_value(self, row: Row, prefix_text: str) -> float | None:
         return oracle_value(row, prefix_text)
