@@ -34,15 +34,15 @@ section (data, model size, SFT, evaluation, methods, seeds). `key=value` overrid
 (`demo.*` keys to the demo section), e.g. `vineppo demo iterations=2 demo.sft.max_steps=50`.
 """
 
-from vineppo.demo.config import (DEFAULT_CONFIG, PLOT_FILE, SUMMARY_FILE, TASK, DemoConfig, DemoControl, DemoData, DemoEval,
-                                 DemoSettings, DemoSFTStop, load_demo_config)
+from vineppo.demo.config import (DEFAULT_CONFIG, PLOT_FILE, SUMMARY_FILE, TASK, DemoConfig, DemoControl, DemoData,
+                                 DemoEval, DemoSettings, DemoSFTStop, load_demo_config)
 from vineppo.demo.evaluation import evaluate_run_checkpoints, evaluate_sft
 from vineppo.demo.main import run_demo
 from vineppo.demo.report import final_table, plot_demo
 from vineppo.demo.sft_start import (default_cache_dir, ensure_sft_start, greedy_pass_rate, pick_torch_threads,
                                     sft_cache_key)
 
-__all__ = ["DEFAULT_CONFIG", "PLOT_FILE", "SUMMARY_FILE", "TASK", "DemoConfig", "DemoControl", "DemoData", "DemoEval", "DemoSettings",
-           "DemoSFTStop", "load_demo_config", "evaluate_run_checkpoints", "evaluate_sft", "run_demo", "final_table",
+__all__ = ["DEFAULT_CONFIG", "PLOT_FILE", "SUMMARY_FILE", "TASK", "DemoConfig", "DemoControl", "DemoData", "DemoEval",
+           "DemoSettings", "DemoSFTStop", "load_demo_config", "evaluate_run_checkpoints", "evaluate_sft", "run_demo", "final_table",
            "plot_demo", "default_cache_dir", "ensure_sft_start", "greedy_pass_rate", "pick_torch_threads",
            "sft_cache_key"]
