@@ -54,8 +54,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    #: which task: prompt, grader and step splitter (`arithmetic` is the demo's synthetic task)
-    task: Literal["gsm8k", "math", "arithmetic"] = "gsm8k"
+    #: which task: prompt, grader and step splitter (`arithmetic` and `chain` are the demos' synthetic tasks)
+    task: Literal["gsm8k", "math", "arithmetic", "chain"] = "gsm8k"
     #: local directory with train.jsonl/test.jsonl; None reads the hub defaults
     source: str | None = None
     #: seed of the deterministic train/validation carve

@@ -24,20 +24,25 @@ What it does:
    and DIR/summary.json (pass@1 in %: SFT start, SFT continued, each method's mean over seeds,
    sd, RL time, VinePPO − PPO over paired seeds).
 
+`configs/demo_chain.yaml` runs the same phases on long arithmetic chains (`demo.data.task: chain`,
+`vineppo.tasks.chain`: an exact oracle of wrong steps) with the value probe on, and then, with
+`demo.control.enabled`, every method again on short chains from the same SFT start (DIR/control,
+summary.json `control`).
+
 Every hyper-parameter is in `configs/demo.yaml`: the TrainConfig of the RL runs plus a `demo:`
 section (data, model size, SFT, evaluation, methods, seeds). `key=value` overrides apply to both
 (`demo.*` keys to the demo section), e.g. `vineppo demo iterations=2 demo.sft.max_steps=50`.
 """
 
-from vineppo.demo.config import (DEFAULT_CONFIG, PLOT_FILE, SUMMARY_FILE, TASK, DemoConfig, DemoData, DemoEval,
-                                 DemoSettings, DemoSFTStop, load_demo_config)
+from vineppo.demo.config import (DEFAULT_CONFIG, PLOT_FILE, SUMMARY_FILE, TASK, DemoConfig, DemoControl, DemoData,
+                                 DemoEval, DemoSettings, DemoSFTStop, load_demo_config)
 from vineppo.demo.evaluation import evaluate_run_checkpoints, evaluate_sft
 from vineppo.demo.main import run_demo
 from vineppo.demo.report import final_table, plot_demo
 from vineppo.demo.sft_start import (default_cache_dir, ensure_sft_start, greedy_pass_rate, pick_torch_threads,
                                     sft_cache_key)
 
-__all__ = ["DEFAULT_CONFIG", "PLOT_FILE", "SUMMARY_FILE", "TASK", "DemoConfig", "DemoData", "DemoEval", "DemoSettings",
-           "DemoSFTStop", "load_demo_config", "evaluate_run_checkpoints", "evaluate_sft", "run_demo", "final_table",
+__all__ = ["DEFAULT_CONFIG", "PLOT_FILE", "SUMMARY_FILE", "TASK", "DemoConfig", "DemoControl", "DemoData", "DemoEval",
+           "DemoSettings", "DemoSFTStop", "load_demo_config", "evaluate_run_checkpoints", "evaluate_sft", "run_demo", "final_table",
            "plot_demo", "default_cache_dir", "ensure_sft_start", "greedy_pass_rate", "pick_torch_threads",
            "sft_cache_key"]

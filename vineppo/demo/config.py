@@ -21,13 +21,24 @@ ALGORITHMS = ("vineppo", "ppo", "grpo", "dr_grpo", "rloo")
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 #: bump when the SFT recipe changes in a way the cache key does not see
 CACHE_VERSION = 1
+#: the default demo task (`demo.data.task`)
 TASK = "arithmetic"
+#: the tasks the demo can generate problems for
+DEMO_TASKS = ("arithmetic", "chain")
 SUMMARY_FILE = "summary.json"
 PLOT_FILE = "demo.png"
 
 
 @dataclass
 class DemoData:
+    #: which generated problems: "arithmetic" (2-4 operations, one spelling per line) or "chain"
+    #: (long chains, two spellings of a commutative line, an exact oracle: vineppo/tasks/chain.py);
+    #: it is also the runs' `data.task`
+    task: Literal["arithmetic", "chain"] = "arithmetic"
+    #: chain: fewest operations per problem
+    min_ops: int = 6
+    #: chain: most operations per problem
+    max_ops: int = 8
     #: seed of the problem generator (train and test are disjoint by computation)
     seed: int = 0
     #: generated training problems (SFT, RL and the validation carve draw from them)
@@ -67,6 +78,25 @@ class DemoSFTStop:
     every: int = 25
     #: how many validation problems the check uses (the first ones of the carve)
     problems: int = 100
+    #: response budget of the greedy check, in tokens
+    max_new_tokens: int = 64
+
+
+@dataclass
+class DemoControl:
+    """A control where no gap between the methods is expected: short chains of the same task, from
+    the same SFT start (whose SFT data then includes the control's train problems), each method of
+    `demo.algorithms` for each seed, reported under `control` in summary.json."""
+    #: run the control
+    enabled: bool = False
+    #: fewest operations per control problem
+    min_ops: int = 1
+    #: most operations per control problem
+    max_ops: int = 2
+    #: generated control train problems (added to the SFT data; the control's RL draws from them)
+    train_problems: int = 2000
+    #: generated control test problems
+    test_problems: int = 200
 
 
 @dataclass
@@ -81,6 +111,8 @@ class DemoSettings:
     sft_stop: DemoSFTStop = field(default_factory=DemoSFTStop)
     #: how checkpoints are evaluated
     eval: DemoEval = field(default_factory=DemoEval)
+    #: the short-chain control (chain task only)
+    control: DemoControl = field(default_factory=DemoControl)
     #: torch intra-op threads for the SFT start (and the SFT-continued control): a fixed number
     #: keeps the SFT start the same on every machine (float reductions depend on the thread
     #: count); null = torch's default, "auto" = time a training step with 1 thread and with all
@@ -124,7 +156,11 @@ def load_demo_config(path: str | Path | None = None, overrides: Sequence[str] = 
     data.setdefault("model", {})
     if not data["model"].get("name_or_path"):
         data["model"]["name_or_path"] = "<demo SFT start>"  # filled in by run_demo
-    data.setdefault("data", {})["task"] = TASK
+    data_section = data.setdefault("data", {})
+    if data_section.get("task") not in (None, demo.data.task):
+        raise ConfigError(f"{path}: data.task is {data_section['task']!r} but demo.data.task is {demo.data.task!r}; "
+                          "the demo's task is demo.data.task (drop data.task or make them equal)")
+    data_section["task"] = demo.data.task
     train = from_dict(TrainConfig, data, where=str(path))
     validate(train)
     if demo.eval.n_samples < 1:
@@ -140,6 +176,19 @@ def load_demo_config(path: str | Path | None = None, overrides: Sequence[str] = 
                               "or demo.sft_stop.validation_pass: null")
         if stop.every < 1 or stop.problems < 1:
             raise ConfigError(f"{path}: demo.sft_stop.every and .problems must be >= 1")
+    d = demo.data
+    if d.task not in DEMO_TASKS:
+        raise ConfigError(f"{path}: demo.data.task {d.task!r}: choose among {list(DEMO_TASKS)}")
+    if not 1 <= d.min_ops <= d.max_ops:
+        raise ConfigError(f"{path}: demo.data: need 1 <= min_ops <= max_ops, got {d.min_ops}..{d.max_ops}")
+    c = demo.control
+    if c.enabled:
+        if d.task != "chain":
+            raise ConfigError(f"{path}: demo.control needs demo.data.task: chain")
+        if not 1 <= c.min_ops <= c.max_ops:
+            raise ConfigError(f"{path}: demo.control: need 1 <= min_ops <= max_ops, got {c.min_ops}..{c.max_ops}")
+        if c.train_problems < 1 or c.test_problems < 1:
+            raise ConfigError(f"{path}: demo.control.train_problems and .test_problems must be >= 1")
     bad = [a for a in demo.algorithms if a not in ALGORITHMS]
     if bad or not demo.algorithms:
         raise ConfigError(f"{path}: demo.algorithms {demo.algorithms}: choose among {list(ALGORITHMS)}")

@@ -1,5 +1,6 @@
-"""The demo's data: the synthetic arithmetic task's train/test problems written to DIR/data as
-JSONL, the validation carve (as training carves it), and the splits every checkpoint is evaluated on."""
+"""The demo's data: the synthetic task's train/test problems (`demo.data.task`: arithmetic, or long
+chains) written to DIR/data as JSONL, the validation carve (as training carves it), the splits every
+checkpoint is evaluated on, and the short-chain control's problems (DIR/control/data)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from vineppo.config import TrainConfig
-from vineppo.demo.config import TASK, DemoSettings, _say
+from vineppo.demo.config import DemoSettings, _say
 
 
 def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
@@ -38,22 +39,40 @@ class DemoSplits:
     splits: dict[str, list[dict]]
 
 
-def prepare_data(demo: DemoSettings, base: TrainConfig, out: Path) -> DemoSplits:
-    """Generate the problems, write DIR/data/{train,test}.jsonl, carve validation from train."""
-    from vineppo.data import load_rows
-    from vineppo.tasks.arithmetic import make_splits
+def generate_splits(demo: DemoSettings, *, control: bool = False) -> tuple[list[dict], list[dict]]:
+    """(train, test) rows of the demo's task, disjoint by computation; `control=True`: the
+    short-chain control's (its own chain lengths and problem counts, the same generator seed)."""
+    d = demo.data
+    if d.task == "arithmetic":
+        from vineppo.tasks.arithmetic import make_splits
 
-    train_rows, test_rows = make_splits(demo.data.train_problems, demo.data.test_problems, demo.data.seed)
-    data_dir = out / "data"
+        return make_splits(d.train_problems, d.test_problems, d.seed)
+    from vineppo.tasks.chain import make_chain_splits
+
+    if control:
+        c = demo.control
+        return make_chain_splits(c.train_problems, c.test_problems, d.seed, min_ops=c.min_ops, max_ops=c.max_ops)
+    return make_chain_splits(d.train_problems, d.test_problems, d.seed, min_ops=d.min_ops, max_ops=d.max_ops)
+
+
+def prepare_data(demo: DemoSettings, base: TrainConfig, out: Path, *, control: bool = False) -> DemoSplits:
+    """Generate the problems, write DIR/data/{train,test}.jsonl, carve validation from train.
+    `control=True`: the short-chain control's problems, in DIR/control/data."""
+    from vineppo.data import load_rows
+
+    task = demo.data.task
+    train_rows, test_rows = generate_splits(demo, control=control)
+    data_dir = out / ("control" if control else "") / "data"
     _write_jsonl(data_dir / "train.jsonl", train_rows)
     _write_jsonl(data_dir / "test.jsonl", test_rows)
     vsize = base.data.validation_size or 0
-    rl_rows = load_rows(TASK, "train", data_dir, validation_size=vsize, seed=base.data.validation_seed)
-    val_rows = (load_rows(TASK, "validation", data_dir, validation_size=vsize, seed=base.data.validation_seed)
+    rl_rows = load_rows(task, "train", data_dir, validation_size=vsize, seed=base.data.validation_seed)
+    val_rows = (load_rows(task, "validation", data_dir, validation_size=vsize, seed=base.data.validation_seed)
                 if vsize > 0 else [])
     splits = {"test": test_rows}
     if demo.eval.validation and val_rows:
         splits["validation"] = val_rows
-    _say(f"data: {len(train_rows)} train problems ({vsize} held out as validation), {len(test_rows)} test "
-         f"problems, disjoint by computation -> {data_dir}")
+    what = "control " if control else ""
+    _say(f"{what}data ({task}): {len(train_rows)} train problems ({vsize} held out as validation), "
+         f"{len(test_rows)} test problems, disjoint by computation -> {data_dir}")
     return DemoSplits(data_dir, train_rows, test_rows, rl_rows, val_rows, splits)

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from vineppo.config import TrainConfig
-from vineppo.demo.config import TASK, DemoEval, _sha, code_fingerprint
+from vineppo.demo.config import DemoEval, _sha, code_fingerprint
 
 
 def _eval_kwargs(ev: DemoEval, max_sequence_length: int) -> dict:
@@ -20,7 +20,7 @@ def _evaluate(model_dir: Path, out_dir: Path, rows: list[dict], split: str, data
               train_cfg: TrainConfig, *, engine=None, tokenizer=None, iteration: int | None = None) -> dict:
     from vineppo.evaluate import evaluate_checkpoint
 
-    return evaluate_checkpoint(model_dir, TASK, split, data_source=str(data_dir), out_dir=out_dir,
+    return evaluate_checkpoint(model_dir, train_cfg.data.task, split, data_source=str(data_dir), out_dir=out_dir,
                                engine_cfg=train_cfg.engine, rows=rows, engine=engine, tokenizer=tokenizer,
                                iteration=iteration, progress=False, validation_size=train_cfg.data.validation_size,
                                validation_seed=train_cfg.data.validation_seed,

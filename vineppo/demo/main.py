@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Sequence
 
 from vineppo.config import to_dict
-from vineppo.demo.config import PLOT_FILE, SUMMARY_FILE, _fmt_seconds, _say, load_demo_config
-from vineppo.demo.data import prepare_data
+from vineppo.config import TrainConfig
+from vineppo.demo.config import PLOT_FILE, SUMMARY_FILE, DemoSettings, _fmt_seconds, _say, load_demo_config
+from vineppo.demo.data import DemoSplits, prepare_data
 from vineppo.demo.evaluation import evaluate_sft
-from vineppo.demo.report import _quiet_logs, final_table, method_stats, paired_difference, plot_demo
+from vineppo.demo.report import _quiet_logs, final_table, method_stats, method_summary, plot_demo
 from vineppo.demo.runs import RunQueue, _fresh_run_dir, _run_config, plan_runs
 from vineppo.demo.sft_start import (_TorchThreads, default_cache_dir, ensure_sft_continued, ensure_sft_start,
                                     pick_torch_threads)
@@ -51,9 +52,12 @@ def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path
         # 1. data
         d = prepare_data(demo, base, out)
         data_dir, test_rows, rl_rows, val_rows, splits = d.data_dir, d.test_rows, d.rl_rows, d.val_rows, d.splits
-        # 2. SFT start
+        ctrl = prepare_data(demo, base, out, control=True) if demo.control.enabled else None
+        # 2. SFT start (with the control's short-chain train problems when the control is on: one
+        # start for both)
+        sft_rows = rl_rows + (ctrl.rl_rows if ctrl else [])
         t0 = time.perf_counter()
-        sft_dir, sft_info, sft_cached = ensure_sft_start(demo, rl_rows, cache_root, stop_rows=val_rows,
+        sft_dir, sft_info, sft_cached = ensure_sft_start(demo, sft_rows, cache_root, stop_rows=val_rows,
                                                          progress=progress)
         t_sft = time.perf_counter() - t0
         _say(f"SFT start {'reused from the cache' if sft_cached else 'trained and cached'}: {sft_dir} "
@@ -88,7 +92,7 @@ def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path
                               else demo.sft_continued_steps)
                 cont = None
                 if cont_steps > 0:
-                    cont_dir, cont_info, _ = ensure_sft_continued(demo, sft_dir, rl_rows, cont_steps)
+                    cont_dir, cont_info, _ = ensure_sft_continued(demo, sft_dir, sft_rows, cont_steps)
                     cont_results, _ = evaluate_sft(cont_dir, splits, data_dir, demo.eval, eval_cfg)
                     cont = {"dir": str(cont_dir), "steps": cont_steps, "info": cont_info,
                             "pass@1": {s: float(read_results(r)["pass@1"]) for s, r in cont_results.items()}}
@@ -99,7 +103,7 @@ def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path
         finally:
             queue.kill()
 
-    # 6. compare table, plots, summary
+    # 6. compare table, plots, summary (of the main runs)
     if compare:
         from vineppo.compare import compare as compare_runs
 
@@ -109,18 +113,23 @@ def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path
                      sft_continued=cont["pass@1"]["test"] if cont else None)
     seconds = time.perf_counter() - t_start
     stats = method_stats(runs)
-    diff = paired_difference(runs, "vineppo", "ppo")
     summary = {"sft": round(100 * sft_pass["test"], 2),
                "sft_continued": round(100 * cont["pass@1"]["test"], 2) if cont else None,
-               **{a: None for a in ("vineppo", "ppo")},
-               **{a: round(st["mean"], 2) for a, st in stats.items()},
-               "sd": {a: (round(st["sd"], 2) if st["sd"] is not None else None) for a, st in stats.items()},
-               "rl_seconds": {a: round(st["rl_seconds"], 1) for a, st in stats.items()},
-               "vineppo_minus_ppo": diff, "seeds": demo.seeds, "seconds": round(seconds, 1)}
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+               **method_summary(runs, demo.seeds), "seconds": round(seconds, 1)}
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")  # rewritten with the control below
+    if ctrl is not None:
+        _say(f"main runs done ({_fmt_seconds(seconds)}): {json.dumps(summary)}; now the short-chain control")
+    # 7. the short-chain control: every method again, from the same start, on short chains
+    control = None
+    if ctrl is not None:
+        control = _run_control(ctrl, demo, base, algos, sft_dir, out, 2 if parallel else 1)
+        seconds = time.perf_counter() - t_start
+        summary["control"] = control["summary"]
+        summary["seconds"] = round(seconds, 1)
+        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
     details = {"summary": summary, "sft_dir": str(sft_dir), "sft_cached": sft_cached, "sft": sft_info,
                "sft_threads": threads, "sft_pass@1": sft_pass, "sft_continued": cont, "eval": asdict(demo.eval),
-               "test_problems": len(test_rows), "runs": runs,
+               "test_problems": len(test_rows), "runs": runs, "control": control,
                "config": {"demo": asdict(demo), "train": to_dict(base)}, "plot": str(plot),
                "load_average_start": load}
     (out / "demo_details.json").write_text(json.dumps(details, indent=1, default=str) + "\n")
@@ -130,7 +139,38 @@ def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path
           f"(T={demo.eval.temperature}, top_p={demo.eval.top_p}), final checkpoints, "
           f"{demo.seeds} RL seed(s) per method")
     print(final_table(sft_pass["test"], stats, sft_note, sft_continued=cont["pass@1"]["test"] if cont else None,
-                      sft_continued_steps=cont_steps, diff=diff))
+                      sft_continued_steps=cont_steps, diff=summary["vineppo_minus_ppo"]))
+    if control is not None:
+        c = demo.control
+        print(f"control: short chains ({c.min_ops}-{c.max_ops} operations), same SFT start, "
+              f"{len(ctrl.test_rows)} test problems")
+        print(final_table(control["sft_pass@1"]["test"], method_stats(control["runs"]), "(same start)",
+                          diff=control["summary"]["vineppo_minus_ppo"]))
     print(f"total {_fmt_seconds(seconds)}; SFT start cached in {sft_dir}")
     print(f"wrote {out / SUMMARY_FILE}, {plot}" + (f", {out / 'compare'}/" if compare else ""), flush=True)
     return {**summary, "details": details}
+
+
+def _run_control(ctrl: DemoSplits, demo: DemoSettings, base: TrainConfig, algos: list[str], sft_dir: Path,
+                 out: Path, parallel: int) -> dict:
+    """The short-chain control: each method for each seed from the same SFT start, on the control's
+    problems (runs in DIR/control/runs); its SFT-start evaluation and summary (the main summary's
+    method keys)."""
+    from vineppo.evaluate import read_results
+
+    jobs = plan_runs(base, algos, demo.seeds, sft_dir, ctrl.data_dir)
+    queue = RunQueue(jobs, out / "control", ctrl.splits, ctrl.data_dir, demo.eval, parallel)
+    try:
+        queue.fill()
+        with _TorchThreads(1):
+            eval_cfg = _run_config(base, "vineppo", sft_dir, ctrl.data_dir)
+            results, _ = evaluate_sft(sft_dir, ctrl.splits, ctrl.data_dir, demo.eval, eval_cfg)
+            sft_pass = {s: float(read_results(r)["pass@1"]) for s, r in results.items()}
+            _say(f"control: SFT start test pass@1 {100 * sft_pass['test']:.1f}% on short chains")
+            runs = queue.wait_all(results)
+    finally:
+        queue.kill()
+    summary = {"sft": round(100 * sft_pass["test"], 2), **method_summary(runs, demo.seeds),
+               "min_ops": demo.control.min_ops, "max_ops": demo.control.max_ops,
+               "test_problems": len(ctrl.test_rows)}
+    return {"summary": summary, "sft_pass@1": sft_pass, "runs": runs}

@@ -62,6 +62,18 @@ def paired_difference(runs: dict[str, dict], a: str, b: str) -> dict | None:
             "n": len(diffs), "values": [round(d, 2) for d in diffs]}
 
 
+def method_summary(runs: dict[str, dict], seeds: int) -> dict:
+    """summary.json's per-method keys: each method's mean final test pass@1 (in %; VinePPO and PPO
+    are present, None, when not run), `sd` and `rl_seconds` per method, `vineppo_minus_ppo`
+    (`paired_difference`) and `seeds`."""
+    stats = method_stats(runs)
+    return {**{a: None for a in ("vineppo", "ppo")},
+            **{a: round(st["mean"], 2) for a, st in stats.items()},
+            "sd": {a: (round(st["sd"], 2) if st["sd"] is not None else None) for a, st in stats.items()},
+            "rl_seconds": {a: round(st["rl_seconds"], 1) for a, st in stats.items()},
+            "vineppo_minus_ppo": paired_difference(runs, "vineppo", "ppo"), "seeds": seeds}
+
+
 def plot_series(sft_test: float, runs: dict[str, dict], *, sft_continued: float | None = None) -> dict:
     """The data `plot_demo` draws, in %: per run its test pass@1 curve [(iteration, pass@1)]
     starting at (0, SFT start) and its train reward [(iteration, mean reward)], plus the SFT start

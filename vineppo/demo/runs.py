@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from vineppo.config import TrainConfig, from_dict, to_dict, validate
-from vineppo.demo.config import ALGORITHMS, TASK, DemoEval, _say
+from vineppo.demo.config import ALGORITHMS, DemoEval, _say
 from vineppo.demo.evaluation import _copy_initial, _evaluated, evaluate_run_checkpoints
 from vineppo.demo.report import _quiet_logs, _report
 
@@ -30,7 +30,6 @@ def _run_config(base: TrainConfig, algorithm: str, sft_dir: Path, data_dir: Path
     cfg.model.name_or_path = str(sft_dir)
     cfg.model.tokenizer = None
     cfg.model.tiny_init = False
-    cfg.data.task = TASK  # type: ignore[assignment]
     cfg.data.source = str(data_dir)
     validate(cfg)
     return cfg

@@ -100,7 +100,7 @@ def sft_cache_key(demo: DemoSettings, sft_rows: Sequence[dict], stop_rows: Seque
                  **({"numerics": numerics} if numerics is not None else {})})[:16]
 
 
-def greedy_pass_rate(model, tokenizer, rows: Sequence[dict], max_new_tokens: int = 64) -> float:
+def greedy_pass_rate(model, tokenizer, rows: Sequence[dict], max_new_tokens: int = 64, task: str = TASK) -> float:
     """Greedy pass@1 of an in-memory model on `rows` (transformers engine; used to stop SFT)."""
     from vineppo.engine.hf import HFEngine
     from vineppo.evaluate import evaluate_model
@@ -108,7 +108,7 @@ def greedy_pass_rate(model, tokenizer, rows: Sequence[dict], max_new_tokens: int
 
     engine = HFEngine(model, tokenizer, max_batch_size=len(rows), progress=False)
     try:
-        summary, _ = evaluate_model(engine, tokenizer, get_task(TASK), rows, n_samples=1, temperature=0.0,
+        summary, _ = evaluate_model(engine, tokenizer, get_task(task), rows, n_samples=1, temperature=0.0,
                                     max_new_tokens=max_new_tokens, progress=False)
     finally:
         engine.close()
@@ -138,7 +138,7 @@ def ensure_sft_start(demo: DemoSettings, sft_rows: Sequence[dict], cache_root: P
     from vineppo.sft import sft
     from vineppo.tiny import build_model, build_tokenizer
 
-    task = get_task(TASK)
+    task = get_task(demo.data.task)
     t0 = time.perf_counter()
     texts = [task.prompt(r) + task.sft_target(r) for r in sft_rows]
     tokenizer = build_tokenizer(texts, demo.model.vocab_size)
@@ -155,7 +155,7 @@ def ensure_sft_start(demo: DemoSettings, sft_rows: Sequence[dict], cache_root: P
     def should_stop(step: int, loss: float) -> bool:
         if not check_rows or step < stop.min_steps or (step - stop.min_steps) % stop.every:
             return False
-        acc = greedy_pass_rate(model, tokenizer, check_rows)
+        acc = greedy_pass_rate(model, tokenizer, check_rows, stop.max_new_tokens, demo.data.task)
         checks.append((step, acc))
         _say(f"  SFT step {step}: loss {loss:.3f}, greedy validation pass@1 {100 * acc:.0f}%")
         return acc >= stop.validation_pass
@@ -211,7 +211,7 @@ def ensure_sft_continued(demo: DemoSettings, sft_dir: Path, sft_rows: Sequence[d
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        stats = sft(model, tokenizer, get_task(TASK), sft_rows, cfg, progress=False, out_dir=tmp)
+        stats = sft(model, tokenizer, get_task(demo.data.task), sft_rows, cfg, progress=False, out_dir=tmp)
         info = {"from": str(sft_dir), "steps": stats["steps"], "final_loss": stats["final_loss"],
                 "seconds": time.perf_counter() - t0, "sft": asdict(cfg)}
         (tmp / info_file.name).write_text(json.dumps(info, indent=1) + "\n")

@@ -21,6 +21,12 @@ def _arithmetic() -> type[Task]:
     return ArithmeticTask
 
 
+def _chain() -> type[Task]:
+    from vineppo.tasks.chain import ChainTask
+
+    return ChainTask
+
+
 def _math() -> type[Task]:
     from vineppo.tasks.math import MathTask
 
@@ -32,6 +38,7 @@ _REGISTRY: dict[str, Callable[[], type[Task]]] = {
     "gsm8k": _gsm8k,
     "math": _math,
     "arithmetic": _arithmetic,  # the embedded demo task (synthetic, GSM8K answer format)
+    "chain": _chain,  # long arithmetic chains with an exact oracle (configs/demo_chain.yaml)
 }
 
 #: the names get_task accepts
@@ -39,7 +46,7 @@ TASK_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
 
 def get_task(name: str, **kwargs: Any) -> Task:
-    """A new Task instance for `name` ("gsm8k", "math", "arithmetic"); `kwargs` go to its constructor
+    """A new Task instance for `name` ("gsm8k", "math", "arithmetic", "chain"); `kwargs` go to its constructor
     (every task takes `grading_mode`: "official", the default, or "math_verify")."""
     try:
         task_class = _REGISTRY[name]
