@@ -45,15 +45,18 @@ def ids(text: str) -> list[int]:
 
 # ---- the ranking score ---------------------------------------------------------------------------
 
-def test_ranking_score_counts_ties_in_the_estimate_wrong_and_skips_equal_truths():
+def test_ranking_score_counts_ties_wrong_as_the_official_analyzer():
     truth = [0.5, 0.25, 0.5, 1.0]
     estimate = [0.4, 0.4, 0.1, 0.9]
-    # (0,1) truth differs, estimate ties → wrong; (0,2) equal truth → skipped; (0,3) right;
+    # (0,1) truth differs, estimate ties → wrong; (0,2) equal truth → wrong (product 0); (0,3) right;
     # (1,2) truth 0.25 < 0.5 but estimate 0.4 > 0.1 → wrong; (1,3) right; (2,3) right
-    assert ranking_score(truth, estimate) == (3, 5)
-    assert ranking_score(truth, [0.7] * 4) == (0, 5)  # a constant critic orders nothing: 0 %, not 50 %
-    assert ranking_score([1.0, 1.0, 1.0], [0.1, 0.2, 0.3]) == (0, 0)
+    assert ranking_score(truth, estimate) == (3, 6)
+    assert ranking_score(truth, estimate, skip_equal_truth=True) == (3, 5)
+    assert ranking_score(truth, [0.7] * 4) == (0, 6)  # a constant critic orders nothing: 0 %, not 50 %
+    assert ranking_score([1.0, 1.0, 1.0], [0.1, 0.2, 0.3]) == (0, 3)
+    assert ranking_score([1.0, 1.0, 1.0], [0.1, 0.2, 0.3], skip_equal_truth=True) == (0, 0)
     assert ranking_score([0.0, 1.0], [0.9, 0.1]) == (0, 1)
+    assert ranking_score([0.0, 1.0], [0.1, 0.9]) == (1, 1)
     with pytest.raises(ValueError, match="3 true values but 2"):
         ranking_score([0.0, 1.0, 0.5], [0.1, 0.2])
 
@@ -357,7 +360,7 @@ def test_mae_by_step_and_ranking_by_iteration_are_hand_computed():
     alts = [{"iteration": 1, "truth": [1.0, 0.5, 0.0], "mc": [1.0, 0.0, 0.0], "critic": [0.3, 0.3, 0.3]},
             {"iteration": 1, "truth": [0.0, 1.0], "mc": [0.0, 1.0], "critic": [0.6, 0.2]},
             {"iteration": 4, "truth": [0.5, 0.5], "mc": [0.0, 1.0], "critic": None}]
-    assert ranking_by_iteration(alts, "mc") == {1: (3, 4), 4: (0, 0)}
+    assert ranking_by_iteration(alts, "mc") == {1: (3, 4), 4: (0, 1)}  # equal truth: scored, wrong
     assert ranking_by_iteration(alts, "critic") == {1: (0, 4)}
 
 
@@ -409,14 +412,15 @@ def test_compare_writes_the_value_plots_and_table_for_probed_runs(tmp_path, figu
     res = compare([plain], tmp_path / "cmp_plain", print_table=False)
     assert not set(res.plots) & set(VALUE_PLOT_FILES) and "Value estimates" not in res.markdown_path.read_text()
     assert not any((tmp_path / "cmp_plain" / name).exists() for name in VALUE_PLOT_FILES.values())
-    # ranked states whose alternatives all have the same truth: the plot is still written, and says so
+    # ranked states whose alternatives all have the same truth: every pair is scored and wrong (as the
+    # official analyzer scores them), so the run's point sits at 0 %
     _probed(plain, [_state(1, 0, 0, 0.5, mc=0.5)], [{"iteration": 1, "rank": 0, "question_index": 0,
                                                      "sample_index": 0, "step": 0, "truth": [1.0, 1.0, 1.0],
                                                      "mc": [1.0, 0.5, 1.0]}])
     res = compare([plain], tmp_path / "cmp_ties", print_table=False)
     fig = figures[VALUE_PLOT_FILES["ranking_accuracy_vs_iteration"]]
-    assert "ranking_accuracy_vs_iteration" in res.plots and "no pair" in fig.axes[0].texts[0].get_text()
-    assert set(plotted(fig)) == {"chance (50 %)"}
+    assert "ranking_accuracy_vs_iteration" in res.plots and not fig.axes[0].texts
+    assert plotted(fig)["plain (MC estimate)"] == ([1], pytest.approx([0.0]))
 
 
 def test_step_advantages_of_a_ppo_episode_come_from_its_critic_values():

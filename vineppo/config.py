@@ -169,7 +169,8 @@ class ProbeConfig:
     #: cut at the task's next step boundary; a state with at least `min_alternatives` distinct steps
     #: is ranked: every alternative (the state after taking it) is valued by `k` rollouts (truth)
     #: and by each estimator (`mc.k` rollouts; PPO also the critic), and each estimator scores the
-    #: share of pairs of differing truth it orders the same way, ties wrong
+    #: share of the pairs it orders strictly as the truth does (ties in either count wrong, as the
+    #: official analyzer)
     #: (`vineppo.probe.ranking.ranking_score`); records in `probe/alternatives.rank<R>.jsonl`.
     #: 0 = no ranking
     alternatives: int = 5

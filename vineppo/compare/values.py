@@ -202,8 +202,9 @@ def plot_error_by_step(values: Sequence[RunValues], out: Path) -> Path | None:
 
 def plot_ranking_accuracy(values: Sequence[RunValues], out: Path) -> Path | None:
     """Ranking accuracy of alternative next steps (%) per probe, per run and estimator; chance 50 %.
-    Written whenever a run ranked any state, saying so when no pair of differing truth was scored
-    (a policy that rarely samples distinct steps, or alternatives that all end alike)."""
+    Written whenever a run ranked any state, saying so when no pair was scored. Pairs are scored as
+    the official analyzer does (`ranking_score`): every pair, ties in the estimate or in the truth
+    wrong, so a random order scores 50 % of the pairs of differing truth and less overall."""
     series = []
     for i, v in enumerate(values):
         for est in v.estimators():
@@ -222,10 +223,10 @@ def plot_ranking_accuracy(values: Sequence[RunValues], out: Path) -> Path | None
     _integer_x(ax, [it for *_, pts in series for it, _ in pts])
     if not series:
         ranked = sum(len(v.alternatives) for v in values)
-        ax.text(0.5, 0.25, f"{ranked} ranked state(s), but no pair of alternatives\nwith differing true values to score",
+        ax.text(0.5, 0.25, f"{ranked} ranked state(s), but no pair of alternatives to score",
                 transform=ax.transAxes, ha="center", va="center", fontsize=9)
     return _finish(ax, fig, out, "Ranking alternative next steps (ties count wrong)", "iteration",
-                   "pairs of differing truth ordered as the truth (%)")
+                   "pairs ordered strictly as the truth (%)")
 
 
 def plot_step_advantages(values: Sequence[RunValues], out: Path) -> Path | None:
@@ -271,7 +272,8 @@ def value_analyses(runs: Sequence[Run], out: Path) -> ValueAnalyses:
     if rows:
         md = ("\n## Value estimates (value probe)\n\n" + markdown_table(VALUE_HEADER, rows)
               + "\nOver every probe of the run: MAE = mean |estimate − truth| at the probed states (truth: the "
-              "probe's `probe.k` rollouts); ranking accuracy = share of pairs of alternative next steps with "
-              "differing truth that the estimator orders the same way (ties count wrong; chance 50 %). "
+              "probe's `probe.k` rollouts); ranking accuracy = share of the pairs of alternative next steps that "
+              "the estimator orders strictly as the truth does (as the official analyzer: ties in the estimate or "
+              "in the truth count wrong; a random order scores 50 % of the pairs of differing truth). "
               "MC estimate: VinePPO's own values at the states, `mc.k` fresh rollouts elsewhere.\n")
     return ValueAnalyses(plots, md)

@@ -25,19 +25,19 @@ from vineppo.tasks.base import Row, Task
 from vineppo.tokens import decode_response, token_char_starts
 
 
-def ranking_score(truth: Sequence[float], estimate: Sequence[float]) -> tuple[int, int]:
-    """(correct, scored) over the pairs of alternatives of one state.
-
-    A pair is scored when its true values differ; it is correct when the estimate orders it the
-    same way, strictly: (t_i − t_j)·(e_i − e_j) > 0, so an estimate that ties the two is wrong (as in
-    the official analyzer: a critic that gives every step the same value scores 0, not ½). Pairs of
-    equal truth are skipped (the official analyzer scores them too, always wrong; skipping them
-    keeps a random estimate at 50 %). Accuracy = Σ correct / Σ scored, over states."""
+def ranking_score(truth: Sequence[float], estimate: Sequence[float], *,
+                  skip_equal_truth: bool = False) -> tuple[int, int]:
+    """(correct, scored) over the pairs of alternatives of one state, as the official analyzer
+    scores them: every pair is scored, and it is correct only when the estimate orders it strictly
+    the way the truth does, (t_i − t_j)·(e_i − e_j) > 0. A tie in the estimate is therefore wrong (a
+    critic that gives every step the same value scores 0, not ½), and so is a pair of equal truth.
+    `skip_equal_truth=True` leaves pairs of equal truth out instead, so a random estimate scores
+    50 %. Accuracy = Σ correct / Σ scored, over states."""
     if len(truth) != len(estimate):
         raise ValueError(f"ranking_score: {len(truth)} true values but {len(estimate)} estimates")
     correct = scored = 0
     for i, j in itertools.combinations(range(len(truth)), 2):
-        if truth[i] == truth[j]:
+        if skip_equal_truth and truth[i] == truth[j]:
             continue
         scored += 1
         correct += (truth[i] - truth[j]) * (estimate[i] - estimate[j]) > 0
