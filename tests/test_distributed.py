@@ -49,6 +49,8 @@ def test_launch_strategy_from_accelerate_env(monkeypatch, env, expected):
     ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, "fsdp_version: 2"),
     ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "1"}, "stage 1"),
     ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_CONFIG_FILE": "ds.json"}, "deepspeed_config_file"),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_CPU_RAM_EFFICIENT_LOADING": "true"},
+     "fsdp_cpu_ram_efficient_loading"),
 ])
 def test_unsupported_launch_settings_are_rejected(monkeypatch, env, msg):
     from vineppo.distributed import StrategyError, launch_strategy
