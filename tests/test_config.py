@@ -21,10 +21,29 @@ def test_world_size_checks_every_shard_holds_a_minibatch():
                                     "ppo.minibatch_size=16", "ppo.micro_batch_size=4"])
     validate_world(cfg, 1)
     validate_world(cfg, 2)  # 3 questions × 4 = 12 episodes per process ≥ 8
-    with pytest.raises(ConfigError, match="smallest shard holds 0 episodes"):
-        validate_world(cfg, 4)  # shards of 2, 2, 2, 0 questions
-    with pytest.raises(ConfigError, match="not divisible"):
+    with pytest.raises(ConfigError, match="ppo.minibatch_size .16. is not divisible by the 3 processes"):
         validate_world(cfg, 3)
+    with pytest.raises(ConfigError, match="per-process minibatch 8 .* not a multiple of ppo.micro_batch_size 16"):
+        validate_world(load_config(None, BASE + ["episodes.questions_per_iteration=8", "ppo.minibatch_size=16",
+                                                 "ppo.micro_batch_size=16"]), 2)
+
+
+@pytest.mark.parametrize("questions,world", [(3, 2), (6, 4), (7, 8), (66, 8)])
+def test_uneven_question_shards_are_refused_for_every_process_count(questions, world):
+    """Shards of unequal size (3 questions on 2 processes: 2 and 1) would give the processes different
+    numbers of micro-batches, i.e. of FSDP2 / ZeRO-3 collectives: refused with one line naming the
+    setting and the process count, before anything starts."""
+    cfg = load_config(None, BASE + [f"episodes.questions_per_iteration={questions}", "episodes.samples_per_question=8",
+                                    "ppo.minibatch_size=8", "ppo.micro_batch_size=1"])
+    validate_world(cfg, 1)
+    with pytest.raises(ConfigError) as e:
+        validate_world(cfg, world)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert f"episodes.questions_per_iteration ({questions}) is not divisible by the {world} processes" in msg
+    validate_world(load_config(None, BASE + [f"episodes.questions_per_iteration={2 * world}",
+                                             "episodes.samples_per_question=8", "ppo.minibatch_size=8",
+                                             "ppo.micro_batch_size=1"]), world)
 
 
 def test_the_tiny_and_paper_configs_validate():

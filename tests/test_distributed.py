@@ -49,6 +49,8 @@ def test_launch_strategy_from_accelerate_env(monkeypatch, env, expected):
     ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, "fsdp_version: 2"),
     ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "1"}, "stage 1"),
     ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_CONFIG_FILE": "ds.json"}, "deepspeed_config_file"),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_CPU_RAM_EFFICIENT_LOADING": "true"},
+     "fsdp_cpu_ram_efficient_loading"),
 ])
 def test_unsupported_launch_settings_are_rejected(monkeypatch, env, msg):
     from vineppo.distributed import StrategyError, launch_strategy
@@ -400,3 +402,17 @@ def test_lora_trains_under_sharded_strategies(strategy, dist_model, tmp_path_fac
     adapter = load_file(str(out / "checkpoints" / "iter_000002" / "adapter" / "adapter_model.safetensors"))
     assert adapter and all("lora_" in k for k in adapter)
     assert any(float(v.abs().max()) > 0 for k, v in adapter.items() if "lora_B" in k)
+
+
+# ---- LoRA adapter sync under several processes ---------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_lora_adapter_sync_reaches_every_ranks_engine(strategy, dist_model, tmp_path_factory):
+    """`model.lora.sync=adapter` in 2 processes: every rank's vLLM engine serves the adapter its
+    trainer holds (each rank writes the gathered adapter into a directory of its own), 2 PPO
+    iterations (the critic's advantages move the adapter), the engine in step after each push."""
+    out = tmp_path_factory.getbasetemp() / "dist_runs" / f"lora_adapter_{strategy}"
+    _launch(strategy, "gsm8k_ppo.yaml", out, dist_model, "iterations=2", "model.lora.r=8",
+            "model.lora.sync=adapter", "engine.backend=vllm", "optim.lr=1e-3")
+    _check_run(out, ppo=True)

@@ -99,3 +99,43 @@ def test_lora_checkpoint_holds_the_adapter_alone(tiny_model_dir, tiny_tokenizer,
         want = trainer.unwrapped_policy()(input_ids=ids).logits
         torch.testing.assert_close(loaded(input_ids=ids).logits, want, rtol=1e-3, atol=1e-3)
         torch.testing.assert_close(merged(input_ids=ids).logits, want, rtol=1e-3, atol=1e-3)
+
+
+def test_adapter_push_reaches_the_engine_of_a_rank_that_does_not_write_checkpoints(
+        tiny_model_dir, monkeypatch, one_torch_thread):
+    """Adapter sync under several processes: every rank's engine loads the adapter from a directory
+    of its own. Here the trainer is told it is not the main process (rank 1 of a launch); the
+    engine must still find the trained adapter in the directory it is given, and the greedy
+    check's `keep` returns the merged weights that adapter amounts to."""
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from vineppo.lora_sync import PolicySync
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    trainer = _lora_trainer(tiny_model_dir, tok)
+    _train_adapter(trainer)
+    monkeypatch.setattr(Accelerator, "is_main_process", property(lambda self: False))
+    monkeypatch.setattr(Accelerator, "wait_for_everyone", lambda self: None)
+    assert not trainer.acc.is_main_process
+
+    class Engine:
+        loaded: dict = {}
+
+        def update_adapter(self, path):
+            Engine.loaded = load_file(str(path / "adapter_model.safetensors"))  # what vLLM's add_lora reads
+
+    sync = PolicySync(adapter=True)
+    try:
+        kept = sync.push(Engine(), trainer, keep=True)
+    finally:
+        sync.close()
+    # PEFT saves the adapter without its name ("default") in the parameter names
+    live = {n.replace(".default", ""): p.detach() for n, p in trainer.unwrapped_policy().named_parameters()
+            if "lora_" in n}
+    assert sorted(Engine.loaded) == sorted(live) and live
+    for k, v in live.items():
+        torch.testing.assert_close(Engine.loaded[k], v, rtol=0, atol=0)
+    torch.testing.assert_close(kept, trainer.policy_state_dict(), rtol=0, atol=0)
+    assert all("lora_" not in k for k in kept)

@@ -90,11 +90,64 @@ def test_load_and_reference_dtypes_follow_the_strategy(monkeypatch):
     assert reference_dtype("float16", "cuda") == torch.float16
     assert reference_dtype("bfloat16", "cpu") == torch.float32
     cfg = SimpleNamespace(model=SimpleNamespace(dtype="bfloat16"), optim=SimpleNamespace(max_grad_norm=1.0))
-    acc = SimpleNamespace(num_processes=2)
-    for name in ("single", "ddp", "fsdp"):  # fp32 masters, bf16 under autocast
+    acc = SimpleNamespace(num_processes=2, mixed_precision="bf16")
+    for name in ("single", "ddp", "fsdp"):  # fp32 masters, bf16 under autocast (checkpoint dtype unknown)
         assert AccelerateStrategy(acc, cfg, name).load_dtype() == torch.float32
     ds = DeepSpeedStrategy(acc, cfg, "zero3")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # DeepSpeed trains bf16 on GPUs only
     assert ds.load_dtype() == torch.bfloat16  # it casts to bf16 and keeps fp32 masters itself
     cfg.model.dtype = "float32"
     assert ds.load_dtype() == torch.float32
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_checkpoint_weights_are_written_in_the_training_dtype(tiny_model_dir, tiny_tokenizer, tmp_path, dtype,
+                                                              one_torch_thread):
+    """A bf16 run writes bf16 HF weights (half the bytes of its fp32 master copy) and says so in
+    config.json; an fp32 run keeps fp32. The values are the policy's, rounded once."""
+    import json
+
+    from accelerate import Accelerator
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    trainer = _trainer(tiny_model_dir, tiny_tokenizer, Accelerator(cpu=True), f"model.dtype={dtype}")
+    with torch.no_grad():  # a policy that is not the start: values the checkpoint must carry
+        for p in trainer.unwrapped_policy().parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    live = {k: v.detach().clone() for k, v in trainer.unwrapped_policy().state_dict().items()}
+    assert all(v.dtype == torch.float32 for v in live.values())  # CPU: fp32 masters either way
+    trainer.save_pretrained(tmp_path / "ck")
+    want = getattr(torch, dtype)
+    with safe_open(str(tmp_path / "ck" / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+        assert keys and all(f.get_slice(k).get_dtype() == {"bfloat16": "BF16", "float32": "F32"}[dtype] for k in keys)
+        for k in keys:
+            assert torch.equal(f.get_tensor(k), live[k].to(want)), k
+    assert json.loads((tmp_path / "ck" / "config.json").read_text())["dtype"] == dtype
+    back = AutoModelForCausalLM.from_pretrained(tmp_path / "ck")  # the dtype config.json names
+    assert next(back.parameters()).dtype == want
+    assert next(trainer.unwrapped_policy().parameters()).dtype == torch.float32  # the live policy is untouched
+
+
+def test_fsdp_loads_a_half_checkpoint_in_half_where_prepare_upcasts(tiny_model_dir):
+    """FSDP2 with mixed precision: accelerate's prepare makes fp32 masters of the trainable
+    parameters, so a bf16 checkpoint is loaded in bf16 (no fp32 copy per rank before sharding);
+    an fp32 checkpoint, DDP (which casts nothing) and runs without mixed precision load fp32."""
+    from types import SimpleNamespace
+
+    from vineppo.distributed import AccelerateStrategy
+    from vineppo.trainer import checkpoint_dtype
+
+    bf16, fp32 = torch.bfloat16, torch.float32
+
+    def load(name, mixed, stored):
+        return AccelerateStrategy(SimpleNamespace(mixed_precision=mixed), None, name).load_dtype(stored)
+
+    assert load("fsdp", "bf16", bf16) == bf16
+    assert load("fsdp", "fp16", torch.float16) == torch.float16
+    assert load("fsdp", "bf16", fp32) == fp32 and load("fsdp", "bf16", None) == fp32
+    assert load("fsdp", "no", bf16) == fp32
+    assert load("ddp", "bf16", bf16) == fp32 and load("single", "bf16", bf16) == fp32
+    assert checkpoint_dtype(str(tiny_model_dir)) == fp32
+    assert checkpoint_dtype(str(tiny_model_dir / "missing")) is None

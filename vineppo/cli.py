@@ -17,12 +17,14 @@ def _train(args) -> int:
     from vineppo.tasks.custom import MissingSolutionError
 
     from vineppo.distributed import name_timeout_setting
+    from vineppo.shared_dir import RunDirNotShared
 
     cfg = load_config(args.config, args.overrides)
     try:
         with name_timeout_setting(cfg):
             result = train(cfg, args.output_dir, resume=args.resume)
-    except (DataError, MissingSolutionError, FileNotFoundError, FileExistsError, MemoryPlanError) as e:
+    except (DataError, MissingSolutionError, FileNotFoundError, FileExistsError, MemoryPlanError,
+            RunDirNotShared) as e:
         # Bad data (file, line, field) or paths: one line for the user, not a traceback.
         kind = "data error" if isinstance(e, (DataError, MissingSolutionError)) else "error"
         print(f"vineppo train: {kind}: {e}", file=sys.stderr)

@@ -571,9 +571,15 @@ def validate(cfg: TrainConfig) -> None:
 
 
 def validate_world(cfg: TrainConfig, world_size: int) -> None:
-    """Checks that need the number of processes: every process must hold at least one local
-    minibatch (questions are sharded contiguously, all samples of a question on one process),
-    else the iteration would take no optimizer step."""
+    """Checks that need the number of processes. Questions are sharded contiguously (all samples of
+    a question on one process), and every process must hold the same number of episodes: under
+    FSDP2 / ZeRO-3 each micro-batch's forward is a collective, so a process with one micro-batch
+    more waits for peers that never come (gloo aborts, NCCL hangs until the timeout)."""
+    q = cfg.episodes.questions_per_iteration
+    if q % world_size:
+        raise ConfigError(
+            f"episodes.questions_per_iteration ({q}) is not divisible by the {world_size} processes: every "
+            f"process must train on as many episodes as the others; use a multiple of {world_size}")
     if cfg.ppo.minibatch_size % world_size:
         raise ConfigError(f"ppo.minibatch_size ({cfg.ppo.minibatch_size}) is not divisible by the "
                           f"{world_size} processes")
@@ -582,15 +588,7 @@ def validate_world(cfg: TrainConfig, world_size: int) -> None:
         raise ConfigError(f"per-process minibatch {local_minibatch} (= ppo.minibatch_size {cfg.ppo.minibatch_size} "
                           f"/ {world_size} processes) is not a multiple of ppo.micro_batch_size "
                           f"{cfg.ppo.micro_batch_size}")
-    q = cfg.episodes.questions_per_iteration
-    per = -(-q // world_size)
-    fewest = max(0, min(per, q - (world_size - 1) * per)) * cfg.episodes.samples_per_question
-    if fewest < local_minibatch:
-        raise ConfigError(
-            f"with {world_size} processes the smallest shard holds {fewest} episodes "
-            f"(episodes.questions_per_iteration {q} split {per} per process × "
-            f"{cfg.episodes.samples_per_question} samples), fewer than the per-process minibatch "
-            f"{local_minibatch}: no optimizer step would happen; use a multiple of {world_size} questions")
+    # (each process then holds at least one local minibatch: `validate` checks q × samples ≥ minibatch)
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:

@@ -23,8 +23,9 @@ construction (its real FSDP2 `prepare` then runs on CPU); DeepSpeed runs on CPU 
 
 Weights for the engine push and for checkpoints are gathered by every rank together, one tensor
 at a time and copied to CPU (device memory peak: one full tensor), in the engine's dtype for the
-push; LoRA weights are merged out of place from the gathered base weight and adapter matrices
-(`gathered_state_items`), the same code under every strategy.
+push and the training dtype (`model.dtype`) for checkpoints, which only the writing rank keeps
+(`writer_state_dict`); LoRA weights are merged out of place from the gathered base weight and
+adapter matrices (`gathered_state_items`), the same code under every strategy.
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ def launch_strategy() -> str:
         if env.get("FSDP_VERSION", "1") != "2":
             raise StrategyError("FSDP needs fsdp_version: 2 in the launch file (FSDP2: per-tensor full-weight "
                                 "gathering for the engine push); FSDP1 is not supported")
+        if env.get("FSDP_CPU_RAM_EFFICIENT_LOADING", "false").lower() == "true":
+            # transformers then loads zeros on every rank but each node's first, expecting accelerate
+            # to broadcast rank 0's weights at `prepare`: the frozen reference is never prepared
+            raise StrategyError("fsdp_cpu_ram_efficient_loading: true is not supported (the frozen reference "
+                                "model would hold zeros on every rank but the first); set it to false")
         return "fsdp"
     return "ddp" if world > 1 else "single"
 
@@ -79,14 +85,16 @@ def _env_without(*names: str):
         os.environ.update(saved)
 
 
-def build_accelerator(cfg):
-    """The run's Accelerator for the launched strategy (see the module docstring)."""
+def build_accelerator(cfg, mixed_precision: str | None = None):
+    """The run's Accelerator for the launched strategy (see the module docstring). `mixed_precision`
+    (accelerate's): None is bf16 when `model.dtype` is bfloat16 on CUDA, else "no"; tests pass
+    "bf16" to run the GPU precision path on CPU."""
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
     strategy = launch_strategy()
     cpu = not torch.cuda.is_available()
-    mixed = "bf16" if (cfg.model.dtype == "bfloat16" and not cpu) else "no"
+    mixed = mixed_precision or ("bf16" if (cfg.model.dtype == "bfloat16" and not cpu) else "no")
     timeout = collective_timeout(cfg)
     # under NCCL a timed-out collective may abort the process from the watchdog thread before
     # `name_timeout_setting` sees it: this line names the setting behind the watchdog's timeout
@@ -290,9 +298,16 @@ class AccelerateStrategy:
         """True when the unwrapped models are ordinary modules with full parameters (safe to copy)."""
         return self.name in ("single", "ddp")
 
-    def load_dtype(self) -> torch.dtype:
-        """The dtype trained models are loaded in. fp32 here: DDP / FSDP keep fp32 master weights
-        and run bf16 under autocast, so loading in bf16 would lose the masters' precision."""
+    def load_dtype(self, stored: torch.dtype | None = None) -> torch.dtype:
+        """The dtype trained models are loaded in (`stored`: the checkpoint's own dtype, if known).
+        DDP / FSDP keep fp32 master weights and run bf16 under autocast, so fp32 in general. Under
+        FSDP2 with mixed precision, accelerate's `prepare` casts every trainable parameter to fp32
+        itself before sharding: a checkpoint stored in that half dtype is then loaded in it (the
+        fp32 masters come out bit-identical, and each rank holds a half-size copy until `prepare`
+        instead of a full fp32 one; frozen LoRA base weights stay in it). DDP casts nothing."""
+        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(self.acc.mixed_precision))
+        if self.name == "fsdp" and half is not None and stored == half:
+            return half
         return torch.float32
 
     # ---- one optimizer step -------------------------------------------------------------
@@ -331,6 +346,21 @@ class AccelerateStrategy:
 
     def _full(self, tensors):
         return _full_dtensors(tensors)
+
+    def writer_state_dict(self, model, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor] | None:
+        """The full HF-named state dict for a checkpoint, in `dtype`, on the main process (the writer)
+        only; None on every other rank. Every rank iterates the gathered tensors together (FSDP2's
+        all-gather and ZeRO-3's `GatheredParameters` reach every rank: neither has a rank-0-only
+        gather), and the others drop each one at once, so a rank that does not write holds at most
+        one gathered tensor at any time, never the whole model."""
+        keep = self.acc.is_main_process
+        out: dict[str, torch.Tensor] = {}
+        for k, v in self.full_state_items(model, dtype):
+            if keep:
+                # resident (DDP) parameters come as they are: the writer casts its copy
+                out[k] = v.detach().to("cpu", dtype=dtype or v.dtype, copy=v.dtype != (dtype or v.dtype))
+            del v
+        return out if keep else None
 
     def adapter_state(self, model) -> dict[str, torch.Tensor]:
         """The LoRA adapter's full tensors under the PEFT model's own names (what PEFT's
@@ -448,7 +478,7 @@ class DeepSpeedStrategy(AccelerateStrategy):
     def plain_modules(self) -> bool:
         return False  # DeepSpeed hooks live on the module and its parameters
 
-    def load_dtype(self) -> torch.dtype:
+    def load_dtype(self, stored: torch.dtype | None = None) -> torch.dtype:
         """bf16 when DeepSpeed trains in bf16: it casts the module to bf16 itself and keeps its own
         fp32 master partitions, so an fp32 load would only double the host RAM at start-up
         (≈ 28 GB instead of 14 GB per rank at 7B)."""

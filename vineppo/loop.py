@@ -21,9 +21,10 @@ import torch
 
 from vineppo import checkpoint as ckpt
 from vineppo.advantages import GROUP_METHODS, group_advantages, token_advantages, vine_step_advantages
-from vineppo.config import TrainConfig, save_config
+from vineppo.config import TrainConfig, save_config, validate_world
 from vineppo.episodes import (Episode, episode_metrics, generate_episodes, sample_question_indices, shard)
 from vineppo.seeds import mc_seed, phase_seed
+from vineppo.shared_dir import check_shared_run_dir
 from vineppo.mc import MCBudget, estimate_mc_values
 from vineppo.mc_balance import RankGroup
 from vineppo.probe import (SUMMED_METRICS as PROBE_SUMMED_METRICS, critic_sequences, probe_iteration_metrics,
@@ -373,6 +374,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
     # processes form a gloo group (vineppo/distributed.py)
     acc = build_accelerator(cfg)
     rank, world = acc.process_index, acc.num_processes
+    validate_world(cfg, world)  # before any collective: uneven shards would hang the sharded strategies
     from vineppo.plan import check_memory_at_startup
     check_memory_at_startup(cfg)  # CUDA only: refuse a run whose memory plan does not fit (vineppo plan)
     logging.basicConfig(level=logging.INFO if acc.is_main_process else logging.WARNING,
@@ -384,6 +386,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
                                   f"or choose another --output-dir")
         save_config(cfg, run_dir / "config.yaml")
     acc.wait_for_everyone()
+    check_shared_run_dir(acc, run_dir)  # multi-node: every node must see this directory
     set_seed(cfg.seed % (2**32))
 
     ensure_tiny_model(cfg, acc)

@@ -45,7 +45,8 @@ class PolicySync:
         streamed into the engine one tensor at a time, gathered / merged ones in the engine's dtype
         (vLLM's `dtype`; the transformers engine has none and casts on copy), so no rank holds a
         copy of the whole policy in host RAM. `keep` (the greedy sync check): collect and return
-        the pushed state dict instead. None when nothing is kept or only the adapter was sent."""
+        the pushed state dict instead (adapter sync: the merged weights it amounts to). None when
+        nothing is kept."""
         if not self.adapter:
             items = trainer.policy_state_items(getattr(engine, "dtype", None))
             if keep:
@@ -57,10 +58,12 @@ class PolicySync:
         if getattr(engine, "sleeping", False):
             engine.wake()  # vLLM loads an adapter into live engine memory (GPU sleep mode)
         path = Path(self._dir.name)
-        # PEFT writes adapter_config.json + adapter_model.safetensors: the layout vLLM loads.
-        trainer.save_adapter(path)
+        # PEFT writes adapter_config.json + adapter_model.safetensors: the layout vLLM loads. Every
+        # rank writes the (gathered) adapter into its own temporary directory for its own engine.
+        trainer.save_adapter(path, every_rank=True)
         engine.update_adapter(path)
-        return None
+        # `keep` (the greedy sync check): the merged weights the engine now serves, for comparison
+        return trainer.policy_state_dict() if keep else None
 
     def close(self) -> None:
         if self._dir is not None:

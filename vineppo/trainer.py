@@ -11,6 +11,7 @@ whitening, PPO-clip + k3 KL (+ clipped value loss), grad clip, AdamW step, LR sc
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -140,6 +141,19 @@ def gather_actions(t: torch.Tensor, batch: Batch) -> list[list[float]]:
     return [t[i][batch.action_mask[i] > 0].tolist() for i in range(t.shape[0])]
 
 
+def checkpoint_dtype(name_or_path: str) -> torch.dtype | None:
+    """The dtype a checkpoint's weights are stored in, as its config.json says (None if unknown)."""
+    from transformers import AutoConfig
+
+    try:
+        dtype = getattr(AutoConfig.from_pretrained(name_or_path), "dtype", None)
+    except (OSError, ValueError):
+        return None
+    if isinstance(dtype, str):
+        dtype = DTYPES.get(dtype)
+    return dtype if isinstance(dtype, torch.dtype) else None
+
+
 def reference_dtype(model_dtype: str, device_type: str) -> torch.dtype:
     """The frozen reference's dtype: half precision on accelerators (never an fp32 copy on a
     GPU), fp32 on CPU."""
@@ -204,8 +218,9 @@ class Trainer:
 
         mcfg = cfg.model
         # fp32 master weights under DDP / FSDP (bf16 runs under accelerate autocast); bf16 where
-        # DeepSpeed casts the module to bf16 anyway (it keeps fp32 masters of its own)
-        kw = {"dtype": self.dist.load_dtype()}
+        # the strategy casts anyway: DeepSpeed's bf16 module (fp32 masters of its own), FSDP2's
+        # prepare (fp32 masters from a bf16 checkpoint, see `AccelerateStrategy.load_dtype`)
+        kw = {"dtype": self.dist.load_dtype(checkpoint_dtype(mcfg.name_or_path))}
         attn = resolve_attn_implementation(mcfg.attn_implementation)
         if attn:
             kw["attn_implementation"] = attn
@@ -270,27 +285,37 @@ class Trainer:
         return self.dist.full_state_items(self.actor, dtype)
 
     def save_pretrained(self, out_dir: Path) -> None:
-        """HF model (LoRA merged) + tokenizer, loadable with `from_pretrained`. Every rank calls it
-        (the weights are gathered together); the main process writes."""
-        sd = self.policy_state_dict()
-        if self.acc.is_main_process:
+        """HF model (LoRA merged) + tokenizer, loadable with `from_pretrained`, in the training dtype
+        (`model.dtype`: a bf16 run writes bf16 weights, whatever its fp32 master copy; resuming reads
+        the trainer state's own copy). Every rank calls it (the weights are gathered together);
+        only the main process holds the gathered weights and writes."""
+        dtype = DTYPES[self.cfg.model.dtype]
+        sd = self.dist.writer_state_dict(self.actor, dtype)
+        if sd is not None:
             model = self.unwrapped_policy()
             if self.cfg.model.lora is not None:
                 model = model.get_base_model()
             model.save_pretrained(out_dir, safe_serialization=True, state_dict=sd)
+            # transformers writes the live parameters' dtype (fp32 masters) into config.json
+            config = copy.deepcopy(model.config)
+            config.dtype = dtype
+            config.save_pretrained(out_dir)
             self.tokenizer.save_pretrained(out_dir)
         del sd
         if self.cfg.model.lora is not None:
             self.save_adapter(Path(out_dir) / ADAPTER_DIR)
 
-    def save_adapter(self, out_dir: Path) -> None:
+    def save_adapter(self, out_dir: Path, every_rank: bool = False) -> None:
         """The LoRA adapter alone in PEFT's format (adapter_config.json + adapter_model.safetensors,
         a few MB: what vLLM's LoRA support and `PeftModel.from_pretrained` load), gathered from
-        every rank under FSDP2 / ZeRO-3. Every rank calls it; the main process writes."""
+        every rank under FSDP2 / ZeRO-3. Every rank calls it; the main process writes, or with
+        `every_rank` each rank writes its own copy into its own `out_dir` (the engine push: every
+        rank's engine loads the adapter from a local directory, no shared filesystem needed)."""
         sd = self.dist.adapter_state(self.actor)
-        if self.acc.is_main_process:
+        if every_rank or self.acc.is_main_process:
             self.unwrapped_policy().save_pretrained(out_dir, safe_serialization=True, state_dict=sd)
-        self.acc.wait_for_everyone()
+        if not every_rank:
+            self.acc.wait_for_everyone()
 
     # ---- forward passes -------------------------------------------------------------------
     def _micro_batches(self, episodes: Sequence[Episode]):
