@@ -490,8 +490,9 @@ def test_a_passed_deadline_reports_every_check_not_run_with_exit_2(tmp_path):
     """Past the deadline before any check: the preflight still ran, every check is reported not run,
     the exit status says so, and --keep DIR holds gpu_check.json."""
     keep = tmp_path / "keep"
-    proc = subprocess.run([PY, str(ROOT / "benchmarks" / "gpu_check.py"), "--cpu-rehearsal", "--tier", "base", "--quick", "--deadline",
-                           "0", "--keep", str(keep)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run([PY, str(ROOT / "benchmarks" / "gpu_check.py"), "--cpu-rehearsal", "--quick", "--tier", "base",
+                           "--deadline", "0", "--keep", str(keep)], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == "gpu_check: 3 passed, 0 failed, 4 not run"
