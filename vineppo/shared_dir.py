@@ -82,12 +82,14 @@ def check_shared_run_dir(acc, run_dir: Path, wait_s: float = 10.0) -> None:
         return
     from accelerate.utils import broadcast_object_list, gather_object
 
-    nonce = [write_token(run_dir) if acc.is_main_process else None]
-    broadcast_object_list(nonce, from_process=0)
-    problem = read_token(run_dir, nonce[0], wait_s)
+    # rank 0's nonce and its name for the directory: every rank raises the same message
+    sent = [(write_token(run_dir), str(Path(run_dir).resolve())) if acc.is_main_process else None]
+    broadcast_object_list(sent, from_process=0)
+    nonce, prepared = sent[0]
+    problem = read_token(run_dir, nonce, wait_s)
     results = gather_object([(acc.process_index, socket.gethostname(), problem)])
     if acc.is_main_process:
         Path(run_dir, TOKEN_FILE).unlink(missing_ok=True)
-    message = describe_failures(run_dir, results)
+    message = describe_failures(prepared, results)
     if message is not None:
         raise RunDirNotShared(message)

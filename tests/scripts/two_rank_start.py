@@ -46,7 +46,8 @@ def main(model_dir: str, out: str) -> None:
     acc.wait_for_everyone()
     check_shared_run_dir(acc, shared)
     seen["shared_ok"] = True
-    seen["token_left"] = (shared / TOKEN_FILE).exists()
+    acc.wait_for_everyone()
+    seen["token_left"] = (shared / TOKEN_FILE).exists()  # rank 0 removes it once every rank has read it
 
     own = out / f"node_local_{rank}"  # each rank's "node" has its own disk
     own.mkdir(parents=True)
