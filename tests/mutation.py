@@ -18,6 +18,7 @@ import argparse
 import fnmatch
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -167,6 +168,8 @@ def ensure_traced() -> None:
 def run_module(module: str, children: int) -> float:
     mutmut = Path(sys.executable).with_name("mutmut")
     t0 = time.perf_counter()
+    # mutmut copies tests/ over its old copy: a test file deleted or renamed here would live on there
+    shutil.rmtree(ROOT / "mutants" / "tests", ignore_errors=True)
     proc = subprocess.run([str(mutmut), "run", "--max-children", str(children), *mutant_globs(module)], cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"mutation: mutmut run failed for {module} (exit {proc.returncode})")
