@@ -413,7 +413,7 @@ def test_two_processes_balanced_equal_unbalanced_and_one_process(sft_gsm8k, tmp_
 
 
 @pytest.mark.slow
-def test_two_process_training_iteration_equals_one_process_mc(tiny_model_dir, shared_data_dir, tmp_path):
+def test_two_process_training_iteration_equals_one_process_mc(sft_gsm8k, tmp_path):
     """The loop's wiring: one VinePPO iteration in 2 processes (balanced MC, transformers engine);
     the MC values it dumped equal those one process computes for the same episodes with the
     run's settings and rank 0's MC seed."""
@@ -428,12 +428,13 @@ def test_two_process_training_iteration_equals_one_process_mc(tiny_model_dir, sh
     from vineppo.tokens import token_char_starts
 
     out = tmp_path / "run"
-    overrides = ["seed=77", f"model.name_or_path={tiny_model_dir}", "model.dtype=float32",
-                 "model.gradient_checkpointing=false", "data.task=gsm8k", f"data.source={shared_data_dir / 'gsm8k'}",
-                 "data.max_train_rows=40", "episodes.questions_per_iteration=4", "episodes.samples_per_question=2",
-                 "ppo.minibatch_size=8", "ppo.micro_batch_size=2", "ppo.epochs=1", "sampling.max_new_tokens=24",
-                 "sampling.temperature=1.0", "sampling.top_p=1.0", "mc.k=2", "engine.backend=hf", "iterations=1",
-                 "save_every=1", "logging.progress=false", "logging.dump_episodes=true"]
+    model_dir, data_dir = sft_gsm8k
+    overrides = ["seed=77", f"model.name_or_path={model_dir}", "model.dtype=float32",
+                 "model.gradient_checkpointing=false", "data.task=gsm8k", f"data.source={data_dir}",
+                 "data.validation_size=0", "episodes.questions_per_iteration=4", "episodes.samples_per_question=2",
+                 "ppo.minibatch_size=8", "ppo.micro_batch_size=2", "ppo.epochs=1", "sampling.max_new_tokens=48",
+                 "mc.k=3", "engine.backend=hf", "iterations=1", "save_every=1", "logging.progress=false",
+                 "logging.dump_episodes=true"]
     config = REPO / "configs" / "tiny" / "gsm8k_vineppo.yaml"
     _run(_accelerate("-m", "vineppo", "train", "--config", str(config), "--output-dir", str(out), *overrides))
     (row,) = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
@@ -443,7 +444,7 @@ def test_two_process_training_iteration_equals_one_process_mc(tiny_model_dir, sh
     assert len(dumped) == 8
 
     cfg = load_config(config, overrides)
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
     task = training_task(cfg, tok)
     rows = load_train_rows(cfg, task, tok)
     eps = [Episode(question_index=d["question_index"], sample_index=d["sample_index"], prompt_ids=d["prompt_ids"],
@@ -454,12 +455,13 @@ def test_two_process_training_iteration_equals_one_process_mc(tiny_model_dir, sh
     torch.set_num_threads(1)
     try:
         s = cfg.sampling
-        estimate_mc_values(HFEngine(tiny_model_dir, tok, progress=False), task, tok, rows, eps, k=cfg.mc.k,
+        estimate_mc_values(HFEngine(model_dir, tok, progress=False), task, tok, rows, eps, k=cfg.mc.k,
                            cap=cfg.mc.max_states_per_response, temperature=s.temperature, top_p=s.top_p,
                            max_new_tokens=s.max_new_tokens, max_sequence_length=s.max_sequence_length,
                            stop=stop_strings(cfg), seed=mc_seed(cfg.seed, 0, 0), budget=mc_budget(cfg))
     finally:
         torch.set_num_threads(before)
     assert [e.step_values for e in eps] == [d["step_values"] for d in dumped]
+    assert len({v for d in dumped for v in d["step_values"] if v is not None}) > 1  # mixed: a real comparison
     assert row["mc/unique_states"] == len({(e.question_index, tuple(e.prompt_ids + e.response_ids[:t]))
                                            for e in eps for t in mc_state_token_counts(e, cfg.mc.max_states_per_response)})
