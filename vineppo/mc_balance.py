@@ -22,6 +22,7 @@ rollouts do not depend on which rank runs it: balanced and unbalanced MC then gi
 from __future__ import annotations
 
 import heapq
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -216,8 +217,6 @@ def run_balanced(group: RankGroup, requests: Sequence[MCRequest], free_sums: np.
     """Steps 1–5 of the module docstring; `run(requests, sums, samples)` runs the MC rounds of a
     share (adding to `sums` / `samples` in place) and returns its rollouts per state and counters.
     Every rank calls this (two collectives), with or without states of its own."""
-    import time
-
     packs = group.gather(pack_requests(requests, free_sums, free_samples, split_seed))
     merged = merge_rank_requests(packs)
     shares = split_requests([request_cost(r) for r in merged.requests], group.world, packs[0].split_seed, by)
