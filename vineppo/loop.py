@@ -27,9 +27,9 @@ from vineppo.seeds import mc_seed, phase_seed
 from vineppo.shared_dir import check_shared_run_dir
 from vineppo.mc import MCBudget, estimate_mc_values
 from vineppo.mc_balance import RankGroup
-from vineppo.probe import (SUMMED_METRICS as PROBE_SUMMED_METRICS, critic_sequences, probe_iteration_metrics,
-                           ranking_accuracies, run_probe, set_critic_values, truncate_records, write_probe_records)
-from vineppo.tokens import step_token_starts
+from vineppo.probe import (SUMMED_METRICS as PROBE_SUMMED_METRICS, critic_sequences, critic_step_values,
+                           probe_iteration_metrics, ranking_accuracies, run_probe, set_critic_values, truncate_records,
+                           write_probe_records)
 
 log = logging.getLogger("vineppo")
 
@@ -315,16 +315,6 @@ def dump_episodes(run_dir: Path, iteration: int, rank: int, episodes: list[Episo
             }) + "\n")
 
 
-def critic_step_values(e: Episode) -> list[float] | None:
-    """PPO: the critic's V(s_0..s_{n-1}), read where the value probe reads it (the value at the
-    action token that starts each step); None without critic values."""
-    vals = e.meta.get("critic_values")
-    if vals is None:
-        return None
-    return [float(vals[t]) if t < len(vals) else None
-            for t in step_token_starts(e.step_boundaries, e.token_starts)]
-
-
 @torch.no_grad()
 def greedy_match(engine, state_dict: dict, model_config, prompts: list[list[int]], max_new_tokens: int = 16) -> float:
     """Debug check (`logging.check_sync_greedy`): the fraction of `prompts` whose greedy
@@ -480,7 +470,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
             probe.stats["probe/seconds"] += time.perf_counter() - t_critic
         tstats = trainer.step(episodes, iteration=it)
         if probe is not None:
-            row.update(probe_iteration_metrics(probe, episodes, cfg.algorithm))
+            row.update(probe_iteration_metrics(probe, episodes, cfg.algorithm, task, rows))
             write_probe_records(run_dir, probe, episodes, task, rows, tokenizer, iteration=it + 1, rank=rank,
                                 algorithm=cfg.algorithm, mc_rollouts=cfg.mc.k)
         whiten = tstats.pop("train/whiten_stats", None)

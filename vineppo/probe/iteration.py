@@ -19,6 +19,7 @@ from vineppo.config import ProbeConfig
 from vineppo.engine.base import Engine
 from vineppo.episodes import Episode
 from vineppo.mc import round_seed
+from vineppo.probe.localisation import localisation_metrics, localisation_rates
 from vineppo.probe.ranking import rank_alternatives, ranking_counts
 from vineppo.probe.states import ProbeResult, critic_estimates, mc_estimates, probe_metrics, run_value_probe
 from vineppo.tasks.base import Row, Task
@@ -27,7 +28,9 @@ from vineppo.tasks.base import Row, Task
 ESTIMATORS = ("mc", "critic")
 #: per-process counts the loop sums over processes (every other probe metric is averaged)
 SUMMED_METRICS = frozenset({"probe/states", "probe/tokens", "probe/ranked_states", "probe/alternative_steps",
-                            *(f"probe/{e}_ranking_{c}" for e in ESTIMATORS for c in ("correct", "pairs"))})
+                            *(f"probe/{e}_{o}ranking_{c}" for e in ESTIMATORS for o in ("", "oracle_")
+                              for c in ("correct", "pairs")),
+                            *(f"probe/{e}_{c}" for e in ESTIMATORS for c in ("localised", "localisation_responses"))})
 
 
 def estimators_of(algorithm: str) -> tuple[str, ...]:
@@ -75,28 +78,42 @@ def set_critic_values(result: ProbeResult, values: Sequence[float]) -> None:
         rs.critic, values = values[: len(rs.steps)], values[len(rs.steps):]
 
 
-def probe_iteration_metrics(result: ProbeResult, episodes: Sequence[Episode], algorithm: str) -> dict:
+def probe_iteration_metrics(result: ProbeResult, episodes: Sequence[Episode], algorithm: str,
+                            task: Task | None = None, rows: Sequence[Row] = ()) -> dict:
     """This process's probe metrics: the stats, each estimator's error at the states
-    (`probe_metrics`), and its ranking counts (`probe/<est>_ranking_correct` and `_pairs`, summed
-    over processes before `ranking_accuracies`)."""
+    (`probe_metrics`), its ranking counts (`probe/<est>_ranking_correct` and `_pairs`, summed
+    over processes before `ranking_accuracies`), and, where `task` has an oracle of wrong steps,
+    the run's own estimator's credit localisation counts over the iteration's failed episodes
+    (`vineppo.probe.localisation`)."""
     out = dict(result.stats)
     out.update(probe_metrics(result, mc_estimates(result, episodes), "mc"))
     if algorithm == "ppo":
         out.update(probe_metrics(result, critic_estimates(result, episodes), "critic"))
     counts = ranking_counts(result.ranked)
+    oracle = ranking_counts(result.ranked, oracle=True)
+    has_oracle = getattr(task, "oracle_step_pairs", None) is not None
     for name in estimators_of(algorithm):
         correct, pairs = counts.get(name, (0, 0))
         out[f"probe/{name}_ranking_correct"] = correct
         out[f"probe/{name}_ranking_pairs"] = pairs
+        if has_oracle:
+            correct, pairs = oracle.get(name, (0, 0))
+            out[f"probe/{name}_oracle_ranking_correct"] = correct
+            out[f"probe/{name}_oracle_ranking_pairs"] = pairs
+    own = {"vineppo": "mc", "ppo": "critic"}.get(algorithm)
+    if task is not None and own is not None:
+        out.update(localisation_metrics(episodes, task, rows, own))
     return out
 
 
 def ranking_accuracies(row: dict) -> dict:
-    """`probe/<est>_ranking_accuracy` = correct / scored pairs over every process (NaN: no pair)."""
-    out = {}
+    """`probe/<est>_ranking_accuracy` = correct / scored pairs over every process (NaN: no pair),
+    and `probe/<est>_localisation` = localised / scored failed responses (`localisation_rates`)."""
+    out = localisation_rates(row, ESTIMATORS)
     for name in ESTIMATORS:
-        pairs = row.get(f"probe/{name}_ranking_pairs")
-        if pairs is not None:
-            out[f"probe/{name}_ranking_accuracy"] = (row[f"probe/{name}_ranking_correct"] / pairs if pairs
-                                                     else float("nan"))
+        for kind in ("", "oracle_"):
+            pairs = row.get(f"probe/{name}_{kind}ranking_pairs")
+            if pairs is not None:
+                out[f"probe/{name}_{kind}ranking_accuracy"] = (row[f"probe/{name}_{kind}ranking_correct"] / pairs
+                                                               if pairs else float("nan"))
     return out

@@ -44,6 +44,22 @@ def ranking_score(truth: Sequence[float], estimate: Sequence[float], *,
     return correct, scored
 
 
+def oracle_ranking_score(estimate: Sequence[float], pairs: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """(correct, scored) over the oracle's pairs (i, j) of one state (a_i correct, a_j wrong): correct
+    when the estimate puts a_i strictly above a_j (a tie is wrong, as in `ranking_score`)."""
+    return sum(estimate[i] > estimate[j] for i, j in pairs), len(pairs)
+
+
+def oracle_pairs(task: Task, tokenizer, row: Row, prefix_ids: Sequence[int],
+                 texts: Sequence[str]) -> list[tuple[int, int]] | None:
+    """The task oracle's ordered pairs of the alternative next steps `texts` from the state
+    `prefix_ids` (`oracle_step_pairs(row, prefix_text, texts)`), None when the task has no oracle."""
+    oracle = getattr(task, "oracle_step_pairs", None)
+    if oracle is None:
+        return None
+    return [tuple(p) for p in oracle(row, decode_response(tokenizer, list(prefix_ids)), list(texts))]
+
+
 def next_step(task: Task, tokenizer, prefix_ids: Sequence[int], continuation_ids: Sequence[int],
               stopped: bool) -> tuple[list[int], str] | None:
     """The next reasoning step that `continuation_ids` takes from the state `prefix_ids` (response
@@ -88,6 +104,9 @@ class RankedState:
     mc: list[float]
     #: PPO: the critic's V(s + a_i) (set by the loop with the critic that credited this iteration)
     critic: list[float] | None = None
+    #: where the task has an exact oracle of steps (`oracle_step_pairs`): the pairs (i, j) with a_i
+    #: keeping the solution correct and a_j making it wrong, so V(s + a_i) > 0 = V(s + a_j); else None
+    oracle_pairs: list[tuple[int, int]] | None = None
 
     def estimates(self) -> dict[str, list[float]]:
         return {"mc": self.mc, **({"critic": self.critic} if self.critic is not None else {})}
@@ -128,7 +147,10 @@ def rank_alternatives(engine: Engine, task: Task, tokenizer, rows: Sequence[Row]
         steps = distinct_next_steps(task, tokenizer, req.prefix_response_ids, comps)
         if len(steps) < min_alternatives:
             continue
-        ranked.append(RankedState(sid, [ids for ids, _ in steps], [t for _, t in steps], [], []))
+        texts = [t for _, t in steps]
+        ranked.append(RankedState(sid, [ids for ids, _ in steps], texts, [], [],
+                                  oracle_pairs=oracle_pairs(task, tokenizer, rows[req.question_index],
+                                                            req.prefix_response_ids, texts)))
         value_requests += [MCRequest(req.prompt_ids, req.prefix_response_ids + ids, req.question_index)
                            for ids, _ in steps]
     if value_requests:
@@ -148,12 +170,16 @@ def rank_alternatives(engine: Engine, task: Task, tokenizer, rows: Sequence[Row]
     return ranked, stats
 
 
-def ranking_counts(ranked: Sequence[RankedState]) -> dict[str, tuple[int, int]]:
-    """estimator → (correct, scored) pairs, summed over the ranked states."""
+def ranking_counts(ranked: Sequence[RankedState], *, oracle: bool = False) -> dict[str, tuple[int, int]]:
+    """estimator → (correct, scored) pairs, summed over the ranked states: against the rollouts'
+    truth (`ranking_score`), or with `oracle=True` over the task oracle's pairs
+    (`oracle_ranking_score`; states without oracle pairs add nothing)."""
     out: dict[str, tuple[int, int]] = {}
     for rs in ranked:
+        if oracle and rs.oracle_pairs is None:
+            continue
         for name, est in rs.estimates().items():
-            c, n = ranking_score(rs.truth, est)
+            c, n = oracle_ranking_score(est, rs.oracle_pairs) if oracle else ranking_score(rs.truth, est)
             c0, n0 = out.get(name, (0, 0))
             out[name] = (c0 + c, n0 + n)
     return out

@@ -10,7 +10,9 @@
   none).
 - `probe/alternatives.rank<R>.jsonl`: one line per state whose alternative next steps were ranked
   (`vineppo.probe.ranking`) — the state's keys as above, then per alternative step, in the same
-  order, `steps` (its text), `truth`, `mc` and `critic` (null unless PPO).
+  order, `steps` (its text), `truth`, `mc` and `critic` (null unless PPO); `oracle_pairs`: where
+  the task has an exact oracle of steps, the pairs [i, j] with step i correct and step j wrong
+  (null otherwise).
 
 Every process appends its own file (each probes its own episodes); `read_records` merges them.
 Resuming drops the records of iterations after the checkpoint (`truncate_records`).
@@ -81,6 +83,7 @@ def alternative_records(result: ProbeResult, episodes: Sequence[Episode], *, ite
     """One record per ranked state (fields: the module docstring)."""
     return [{**_state_key(result, episodes, rs.state, iteration, rank), "steps": list(rs.texts),
              "truth": list(rs.truth), "mc": list(rs.mc), "critic": None if rs.critic is None else list(rs.critic),
+             "oracle_pairs": None if rs.oracle_pairs is None else [list(p) for p in rs.oracle_pairs],
              "truth_rollouts": result.k, "mc_rollouts": mc_rollouts}
             for rs in result.ranked]
 

@@ -312,6 +312,9 @@ class ChainTask(GSM8KTask):
     def oracle_value(self, row: Row, prefix_text: str) -> float | None:
         return oracle_value(row, prefix_text)
 
+    def oracle_step_pairs(self, row: Row, prefix_text: str, steps: Sequence[str]) -> list[tuple[int, int]]:
+        return oracle_step_pairs(row, prefix_text, steps)
+
 
 def _lines_ok(row: Row, response: str) -> bool:
     if not isinstance(response, str):

@@ -1,0 +1,136 @@
+"""Credit localisation (vineppo/probe/localisation.py): hand-computed step advantages of failed
+long-chain responses, the oracle's first wrong step, ties, and the counts the loop sums."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from vineppo.episodes import Episode
+from vineppo.probe import (SUMMED_METRICS, critic_step_values, is_localised, localisation_counts,
+                           localisation_metrics, localisation_rates, most_negative_step, probe_iteration_metrics,
+                           ranking_accuracies)
+from vineppo.probe.states import ProbeResult
+from vineppo.tasks import get_task
+
+# 12 +7 -> 19, -5 -> 14, *3 -> 42, +3 -> 45, -4 -> 41 (as in tests/test_chain.py)
+ROW = {"question": "Mia has 12 shells. She finds 7, gives away 5, triples them, gets 3, loses 4. How many shells now?",
+       "answer": "7+12=19\n19-5=14\n14*3=42\n3+42=45\n45-4=41\n#### 41"}
+# steps: "\n12+7=19", "\n19-5=14", "\n14*3=42", "\n42+3=46" (the first wrong line), "\n46-4=42\n#### 42\n"
+SLIP_AT_3 = "\n12+7=19\n19-5=14\n14*3=42\n42+3=46\n46-4=42\n#### 42\n"
+GOOD = "\n12+7=19\n19-5=14\n14*3=42\n42+3=45\n45-4=41\n#### 41\n"
+TASK = get_task("chain")
+
+
+def _episode(text: str, reward: float, step_values=None, critic_values=None, q: int = 0) -> Episode:
+    bounds = TASK.split_steps(text)
+    # one token per character: token t starts at character t
+    e = Episode(question_index=q, sample_index=0, prompt_ids=[1], response_ids=list(range(len(text))),
+                response_text=text, finished=True, truncated=False, reward=reward, step_boundaries=bounds,
+                token_starts=list(range(len(text))), step_values=step_values)
+    if critic_values is not None:
+        e.meta["critic_values"] = critic_values
+    return e
+
+
+def test_most_negative_step_and_ties():
+    assert most_negative_step([0.1, -0.3, 0.0, -0.2]) == 1
+    assert most_negative_step([0.0, -0.5, -0.5]) is None  # shared minimum: a miss
+    assert most_negative_step([]) is None
+    assert most_negative_step([0.2]) == 0
+
+
+def test_is_localised_by_hand():
+    # V = 0.8, 0.7, 0.6, 0.5, 0.0 ; R = 0 -> A = -0.1, -0.1, -0.1, -0.5, 0.0 : step 3
+    assert is_localised([0.8, 0.7, 0.6, 0.5, 0.0], 0.0, 3)
+    assert not is_localised([0.8, 0.7, 0.6, 0.5, 0.0], 0.0, 2)
+    # V = 0.8, 0.7, 0.6, 0.5, 0.5 ; R = 0 -> the last step gets -0.5, step 3 gets 0.0
+    assert is_localised([0.8, 0.7, 0.6, 0.5, 0.5], 0.0, 4)
+    # V = 0.5, 0.5, 0.0, 0.0, 0.0 -> A = 0, -0.5, 0, 0, 0 : step 1
+    assert is_localised([0.5, 0.5, 0.0, 0.0, 0.0], 0.0, 1)
+    # a hopeless start: every V = 0 -> every A = 0, a five-way tie: never localised
+    assert not is_localised([0.0] * 5, 0.0, 0)
+
+
+def test_counts_on_chain_responses():
+    rows = [ROW]
+    assert TASK.first_wrong_step(ROW, SLIP_AT_3) == 3
+    eps = [
+        _episode(SLIP_AT_3, 0.0, step_values=[0.9, 0.8, 0.8, 0.7, 0.0]),   # A: -.1, 0, -.1, -.7, 0 -> step 3: hit
+        _episode(SLIP_AT_3, 0.0, step_values=[0.9, 0.2, 0.2, 0.2, 0.0]),   # A: -.7, 0, 0, -.2, 0 -> step 0: miss
+        _episode(SLIP_AT_3, 0.0, step_values=[0.9, 0.9, 0.9, 0.9, 0.9]),   # A: 0, 0, 0, 0, -.9 -> step 4: miss
+        _episode(GOOD, 1.0, step_values=[0.9, 0.1, 0.2, 0.3, 0.4]),        # correct: not scored
+        _episode(SLIP_AT_3, 0.0, step_values=None),                        # no values: not scored
+    ]
+    assert localisation_counts(eps, TASK, rows, "mc") == (1, 3)
+    m = localisation_metrics(eps, TASK, rows, "mc")
+    assert m == {"probe/mc_localised": 1, "probe/mc_localisation_responses": 3}
+    assert localisation_rates(m) == {"probe/mc_localisation": pytest.approx(1 / 3)}
+    # an MC cap: values missing at the tail are back-filled with R (= 0), so the capped steps get A = 0
+    capped = _episode(SLIP_AT_3, 0.0, step_values=[0.9, 0.8, 0.7, None, None])  # A: -.1, -.1, -.7, 0, 0
+    assert localisation_counts([capped], TASK, rows, "mc") == (0, 1)
+
+
+def test_a_task_without_oracle_scores_nothing():
+    gsm = get_task("arithmetic")
+    eps = [_episode(SLIP_AT_3, 0.0, step_values=[0.9, 0.8, 0.8, 0.7, 0.0])]
+    assert localisation_counts(eps, gsm, [ROW], "mc") == (0, 0)
+    assert localisation_metrics(eps, gsm, [ROW], "mc") == {}
+
+
+def test_critic_values_are_read_at_step_starts():
+    bounds = TASK.split_steps(SLIP_AT_3)
+    # the critic's value at token t is t / 100: its step values are the step starts / 100
+    vals = [t / 100 for t in range(len(SLIP_AT_3) + 1)]
+    e = _episode(SLIP_AT_3, 0.0, critic_values=vals)
+    assert critic_step_values(e) == [b / 100 for b in bounds[:-1]]
+    # rising values: every step has A > 0 but the last (R − V(s_4) < 0) -> blamed on step 4, not 3
+    assert localisation_counts([e], TASK, [ROW], "critic") == (0, 1)
+    drop = [0.9] * bounds[4] + [0.1] * (len(SLIP_AT_3) + 1 - bounds[4])  # falls where step 3 ends
+    assert localisation_counts([_episode(SLIP_AT_3, 0.0, critic_values=drop)], TASK, [ROW], "critic") == (1, 1)
+
+
+def test_iteration_metrics_carry_the_own_estimators_counts_and_the_loop_sums_them():
+    assert {"probe/mc_localised", "probe/mc_localisation_responses", "probe/critic_localised",
+            "probe/critic_localisation_responses"} <= SUMMED_METRICS
+    result = ProbeResult(states=[], truth=[], pairs=[], stats={"probe/states": 0})
+    eps = [_episode(SLIP_AT_3, 0.0, step_values=[0.9, 0.8, 0.8, 0.7, 0.0])]
+    m = probe_iteration_metrics(result, eps, "vineppo", TASK, [ROW])
+    assert m["probe/mc_localised"] == 1 and m["probe/mc_localisation_responses"] == 1
+    assert "probe/critic_localised" not in m
+    assert "probe/mc_localised" not in probe_iteration_metrics(result, eps, "grpo", TASK, [ROW])
+    # two processes' summed counts: 1 of 1 and 2 of 3 -> 3 / 4
+    acc = ranking_accuracies({"probe/mc_localised": 3, "probe/mc_localisation_responses": 4})
+    assert acc["probe/mc_localisation"] == 0.75
+    assert math.isnan(ranking_accuracies({"probe/mc_localised": 0,
+                                          "probe/mc_localisation_responses": 0})["probe/mc_localisation"])
+
+
+class _CharTokenizer:
+    """One token per character (ids = code points): enough for `decode_response`."""
+
+    def decode(self, ids, skip_special_tokens=True, clean_up_tokenization_spaces=False):
+        return "".join(chr(i) for i in ids)
+
+
+def test_oracle_ranking_by_hand():
+    from vineppo.probe import RankedState, oracle_pairs, oracle_ranking_score, ranking_counts
+
+    # a_0 correct, a_1 and a_2 wrong: pairs (0, 1), (0, 2)
+    assert oracle_ranking_score([0.5, 0.0, 0.25], [(0, 1), (0, 2)]) == (2, 2)
+    assert oracle_ranking_score([0.5, 0.5, 0.75], [(0, 1), (0, 2)]) == (0, 2)  # a tie and an inversion
+    assert oracle_ranking_score([0.1, 0.0, 0.25], [(0, 1), (0, 2)]) == (1, 2)
+    prefix = "\n12+7=19\n19-5=14"
+    steps = ["\n14*3=42", "\n14*3=43", "\n3*14=42", "\n14+3=17"]
+    pairs = oracle_pairs(TASK, _CharTokenizer(), ROW, [ord(c) for c in prefix], steps)
+    assert sorted(pairs) == [(0, 1), (0, 3), (2, 1), (2, 3)]
+    assert oracle_pairs(get_task("arithmetic"), _CharTokenizer(), ROW, [ord(c) for c in prefix], steps) is None
+    rs = RankedState(0, [[1]] * 4, steps, truth=[0.5, 0.0, 0.4, 0.0], mc=[0.5, 0.0, 0.0, 0.0],
+                     critic=[0.3, 0.4, 0.2, 0.1], oracle_pairs=pairs)
+    no_oracle = RankedState(1, [[1]] * 2, steps[:2], truth=[0.5, 0.0], mc=[0.5, 0.0], critic=[0.1, 0.2])
+    # MC: (0,1) ok, (0,3) ok, (2,1) tie, (2,3) tie -> 2 of 4; critic: (0,1) no, (0,3) ok, (2,1) no, (2,3) ok
+    assert ranking_counts([rs, no_oracle], oracle=True) == {"mc": (2, 4), "critic": (2, 4)}
+    # against the rollouts' truth every pair counts, ties wrong: MC orders (0,1), (0,2), (0,3) right,
+    # ties (1,2) and (2,3) in its estimate, and (1,3) in the truth; the second state's one pair right
+    assert ranking_counts([rs, no_oracle])["mc"] == (3 + 1, 6 + 1)
