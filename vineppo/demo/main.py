@@ -17,6 +17,7 @@ from vineppo.demo.data import DemoSplits, prepare_data
 from vineppo.demo.evaluation import evaluate_sft
 from vineppo.demo.report import _quiet_logs, final_table, method_stats, method_summary, plot_demo
 from vineppo.demo.runs import RunQueue, _fresh_run_dir, _run_config, plan_runs
+from vineppo.demo.values import VALUES_PLOT_FILE, plot_values, probe_line, probe_summary
 from vineppo.demo.sft_start import (_TorchThreads, default_cache_dir, ensure_sft_continued, ensure_sft_start,
                                     pick_torch_threads)
 
@@ -115,7 +116,8 @@ def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path
     stats = method_stats(runs)
     summary = {"sft": round(100 * sft_pass["test"], 2),
                "sft_continued": round(100 * cont["pass@1"]["test"], 2) if cont else None,
-               **method_summary(runs, demo.seeds), "seconds": round(seconds, 1)}
+               **method_summary(runs, demo.seeds), "probe": probe_summary(runs), "seconds": round(seconds, 1)}
+    values_plot = plot_values(out / VALUES_PLOT_FILE, runs)
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")  # rewritten with the control below
     if ctrl is not None:
         _say(f"main runs done ({_fmt_seconds(seconds)}): {json.dumps(summary)}; now the short-chain control")
@@ -131,6 +133,7 @@ def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path
                "sft_threads": threads, "sft_pass@1": sft_pass, "sft_continued": cont, "eval": asdict(demo.eval),
                "test_problems": len(test_rows), "runs": runs, "control": control,
                "config": {"demo": asdict(demo), "train": to_dict(base)}, "plot": str(plot),
+               "values_plot": None if values_plot is None else str(values_plot),
                "load_average_start": load}
     (out / "demo_details.json").write_text(json.dumps(details, indent=1, default=str) + "\n")
     sft_note = "(cached)" if sft_cached else f"(SFT {_fmt_seconds(t_sft)})"
@@ -140,6 +143,8 @@ def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path
           f"{demo.seeds} RL seed(s) per method")
     print(final_table(sft_pass["test"], stats, sft_note, sft_continued=cont["pass@1"]["test"] if cont else None,
                       sft_continued_steps=cont_steps, diff=summary["vineppo_minus_ppo"]))
+    if summary["probe"] is not None:
+        print(probe_line(summary["probe"]))
     if control is not None:
         c = demo.control
         print(f"control: short chains ({c.min_ops}-{c.max_ops} operations), same SFT start, "
@@ -147,7 +152,8 @@ def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path
         print(final_table(control["sft_pass@1"]["test"], method_stats(control["runs"]), "(same start)",
                           diff=control["summary"]["vineppo_minus_ppo"]))
     print(f"total {_fmt_seconds(seconds)}; SFT start cached in {sft_dir}")
-    print(f"wrote {out / SUMMARY_FILE}, {plot}" + (f", {out / 'compare'}/" if compare else ""), flush=True)
+    print(f"wrote {out / SUMMARY_FILE}, {plot}" + (f", {values_plot}" if values_plot else "")
+          + (f", {out / 'compare'}/" if compare else ""), flush=True)
     return {**summary, "details": details}
 
 
@@ -171,6 +177,6 @@ def _run_control(ctrl: DemoSplits, demo: DemoSettings, base: TrainConfig, algos:
     finally:
         queue.kill()
     summary = {"sft": round(100 * sft_pass["test"], 2), **method_summary(runs, demo.seeds),
-               "min_ops": demo.control.min_ops, "max_ops": demo.control.max_ops,
+               "probe": probe_summary(runs), "min_ops": demo.control.min_ops, "max_ops": demo.control.max_ops,
                "test_problems": len(ctrl.test_rows)}
     return {"summary": summary, "sft_pass@1": sft_pass, "runs": runs}

@@ -1,0 +1,153 @@
+"""The demo's value panel: how good each method's own value estimator is, from its runs' probes.
+
+- `probe_summary` → summary.json `probe`: per estimator (VinePPO's MC values: `mc_*`, PPO's critic:
+  `critic_*`), the mean over seeds and probed iterations of its ranking accuracy, its mean absolute
+  error against the truth and its credit localisation (`vineppo.probe.localisation`), plus the
+  error by step index;
+- `plot_values` → DIR/demo_values.png: those three against the step index / iteration.
+
+Ranking accuracy is scored over the pairs whose order is exact where the task has an oracle of
+steps (`probe/<est>_oracle_ranking_accuracy`: a correct next step against a wrong one, whose value
+is exactly 0), else against the probe's rollouts as the official analyzer does
+(`probe/<est>_ranking_accuracy`, ties wrong); both are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+from vineppo.compare.values import mae_by_step
+from vineppo.probe import read_records
+
+#: the algorithm whose own estimator each estimator is
+OWN = {"mc": "vineppo", "critic": "ppo"}
+NAMES = {"mc": "MC values (VinePPO)", "critic": "critic (PPO)"}
+VALUES_PLOT_FILE = "demo_values.png"
+
+
+def _metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.is_file() else []
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not math.isnan(x)
+
+
+def _mean(xs: list[float]) -> float | None:
+    return round(statistics.fmean(xs), 4) if xs else None
+
+
+def probed_series(runs: dict[str, dict], estimator: str, metric: str) -> dict[int, list[float]]:
+    """iteration → the values of `probe/<estimator>_<metric>` over the runs of the estimator's own
+    algorithm (one per seed), NaN and missing left out."""
+    out: dict[int, list[float]] = {}
+    for r in runs.values():
+        if r["algorithm"] != OWN[estimator]:
+            continue
+        for m in _metrics(r["run_dir"]):
+            v = m.get(f"probe/{estimator}_{metric}")
+            if _finite(v):
+                out.setdefault(int(m["iteration"]), []).append(float(v))
+    return dict(sorted(out.items()))
+
+
+def error_by_step(runs: dict[str, dict], estimator: str) -> dict[int, float]:
+    """step index k → mean |estimate − truth| over every probed state of the estimator's own runs."""
+    records = [rec for r in runs.values() if r["algorithm"] == OWN[estimator]
+               for rec in read_records(r["run_dir"], "states")]
+    return {k: round(m, 4) for k, (m, _) in mae_by_step(records, estimator).items()}
+
+
+def probe_summary(runs: dict[str, dict]) -> dict | None:
+    """summary.json `probe` (None when no run was probed): `<est>_ranking_accuracy` (over the
+    oracle's exact pairs where the task has them, else the rollouts' order: `ranking_against`),
+    `<est>_ranking_accuracy_rollouts`, `<est>_abs_error`, `<est>_localisation` (fractions, means over
+    seeds and probed iterations; None where the method did not run), `<est>_error_by_step` and
+    `iterations` (the probed ones)."""
+    out: dict = {}
+    iterations: set[int] = set()
+    oracle = any(probed_series(runs, e, "oracle_ranking_accuracy") for e in OWN)
+    for est in OWN:
+        ranking = probed_series(runs, est, "oracle_ranking_accuracy" if oracle else "ranking_accuracy")
+        rollouts = probed_series(runs, est, "ranking_accuracy")
+        error = probed_series(runs, est, "abs_error")
+        local = probed_series(runs, est, "localisation")
+        iterations |= set(error) | set(ranking)
+        out[f"{est}_ranking_accuracy"] = _mean([v for vs in ranking.values() for v in vs])
+        out[f"{est}_ranking_accuracy_rollouts"] = _mean([v for vs in rollouts.values() for v in vs])
+        out[f"{est}_abs_error"] = _mean([v for vs in error.values() for v in vs])
+        out[f"{est}_localisation"] = _mean([v for vs in local.values() for v in vs])
+        out[f"{est}_error_by_step"] = error_by_step(runs, est)
+    if not iterations:
+        return None
+    out["ranking_against"] = "oracle" if oracle else "rollouts"
+    out["iterations"] = sorted(iterations)
+    return out
+
+
+def plot_values(path: Path, runs: dict[str, dict]) -> Path | None:
+    """Three panels, MC values against PPO's critic: mean |estimate − truth| by step index; ranking
+    accuracy of alternative next steps per probed iteration (chance 50 %); credit localisation per
+    probed iteration. Means over seeds, the seeds' range shaded. None when no run was probed."""
+    summary = probe_summary(runs)
+    if summary is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"mc": "C0", "critic": "C1"}
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.9))
+    a, b, c = axes
+    for est in OWN:
+        by_step = summary[f"{est}_error_by_step"]
+        if by_step:
+            a.plot(list(by_step), list(by_step.values()), "-o", color=colors[est], markersize=3, label=NAMES[est])
+        metric = "oracle_ranking_accuracy" if summary["ranking_against"] == "oracle" else "ranking_accuracy"
+        for ax, series in ((b, probed_series(runs, est, metric)), (c, probed_series(runs, est, "localisation"))):
+            if not series:
+                continue
+            its = list(series)
+            ax.plot(its, [100 * statistics.fmean(v) for v in series.values()], "-o", color=colors[est],
+                    markersize=3, label=NAMES[est])
+            ax.fill_between(its, [100 * min(v) for v in series.values()], [100 * max(v) for v in series.values()],
+                            color=colors[est], alpha=0.15)
+    b.axhline(50, color="gray", linestyle=":", linewidth=1, label="chance (50 %)")
+    a.set_title("Value error along the chain", fontsize=9)
+    a.set_xlabel("step index k of the state s_k")
+    a.set_ylabel("mean |V estimate − V true|")
+    against = "the oracle: a correct step vs a wrong one" if summary["ranking_against"] == "oracle" else \
+        "the probe's rollouts, ties wrong"
+    b.set_title(f"Ranking alternative next steps ({against})", fontsize=9)
+    b.set_xlabel("iteration")
+    b.set_ylabel("pairs ordered right (%)")
+    b.set_ylim(0, 102)
+    c.set_title("Failed responses whose most negative step advantage\nis the oracle's first wrong step", fontsize=9)
+    c.set_xlabel("iteration")
+    c.set_ylabel("localised (%)")
+    c.set_ylim(0, 102)
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle("Value estimates against the truth (value probe; mean over seeds, their range shaded)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def probe_line(p: dict) -> str:
+    """One console line of `probe_summary`."""
+    def f(x, pct=True):
+        return "—" if x is None else (f"{100 * x:.0f}%" if pct else f"{x:.3f}")
+
+    return (f"value probe (iterations {p['iterations']}; ranking against the {p['ranking_against']}): "
+            f"ranking accuracy MC {f(p['mc_ranking_accuracy'])} / critic {f(p['critic_ranking_accuracy'])}, "
+            f"mean |error| MC {f(p['mc_abs_error'], False)} / critic {f(p['critic_abs_error'], False)}, "
+            f"localisation MC {f(p['mc_localisation'])} / critic {f(p['critic_localisation'])}")
