@@ -276,6 +276,7 @@ def test_method_summary_keys_by_hand():
     assert s["vineppo"] == 50.0 and s["grpo"] == 40.0 and s["ppo"] is None
     assert s["sd"] == {"vineppo": None, "grpo": None} and s["rl_seconds"] == {"vineppo": 30.0, "grpo": 10.0}
     assert s["vineppo_minus_ppo"] is None and s["seeds"] == 1
+    assert s["vineppo_minus_grpo"] == {"mean": 10.0, "sd": None, "n": 1, "values": [10.0]}
 
 
 @pytest.mark.slow
@@ -302,6 +303,11 @@ def test_chain_demo_smoke_with_control(tmp_path):
     assert {"sft", "vineppo", "ppo", "grpo", "sd", "rl_seconds", "vineppo_minus_ppo", "seeds"} <= set(control)
     assert control["ppo"] is None and control["rl_seconds"]["vineppo"] > 0 and (control["min_ops"], control["max_ops"]) == (1, 2)
     assert {"sft", "vineppo", "grpo", "sd", "rl_seconds", "seeds"} <= set(summary)
+    # the value panel: VinePPO's MC values were probed at both iterations; no PPO run, no critic
+    probe = summary["probe"]
+    assert probe["iterations"] == [1, 2] and probe["mc_abs_error"] is not None and probe["critic_abs_error"] is None
+    assert probe["ranking_against"] in ("oracle", "rollouts") and set(probe["mc_error_by_step"]) >= {0}
+    assert (out / "demo_values.png").is_file() and control["probe"]["iterations"] == [1, 2]
     # one SFT start: trained on the main and the control train problems (minus the validation carves)
     assert res["details"]["sft"]["rows"] == (200 - 8) + (40 - 8)
     for algo in ("vineppo", "grpo"):

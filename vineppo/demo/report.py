@@ -64,14 +64,15 @@ def paired_difference(runs: dict[str, dict], a: str, b: str) -> dict | None:
 
 def method_summary(runs: dict[str, dict], seeds: int) -> dict:
     """summary.json's per-method keys: each method's mean final test pass@1 (in %; VinePPO and PPO
-    are present, None, when not run), `sd` and `rl_seconds` per method, `vineppo_minus_ppo`
-    (`paired_difference`) and `seeds`."""
+    are present, None, when not run), `sd` and `rl_seconds` per method, `vineppo_minus_ppo` and
+    `vineppo_minus_grpo` (`paired_difference`, None when one of the two did not run) and `seeds`."""
     stats = method_stats(runs)
     return {**{a: None for a in ("vineppo", "ppo")},
             **{a: round(st["mean"], 2) for a, st in stats.items()},
             "sd": {a: (round(st["sd"], 2) if st["sd"] is not None else None) for a, st in stats.items()},
             "rl_seconds": {a: round(st["rl_seconds"], 1) for a, st in stats.items()},
-            "vineppo_minus_ppo": paired_difference(runs, "vineppo", "ppo"), "seeds": seeds}
+            "vineppo_minus_ppo": paired_difference(runs, "vineppo", "ppo"),
+            "vineppo_minus_grpo": paired_difference(runs, "vineppo", "grpo"), "seeds": seeds}
 
 
 def plot_series(sft_test: float, runs: dict[str, dict], *, sft_continued: float | None = None) -> dict:

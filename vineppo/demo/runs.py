@@ -104,7 +104,9 @@ class _BackgroundRun:
 
 
 def _describe_run(name: str, cfg: TrainConfig) -> None:
-    what = {"vineppo": f"K={cfg.mc.k} continuations from every step boundary", "ppo": "critic + GAE"}.get(
+    mc = (f"adaptive MC ({cfg.mc.k_min} to {cfg.mc.k_max} continuations per step boundary)" if cfg.mc.adaptive
+          else f"K={cfg.mc.k} continuations from every step boundary")
+    what = {"vineppo": mc, "ppo": "critic + GAE"}.get(
         cfg.algorithm, f"{cfg.algorithm} group advantages over the {cfg.episodes.samples_per_question} samples")
     warm = (f", {cfg.ppo.critic_warmup_iterations} critic-only iteration(s) first"
             if cfg.algorithm == "ppo" and cfg.ppo.critic_warmup_iterations else "")
