@@ -134,3 +134,22 @@ def test_oracle_ranking_by_hand():
     # against the rollouts' truth every pair counts, ties wrong: MC orders (0,1), (0,2), (0,3) right,
     # ties (1,2) and (2,3) in its estimate, and (1,3) in the truth; the second state's one pair right
     assert ranking_counts([rs, no_oracle])["mc"] == (3 + 1, 6 + 1)
+
+
+def test_ranking_candidates_put_states_the_oracle_knows_are_lost_last():
+    import random
+
+    from vineppo.mc import MCRequest
+    from vineppo.probe.iteration import ranking_candidates
+
+    prefixes = ["\n12+7=19", "\n12+7=20", "\n12+7=19\n19-5=14", "\n12+7=19\n19-5=15", ""]
+    result = ProbeResult(states=[object()] * len(prefixes), truth=[0.0] * len(prefixes), pairs=[], stats={},
+                         requests=[MCRequest([1], [ord(c) for c in p], 0) for p in prefixes])
+    order = ranking_candidates(TASK, _CharTokenizer(), [ROW], result, random.Random(0))
+    assert sorted(order) == [0, 1, 2, 3, 4]
+    assert set(order[:3]) == {0, 2, 4} and set(order[3:]) == {1, 3}  # 12+7=20 and 19-5=15 are slips
+    # a task without an oracle: the plain shuffle
+    plain = ranking_candidates(get_task("arithmetic"), _CharTokenizer(), [ROW], result, random.Random(0))
+    shuffled = list(range(5))
+    random.Random(0).shuffle(shuffled)
+    assert plain == shuffled

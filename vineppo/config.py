@@ -176,7 +176,8 @@ class ProbeConfig:
     alternatives: int = 5
     #: a state is ranked only when its sampled alternatives hold at least this many distinct steps
     min_alternatives: int = 3
-    #: at most this many probed states get alternatives ranked
+    #: at most this many probed states get alternatives ranked (a random sample; where the task has an
+    #: exact oracle, states it already knows are lost, whose next steps all have value 0, come last)
     ranking_states: int = 8
 
 

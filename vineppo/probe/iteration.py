@@ -23,6 +23,7 @@ from vineppo.probe.localisation import localisation_metrics, localisation_rates
 from vineppo.probe.ranking import rank_alternatives, ranking_counts
 from vineppo.probe.states import ProbeResult, critic_estimates, mc_estimates, probe_metrics, run_value_probe
 from vineppo.tasks.base import Row, Task
+from vineppo.tokens import decode_response
 
 #: the value estimators the probe scores: the MC estimator (every run) and PPO's critic
 ESTIMATORS = ("mc", "critic")
@@ -46,8 +47,7 @@ def run_probe(engine: Engine, task: Task, tokenizer, rows: Sequence[Row], episod
                              temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                              max_sequence_length=max_sequence_length, stop=stop, seed=seed,
                              mc_k=0 if algorithm == "vineppo" else mc_k)
-    chosen = list(range(len(result.states)))
-    random.Random(seed).shuffle(chosen)
+    chosen = ranking_candidates(task, tokenizer, rows, result, random.Random(seed))
     chosen = sorted(chosen[: pcfg.ranking_states if pcfg.alternatives else 0])
     result.ranked, stats = rank_alternatives(
         engine, task, tokenizer, rows, [result.requests[i] for i in chosen], chosen,
@@ -58,6 +58,19 @@ def run_probe(engine: Engine, task: Task, tokenizer, rows: Sequence[Row], episod
     result.stats["probe/seconds"] += stats.get("probe/ranking_seconds", 0.0)
     result.stats.update(stats)
     return result
+
+
+def ranking_candidates(task: Task, tokenizer, rows: Sequence[Row], result: ProbeResult,
+                       rng: random.Random) -> list[int]:
+    """The probed states in the order their alternatives are ranked: shuffled, and where the task has
+    an exact oracle, the states it does not already know are lost (`Task.oracle_value` None) first:
+    from a lost state every next step has value 0, so its alternatives have no order to rank."""
+    order = list(range(len(result.states)))
+    rng.shuffle(order)
+    lost = {i for i in order if task.oracle_value(rows[result.requests[i].question_index],
+                                                   decode_response(tokenizer, result.requests[i].prefix_response_ids))
+            is not None}
+    return [i for i in order if i not in lost] + [i for i in order if i in lost]
 
 
 def critic_sequences(result: ProbeResult) -> list[list[int]]:
