@@ -1,10 +1,9 @@
 """The demo's value panel (vineppo/demo/values.py): summary.json `probe` from hand-written run
-directories (metrics.jsonl and probe records), means over seeds and probed iterations."""
+directories (metrics.jsonl and probe records), pooled over seeds and probed iterations."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -21,54 +20,62 @@ def _run(tmp: Path, name: str, algorithm: str, metrics: list[dict], states: list
 
 
 def _state(it, step, truth, **est):
-    return {"iteration": it, "question_index": step, "sample_index": 0, "step": step, "rank": 0, "truth": truth,
-            "mc": None, "critic": None, **est}
+    return {"iteration": it, "question_index": step, "sample_index": len(est), "step": step, "rank": 0,
+            "truth": truth, "mc": None, "critic": None, **est}
 
 
-def test_probe_summary_by_hand(tmp_path):
+def _probe(est, it, *, oracle=None, rollouts=None, local=None, mae=0.0):
+    m = {"iteration": it, f"probe/{est}_abs_error": mae}
+    for key, counts in (("oracle_ranking", oracle), ("ranking", rollouts)):
+        if counts is not None:
+            m[f"probe/{est}_{key}_correct"], m[f"probe/{est}_{key}_pairs"] = counts
+            m[f"probe/{est}_{key}_accuracy"] = counts[0] / counts[1] if counts[1] else float("nan")
+    if local is not None:
+        m[f"probe/{est}_localised"], m[f"probe/{est}_localisation_responses"] = local
+    return m
+
+
+def test_probe_summary_pools_counts_by_hand(tmp_path):
     runs = dict([
         _run(tmp_path, "vineppo-seed0", "vineppo", [
             {"iteration": 1, "reward/mean": 0.3},  # not probed
-            {"iteration": 5, "probe/mc_abs_error": 0.1, "probe/mc_oracle_ranking_accuracy": 1.0,
-             "probe/mc_ranking_accuracy": 0.5, "probe/mc_localisation": 0.8},
-            {"iteration": 10, "probe/mc_abs_error": 0.3, "probe/mc_oracle_ranking_accuracy": 0.9,
-             "probe/mc_ranking_accuracy": 0.7, "probe/mc_localisation": float("nan")},
+            _probe("mc", 5, oracle=(3, 3), rollouts=(1, 4), local=(4, 5)),
+            _probe("mc", 10, oracle=(0, 0), rollouts=(2, 2), local=(0, 0)),
         ], [_state(5, 0, 0.5, mc=0.4), _state(5, 1, 0.5, mc=0.8)]),
-        _run(tmp_path, "vineppo-seed1", "vineppo", [
-            {"iteration": 5, "probe/mc_abs_error": 0.2, "probe/mc_oracle_ranking_accuracy": 0.8,
-             "probe/mc_ranking_accuracy": 0.6, "probe/mc_localisation": 0.6},
-        ], [_state(5, 0, 0.2, mc=0.4)]),
+        _run(tmp_path, "vineppo-seed1", "vineppo", [_probe("mc", 5, oracle=(1, 2), rollouts=(0, 2), local=(2, 5))],
+             [_state(5, 0, 0.2, mc=0.4)]),
         _run(tmp_path, "ppo-seed0", "ppo", [
             # PPO runs also log the MC estimator at their states: not VinePPO's, left out of mc_*
-            {"iteration": 5, "probe/critic_abs_error": 0.5, "probe/critic_oracle_ranking_accuracy": 0.5,
-             "probe/critic_ranking_accuracy": 0.25, "probe/critic_localisation": 0.25,
-             "probe/mc_abs_error": 9.0, "probe/mc_oracle_ranking_accuracy": 0.0},
+            {**_probe("critic", 5, oracle=(1, 4), rollouts=(1, 8), local=(1, 10)),
+             **_probe("mc", 5, oracle=(0, 9), local=(0, 9))},
         ], [_state(5, 2, 0.5, critic=1.5, mc=0.5)]),
-        _run(tmp_path, "grpo-seed0", "grpo", [{"iteration": 5, "probe/mc_abs_error": 7.0}]),
+        _run(tmp_path, "grpo-seed0", "grpo", [_probe("mc", 5, oracle=(0, 7))]),
     ])
     p = probe_summary(runs)
     assert p["ranking_against"] == "oracle" and p["iterations"] == [5, 10]
-    assert p["mc_ranking_accuracy"] == pytest.approx((1.0 + 0.9 + 0.8) / 3)
-    assert p["mc_ranking_accuracy_rollouts"] == pytest.approx((0.5 + 0.7 + 0.6) / 3)
-    assert p["mc_abs_error"] == pytest.approx((0.1 + 0.3 + 0.2) / 3)
-    assert p["mc_localisation"] == pytest.approx((0.8 + 0.6) / 2)  # the NaN probe is left out
-    assert p["critic_ranking_accuracy"] == 0.5 and p["critic_abs_error"] == 0.5
-    assert p["critic_localisation"] == 0.25
-    # by step, from the records: step 0: |0.4-0.5| and |0.4-0.2| -> 0.15; step 1: 0.3; critic step 2: 1.0
+    # pooled: (3 + 0 + 1) / (3 + 0 + 2) pairs, not the mean of the per-probe ratios (1, NaN, 0.5)
+    assert (p["mc_ranking_accuracy"], p["mc_ranking_pairs"]) == (0.8, 5)
+    assert p["mc_ranking_accuracy_rollouts"] == pytest.approx(3 / 8)
+    assert (p["mc_localisation"], p["mc_localisation_responses"]) == (0.6, 10)
+    assert (p["critic_ranking_accuracy"], p["critic_ranking_pairs"]) == (0.25, 4)
+    assert (p["critic_localisation"], p["critic_localisation_responses"]) == (0.1, 10)
+    # errors over the state records: MC |0.4-0.5|, |0.8-0.5|, |0.4-0.2| -> 0.2 over 3 states; critic 1.0
+    assert (p["mc_abs_error"], p["mc_states"]) == (pytest.approx(0.2), 3)
+    assert (p["critic_abs_error"], p["critic_states"]) == (1.0, 1)
     assert p["mc_error_by_step"] == {0: pytest.approx(0.15), 1: pytest.approx(0.3)}
     assert p["critic_error_by_step"] == {2: pytest.approx(1.0)}
     line = probe_line(p)
-    assert "MC 90%" in line and "critic 50%" in line
+    assert "MC 80% of 5 pairs" in line and "critic 25% of 4" in line and "MC 60% of 10 failed" in line
     assert plot_values(tmp_path / "values.png", runs).is_file()
 
 
 def test_without_oracle_the_rollouts_order_is_used_and_missing_methods_are_none(tmp_path):
-    runs = dict([_run(tmp_path, "vineppo", "vineppo", [
-        {"iteration": 2, "probe/mc_abs_error": 0.25, "probe/mc_ranking_accuracy": 0.75}])])
+    runs = dict([_run(tmp_path, "vineppo", "vineppo", [_probe("mc", 2, rollouts=(3, 4), mae=0.25)],
+                      [_state(2, 0, 0.5, mc=0.75)])])
     p = probe_summary(runs)
-    assert p["ranking_against"] == "rollouts" and p["mc_ranking_accuracy"] == 0.75
+    assert p["ranking_against"] == "rollouts" and p["mc_ranking_accuracy"] == 0.75 and p["mc_ranking_pairs"] == 4
     assert p["critic_ranking_accuracy"] is None and p["critic_abs_error"] is None and p["critic_error_by_step"] == {}
-    assert p["mc_localisation"] is None
+    assert p["mc_localisation"] is None and p["mc_localisation_responses"] == 0
+    assert p["mc_abs_error"] == 0.25
     assert probe_summary(dict([_run(tmp_path, "grpo", "grpo", [{"iteration": 1}])])) is None
     assert plot_values(tmp_path / "none.png", dict([_run(tmp_path, "g2", "grpo", [{"iteration": 1}])])) is None
-    assert not math.isnan(p["mc_abs_error"])

@@ -1,9 +1,9 @@
 """The demo's value panel: how good each method's own value estimator is, from its runs' probes.
 
 - `probe_summary` → summary.json `probe`: per estimator (VinePPO's MC values: `mc_*`, PPO's critic:
-  `critic_*`), the mean over seeds and probed iterations of its ranking accuracy, its mean absolute
-  error against the truth and its credit localisation (`vineppo.probe.localisation`), plus the
-  error by step index;
+  `critic_*`), pooled over seeds and probed iterations, its ranking accuracy, its mean absolute
+  error against the truth and its credit localisation (`vineppo.probe.localisation`), each with
+  its sample size, plus the error by step index;
 - `plot_values` → DIR/demo_values.png: those three against the step index / iteration.
 
 Ranking accuracy is scored over the pairs whose order is exact where the task has an oracle of
@@ -19,7 +19,7 @@ import math
 import statistics
 from pathlib import Path
 
-from vineppo.compare.values import mae_by_step
+from vineppo.compare.values import mae_by_step, mean_abs_error
 from vineppo.probe import read_records
 
 #: the algorithm whose own estimator each estimator is
@@ -35,10 +35,6 @@ def _metrics(run_dir: str | Path) -> list[dict]:
 
 def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not math.isnan(x)
-
-
-def _mean(xs: list[float]) -> float | None:
-    return round(statistics.fmean(xs), 4) if xs else None
 
 
 def probed_series(runs: dict[str, dict], estimator: str, metric: str) -> dict[int, list[float]]:
@@ -62,25 +58,45 @@ def error_by_step(runs: dict[str, dict], estimator: str) -> dict[int, float]:
     return {k: round(m, 4) for k, (m, _) in mae_by_step(records, estimator).items()}
 
 
+def pooled(runs: dict[str, dict], estimator: str, correct: str, total: str) -> tuple[float | None, int]:
+    """(Σ `probe/<estimator>_<correct>` / Σ `probe/<estimator>_<total>`, Σ total) over the probed
+    iterations of every run of the estimator's own algorithm (every seed); None without a count."""
+    c = n = 0
+    for r in runs.values():
+        if r["algorithm"] != OWN[estimator]:
+            continue
+        for m in _metrics(r["run_dir"]):
+            if _finite(m.get(f"probe/{estimator}_{total}")) and _finite(m.get(f"probe/{estimator}_{correct}")):
+                c += m[f"probe/{estimator}_{correct}"]
+                n += m[f"probe/{estimator}_{total}"]
+    return (round(c / n, 4) if n else None), int(n)
+
+
 def probe_summary(runs: dict[str, dict]) -> dict | None:
-    """summary.json `probe` (None when no run was probed): `<est>_ranking_accuracy` (over the
-    oracle's exact pairs where the task has them, else the rollouts' order: `ranking_against`),
-    `<est>_ranking_accuracy_rollouts`, `<est>_abs_error`, `<est>_localisation` (fractions, means over
-    seeds and probed iterations; None where the method did not run), `<est>_error_by_step` and
-    `iterations` (the probed ones)."""
+    """summary.json `probe` (None when no run was probed), per estimator, pooled over every seed and
+    probed iteration of its own method: `<est>_ranking_accuracy` (over the oracle's exact pairs where
+    the task has them, else the rollouts' order: `ranking_against`) with `<est>_ranking_pairs`,
+    `<est>_ranking_accuracy_rollouts` (the official analyzer's score against the probe's rollouts),
+    `<est>_abs_error` (mean over every probed state) with `<est>_states`, `<est>_localisation` with
+    `<est>_localisation_responses` (fractions; None where the method did not run or nothing was
+    scored), `<est>_error_by_step`, and `iterations` (the probed ones)."""
     out: dict = {}
     iterations: set[int] = set()
-    oracle = any(probed_series(runs, e, "oracle_ranking_accuracy") for e in OWN)
+    oracle = any(pooled(runs, e, "oracle_ranking_correct", "oracle_ranking_pairs")[1] for e in OWN)
+    kind = "oracle_" if oracle else ""
     for est in OWN:
-        ranking = probed_series(runs, est, "oracle_ranking_accuracy" if oracle else "ranking_accuracy")
-        rollouts = probed_series(runs, est, "ranking_accuracy")
-        error = probed_series(runs, est, "abs_error")
-        local = probed_series(runs, est, "localisation")
-        iterations |= set(error) | set(ranking)
-        out[f"{est}_ranking_accuracy"] = _mean([v for vs in ranking.values() for v in vs])
-        out[f"{est}_ranking_accuracy_rollouts"] = _mean([v for vs in rollouts.values() for v in vs])
-        out[f"{est}_abs_error"] = _mean([v for vs in error.values() for v in vs])
-        out[f"{est}_localisation"] = _mean([v for vs in local.values() for v in vs])
+        for series in (probed_series(runs, est, "abs_error"), probed_series(runs, est, f"{kind}ranking_accuracy")):
+            iterations |= set(series)
+        records = [rec for r in runs.values() if r["algorithm"] == OWN[est]
+                   for rec in read_records(r["run_dir"], "states")]
+        mae, n_states = mean_abs_error(records, est)
+        out[f"{est}_ranking_accuracy"], out[f"{est}_ranking_pairs"] = pooled(runs, est, f"{kind}ranking_correct",
+                                                                             f"{kind}ranking_pairs")
+        out[f"{est}_ranking_accuracy_rollouts"] = pooled(runs, est, "ranking_correct", "ranking_pairs")[0]
+        out[f"{est}_abs_error"] = None if mae is None else round(mae, 4)
+        out[f"{est}_states"] = n_states
+        out[f"{est}_localisation"], out[f"{est}_localisation_responses"] = pooled(
+            runs, est, "localised", "localisation_responses")
         out[f"{est}_error_by_step"] = error_by_step(runs, est)
     if not iterations:
         return None
@@ -148,6 +164,8 @@ def probe_line(p: dict) -> str:
         return "—" if x is None else (f"{100 * x:.0f}%" if pct else f"{x:.3f}")
 
     return (f"value probe (iterations {p['iterations']}; ranking against the {p['ranking_against']}): "
-            f"ranking accuracy MC {f(p['mc_ranking_accuracy'])} / critic {f(p['critic_ranking_accuracy'])}, "
-            f"mean |error| MC {f(p['mc_abs_error'], False)} / critic {f(p['critic_abs_error'], False)}, "
-            f"localisation MC {f(p['mc_localisation'])} / critic {f(p['critic_localisation'])}")
+            f"ranking accuracy MC {f(p['mc_ranking_accuracy'])} of {p['mc_ranking_pairs']} pairs / critic "
+            f"{f(p['critic_ranking_accuracy'])} of {p['critic_ranking_pairs']}, mean |error| MC "
+            f"{f(p['mc_abs_error'], False)} / critic {f(p['critic_abs_error'], False)}, localisation MC "
+            f"{f(p['mc_localisation'])} of {p['mc_localisation_responses']} failed responses / critic "
+            f"{f(p['critic_localisation'])} of {p['critic_localisation_responses']}")
