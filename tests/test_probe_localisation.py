@@ -153,3 +153,45 @@ def test_ranking_candidates_put_states_the_oracle_knows_are_lost_last():
     shuffled = list(range(5))
     random.Random(0).shuffle(shuffled)
     assert plain == shuffled
+
+
+def test_classify_by_hand():
+    from vineppo.probe.localisation import classify
+
+    assert classify([0.8, 0.7, 0.6, 0.5, 0.0], 0.0, 3) == "hit"      # A = -.1, -.1, -.1, -.5, 0
+    assert classify([0.8, 0.2, 0.2, 0.2, 0.0], 0.0, 3) == "before"   # A = -.6, 0, 0, -.2, 0
+    assert classify([0.8, 0.8, 0.8, 0.8, 0.8], 0.0, 3) == "after"    # A = 0, 0, 0, 0, -.8
+    assert classify([0.5, 0.0, 0.5, 0.0, 0.0], 0.0, 3) == "tie"      # A = -.5, .5, -.5, 0, 0
+    assert classify([0.0] * 5, 0.0, 3) == "none"                     # nothing blamed
+
+
+def test_dumped_breakdown_reads_a_runs_dumps(tmp_path):
+    import json
+
+    import yaml
+
+    from vineppo.config import TrainConfig, to_dict
+    from vineppo.probe.localisation import dumped_breakdown
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text(json.dumps(ROW) + "\n")
+    (data / "test.jsonl").write_text(json.dumps(ROW) + "\n")
+    run = tmp_path / "run"
+    (run / "episodes").mkdir(parents=True)
+    cfg = to_dict(TrainConfig())
+    cfg["algorithm"] = "vineppo"
+    cfg["model"]["name_or_path"] = str(tmp_path / "model")
+    cfg["data"].update(task="chain", source=str(data), validation_size=0)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    eps = [{"question_index": 0, "reward": 0.0, "response": SLIP_AT_3, "step_values": v}
+           for v in ([0.8, 0.7, 0.6, 0.5, 0.0], [0.0] * 5, [0.8, 0.2, 0.2, 0.2, 0.0])]
+    eps.append({"question_index": 0, "reward": 1.0, "response": GOOD, "step_values": [0.9] * 5})  # correct: skipped
+    (run / "episodes" / "iter_000005.rank0.jsonl").write_text("".join(json.dumps(e) + "\n" for e in eps))
+    (run / "episodes" / "iter_000006.rank0.jsonl").write_text(json.dumps(eps[0]) + "\n")
+    assert dumped_breakdown(run, [5]) == {"hit": 1, "before": 1, "after": 0, "tie": 0, "none": 1}
+    assert dumped_breakdown(run)["hit"] == 2
+    cfg["algorithm"] = "grpo"
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match="no value estimator"):
+        dumped_breakdown(run)

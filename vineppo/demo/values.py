@@ -72,6 +72,31 @@ def pooled(runs: dict[str, dict], estimator: str, correct: str, total: str) -> t
     return (round(c / n, 4) if n else None), int(n)
 
 
+def blamed_localisation(runs: dict[str, dict], estimator: str, iterations: list[int]) -> dict:
+    """From the episode dumps at the probed iterations (`vineppo.probe.localisation.dumped_breakdown`):
+    `<est>_unblamed`, failed responses none of whose steps gets a negative advantage (every value 0:
+    the estimator sees no chance of success anywhere, so nothing is blamed), and
+    `<est>_localisation_blamed`, the localised share of the others. {} without dumps or oracle."""
+    from vineppo.probe.localisation import dumped_breakdown
+
+    total = {"hit": 0, "none": 0, "all": 0}
+    for r in runs.values():
+        if r["algorithm"] != OWN[estimator] or not any((Path(r["run_dir"]) / "episodes").glob("iter_*.jsonl")):
+            continue
+        try:
+            c = dumped_breakdown(r["run_dir"], iterations)
+        except (ValueError, FileNotFoundError):
+            return {}
+        total["hit"] += c["hit"]
+        total["none"] += c["none"]
+        total["all"] += sum(c.values())
+    if not total["all"]:
+        return {}
+    blamed = total["all"] - total["none"]
+    return {f"{estimator}_unblamed": total["none"],
+            f"{estimator}_localisation_blamed": round(total["hit"] / blamed, 4) if blamed else None}
+
+
 def probe_summary(runs: dict[str, dict]) -> dict | None:
     """summary.json `probe` (None when no run was probed), per estimator, pooled over every seed and
     probed iteration of its own method: `<est>_ranking_accuracy` (over the oracle's exact pairs where
@@ -79,7 +104,8 @@ def probe_summary(runs: dict[str, dict]) -> dict | None:
     `<est>_ranking_accuracy_rollouts` (the official analyzer's score against the probe's rollouts),
     `<est>_abs_error` (mean over every probed state) with `<est>_states`, `<est>_localisation` with
     `<est>_localisation_responses` (fractions; None where the method did not run or nothing was
-    scored), `<est>_error_by_step`, and `iterations` (the probed ones)."""
+    scored), with episode dumps also `<est>_localisation_blamed` and `<est>_unblamed`
+    (`blamed_localisation`), `<est>_error_by_step`, and `iterations` (the probed ones)."""
     out: dict = {}
     iterations: set[int] = set()
     oracle = any(pooled(runs, e, "oracle_ranking_correct", "oracle_ranking_pairs")[1] for e in OWN)
@@ -97,6 +123,7 @@ def probe_summary(runs: dict[str, dict]) -> dict | None:
         out[f"{est}_states"] = n_states
         out[f"{est}_localisation"], out[f"{est}_localisation_responses"] = pooled(
             runs, est, "localised", "localisation_responses")
+        out.update(blamed_localisation(runs, est, sorted(iterations)))
         out[f"{est}_error_by_step"] = error_by_step(runs, est)
     if not iterations:
         return None
@@ -167,5 +194,6 @@ def probe_line(p: dict) -> str:
             f"ranking accuracy MC {f(p['mc_ranking_accuracy'])} of {p['mc_ranking_pairs']} pairs / critic "
             f"{f(p['critic_ranking_accuracy'])} of {p['critic_ranking_pairs']}, mean |error| MC "
             f"{f(p['mc_abs_error'], False)} / critic {f(p['critic_abs_error'], False)}, localisation MC "
-            f"{f(p['mc_localisation'])} of {p['mc_localisation_responses']} failed responses / critic "
-            f"{f(p['critic_localisation'])} of {p['critic_localisation_responses']}")
+            f"{f(p['mc_localisation'])} of {p['mc_localisation_responses']} failed responses"
+            + (f" ({f(p['mc_localisation_blamed'])} of those blamed on a step)" if p.get("mc_localisation_blamed") else "")
+            + f" / critic {f(p['critic_localisation'])} of {p['critic_localisation_responses']}")

@@ -16,6 +16,7 @@ is localised / scored responses over every process (`localisation_rates`).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Sequence
 
 from vineppo.advantages import vine_step_advantages
@@ -101,3 +102,54 @@ def localisation_rates(row: dict, estimators: Sequence[str] = ("mc", "critic")) 
         if n is not None:
             out[f"probe/{name}_localisation"] = row[f"probe/{name}_localised"] / n if n else float("nan")
     return out
+
+
+def classify(values: Sequence[float | None], reward: float, wrong_step: int) -> str:
+    """Where the credit of one failed response lands: "hit" (the single most negative step advantage
+    is the first wrong step), "before" / "after" it, "tie" (the minimum is shared by several steps),
+    and "none" when no step advantage is negative (every value 0: nothing is blamed)."""
+    rewards = [0.0] * len(values)
+    rewards[-1] = float(reward)
+    adv = vine_step_advantages(values, rewards)
+    if min(adv) >= 0:
+        return "none"
+    at = most_negative_step(adv)
+    if at is None:
+        return "tie"
+    return "hit" if at == wrong_step else ("before" if at < wrong_step else "after")
+
+
+def dumped_breakdown(run_dir: str | Path, iterations: Sequence[int] | None = None) -> dict[str, int]:
+    """`classify` counts over the failed responses of a run's episode dumps (`logging.dump_episodes`)
+    at `iterations` (default: every dumped one), by the run's own estimator (VinePPO's MC values,
+    PPO's critic); the task must have an oracle (`first_wrong_step`)."""
+    import json
+
+    from vineppo.config import load_config
+    from vineppo.data import load_rows
+    from vineppo.prompting import make_task
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    task = make_task(cfg.data)
+    if getattr(task, "first_wrong_step", None) is None:
+        raise ValueError(f"{run_dir}: task {cfg.data.task} has no oracle of wrong steps")
+    rows = load_rows(cfg.data.task, "train", cfg.data.source, seed=cfg.data.validation_seed,
+                     validation_size=cfg.data.validation_size, task=task)
+    key = {"vineppo": "step_values", "ppo": "critic_step_values"}.get(cfg.algorithm)
+    if key is None:
+        raise ValueError(f"{run_dir}: {cfg.algorithm} has no value estimator of its own")
+    out = {k: 0 for k in ("hit", "before", "after", "tie", "none")}
+    for path in sorted((run_dir / "episodes").glob("iter_*.rank*.jsonl")):
+        if iterations is not None and int(path.name[5:11]) not in iterations:
+            continue
+        for line in path.read_text().splitlines():
+            e = json.loads(line)
+            values = e.get(key)
+            if e["reward"] > 0 or not values or values[0] is None:
+                continue
+            wrong = task.first_wrong_step(rows[e["question_index"]], e["response"])
+            if wrong is not None:
+                out[classify(values, e["reward"], wrong)] += 1
+    return out
+
