@@ -306,7 +306,8 @@ def test_chain_demo_smoke_with_control(tmp_path):
     # the value panel: VinePPO's MC values were probed at both iterations; no PPO run, no critic
     probe = summary["probe"]
     assert probe["iterations"] == [1, 2] and probe["mc_abs_error"] is not None and probe["critic_abs_error"] is None
-    assert probe["ranking_against"] in ("oracle", "rollouts") and set(probe["mc_error_by_step"]) >= {0}
+    assert probe["ranking_against"] in ("oracle", "rollouts") and probe["mc_states"] > 0
+    assert probe["mc_error_by_step"] and all(k.isdigit() for k in probe["mc_error_by_step"])  # JSON keys
     assert (out / "demo_values.png").is_file() and control["probe"]["iterations"] == [1, 2]
     # one SFT start: trained on the main and the control train problems (minus the validation carves)
     assert res["details"]["sft"]["rows"] == (200 - 8) + (40 - 8)
