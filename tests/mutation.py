@@ -51,6 +51,19 @@ SCOPE: dict[str, tuple[str, ...] | None] = {
     "vineppo/plan/advice.py": None,
     "vineppo/mc.py": None,
     "vineppo/checkpoint.py": None,
+    # the analysis code: the functions that compute (not the plots, tables' text or file writing)
+    "vineppo/probe/ranking.py": None,
+    "vineppo/probe/states.py": None,
+    "vineppo/compare/seeds.py": ("mean_sd", "flatten", "experiment_key", "run_seed", "_common_label",
+                                 "group_by_seed", "_name_settings", "paired_differences", "_per_seed", "_order",
+                                 "group_pairs", "group_curve", "seeds_json"),
+    "vineppo/compare/values.py": ("_pairs", "mean_abs_error", "mae_by_step", "ranking_by_iteration",
+                                  "step_advantages_of", "read_step_advantages", "RunValues.estimators",
+                                  "value_rows"),
+    "vineppo/compare/cost.py": ("_mean_of", "phase_cost", "RunCost.to_json"),
+    "vineppo/compare/generalization.py": ("train_test_points", "least_squares_slope", "train_test_rows"),
+    "vineppo/mc_balance.py": ("pack_requests", "merge_rank_requests", "request_cost", "split_requests",
+                              "assemble_results", "imbalance", "run_balanced"),
 }
 
 #: surviving mutants that cannot change behaviour: name -> (the mutated line as `mutmut show` prints
