@@ -85,6 +85,9 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.advantages.x_masked_whiten__mutmut_39": (
         "whitened = (x - mean.to(x.dtype)) * torch.rsqrt(var.to(None) + eps)",
         "rsqrt of the float64 variance rounded once to x's dtype instead of twice: at most 1 ulp apart"),
+    "vineppo.losses.x_kl_penalty_loss__mutmut_16": (
+        "per_seq = k3_kl(logp, ref_logp, mask, clamp_min, clamp_max).sum(dim=+1)",
+        "the log-probs are (batch, T): dim 1 is the last dim"),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the
