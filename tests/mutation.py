@@ -88,6 +88,9 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.losses.x_kl_penalty_loss__mutmut_16": (
         "per_seq = k3_kl(logp, ref_logp, mask, clamp_min, clamp_max).sum(dim=+1)",
         "the log-probs are (batch, T): dim 1 is the last dim"),
+    "vineppo.losses.x_aggregate_token_loss__mutmut_16": (
+        "per_seq_sum = _masked(x, mask).sum(dim=+1)",
+        "the per-token loss is (batch, T): dim 1 is the last dim"),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the
