@@ -91,6 +91,12 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.losses.x_aggregate_token_loss__mutmut_16": (
         "per_seq_sum = _masked(x, mask).sum(dim=+1)",
         "the per-token loss is (batch, T): dim 1 is the last dim"),
+    "vineppo.losses.x_aggregate_token_loss__mutmut_24": (
+        "return (per_seq_sum / mask.sum(dim=+1).clamp(min=1)).mean()",
+        "the mask is (batch, T): dim 1 is the last dim"),
+    "vineppo.losses.x_aggregate_token_loss__mutmut_32": (
+        "if not norm_length or norm_length < 0:",
+        "a norm_length of 0 is already rejected by `not norm_length`"),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

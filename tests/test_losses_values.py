@@ -164,3 +164,10 @@ def test_value_loss_clips_a_value_that_fell_below_the_old_one():
     loss, st = value_loss(torch.tensor([[-1.0]]), torch.zeros(1, 1), torch.tensor([[-2.0]]), torch.ones(1, 1))
     assert float(loss) == pytest.approx(0.5 * 3.24)
     assert st["value_clip_frac"] == 1.0
+
+
+def test_sum_norm_with_a_length_of_one_and_of_one_half():
+    x, mask = torch.tensor([[2.0, 4.0], [6.0, 100.0]]), torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    # sequence sums 6 and 6: over 1, mean 6; over 0.5, mean 12
+    assert float(aggregate_token_loss(x, mask, "seq_mean_token_sum_norm", norm_length=1)) == 6.0
+    assert float(aggregate_token_loss(x, mask, "seq_mean_token_sum_norm", norm_length=0.5)) == 12.0
