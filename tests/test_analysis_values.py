@@ -15,6 +15,7 @@ from vineppo.compare.seeds import (_common_label, _order, _per_seed, experiment_
                                    group_pairs, run_seed)
 from vineppo.compare.values import RunValues, _pairs, read_step_advantages, value_rows
 from vineppo.probe.ranking import RankedState, ranking_counts
+from vineppo.probe.states import critic_estimates, mc_estimates, probe_metrics
 
 # ------------------------------------------------------------------------------------------ seeds
 
@@ -157,3 +158,79 @@ def test_ranking_counts_sum_over_states_per_estimator():
     # mc: 3 of 3 pairs right in a, 0 of 1 in b; critic (a only): every pair tied, 0 of 3
     assert ranking_counts([a, b]) == {"mc": (3, 4), "critic": (0, 3)}
     assert ranking_counts([]) == {}
+
+
+# ------------------------------------------------------------------------------------ probe states
+
+
+def _branching_episodes():
+    """4 questions, 2 responses each that differ from the first step on, two steps each (GSM8K's
+    splitter keeps the answer line with the step before it): per question the shared s_0 and two
+    s_1 (a branching state's two children), 12 unique states in all."""
+    from test_values import char_episode
+    from vineppo.tasks import get_task
+
+    task = get_task("gsm8k")
+    return [char_episode(task, q, f"Q{q}\nSolution:", f"\nx = {q}{j}\ny = 1\n#### 4", j=j)
+            for q in range(4) for j in range(2)]
+
+
+@pytest.mark.parametrize("n_states, n_pairs, n_out", [
+    (1, 0, 1),     # no room for a pair
+    (2, 1, 2),     # one pair fills it
+    (5, 1, 5),     # pairs take at most half (5 // 2 = 2 states): one pair, 3 others
+    (8, 2, 8),     # 8 // 2 = 4 states: two pairs, 4 others
+    (100, 4, 12),  # every branching state's pair, then all 12 states
+])
+def test_probe_sample_sizes_and_pairs(n_states, n_pairs, n_out):
+    import random
+
+    from vineppo.probe.states import select_probe_states
+
+    episodes = _branching_episodes()
+    states, pairs = select_probe_states(episodes, n_states, random.Random(1))
+    assert len(states) == n_out and pairs == [(2 * i, 2 * i + 1) for i in range(n_pairs)]
+    keys = [(episodes[s.episode].question_index, tuple(episodes[s.episode].response_ids[: s.tokens])) for s in states]
+    assert len(set(keys)) == n_out  # unique states
+    for a, b in pairs:  # siblings: the two first steps of one question
+        sa, sb = states[a], states[b]
+        assert episodes[sa.episode].question_index == episodes[sb.episode].question_index
+        assert sa.step == sb.step == 1 and sa.episode != sb.episode
+        assert sa.tokens == sb.tokens == len("\nx = 00")
+    # with cap 0 only the s_0 of each question gets rollouts: 4 states, no siblings
+    states, pairs = select_probe_states(episodes, 8, random.Random(1), cap=0)
+    assert len(states) == 4 and pairs == [] and {s.step for s in states} == {0}
+
+
+def test_probe_metrics_by_hand():
+    from vineppo.probe.states import ProbeResult, ProbeState
+
+    result = ProbeResult([ProbeState(i, 0, 0) for i in range(4)], [0.2, 0.8, 0.5, 0.5], [(0, 1), (2, 3), (0, 2)], {})
+    # errors 0.2, 0.4, (none), 0.4; pair (0, 1) tied in the estimate: ½; the others lack an estimate
+    m = probe_metrics(result, [0.4, 0.4, None, 0.1], "x")
+    assert m == {"probe/x_abs_error": pytest.approx(1.0 / 3), "probe/x_sibling_accuracy": 0.5,
+                 "probe/scored_pairs": 1}
+    # (0, 1) and (0, 2) ordered right; (2, 3) has equal truth: not scored
+    m = probe_metrics(result, [0.1, 0.9, 0.6, 0.5], "x")
+    assert m["probe/x_sibling_accuracy"] == 1.0 and m["probe/scored_pairs"] == 2
+    assert m["probe/x_abs_error"] == pytest.approx((0.1 + 0.1 + 0.1 + 0.0) / 4)
+    m = probe_metrics(result, [0.9, 0.1, 0.0, 0.5], "x")
+    assert m["probe/x_sibling_accuracy"] == 0.0 and m["probe/scored_pairs"] == 2
+    m = probe_metrics(result, [None] * 4, "y")
+    assert set(m) == {"probe/y_abs_error", "probe/y_sibling_accuracy", "probe/scored_pairs"}
+    assert m["probe/y_abs_error"] != m["probe/y_abs_error"] and m["probe/scored_pairs"] == 0  # NaN
+
+
+def test_mc_and_critic_estimates_read_each_state_or_none():
+    from vineppo.probe.states import ProbeResult, ProbeState
+
+    episodes = _branching_episodes()[:2]
+    episodes[0].step_values = [0.25, 0.75]
+    episodes[0].meta["critic_values"] = [0.1, 0.2, 0.3]
+    states = [ProbeState(0, 0, 0), ProbeState(0, 1, 2), ProbeState(0, 2, 3), ProbeState(1, 0, 0)]
+    result = ProbeResult(states, [0.0] * 4, [], {})
+    # episode 0: s_2 has no value (2 values), token 3 no critic value (3 values); episode 1: neither
+    assert mc_estimates(result, episodes) == [0.25, 0.75, None, None]
+    assert critic_estimates(result, episodes) == [pytest.approx(0.1), pytest.approx(0.3), None, None]
+    result.mc = [0.5, 0.5, 0.5, 0.5]  # the probe's own MC estimate wins
+    assert mc_estimates(result, episodes) == [0.5] * 4
