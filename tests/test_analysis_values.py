@@ -234,3 +234,55 @@ def test_mc_and_critic_estimates_read_each_state_or_none():
     assert critic_estimates(result, episodes) == [pytest.approx(0.1), pytest.approx(0.3), None, None]
     result.mc = [0.5, 0.5, 0.5, 0.5]  # the probe's own MC estimate wins
     assert mc_estimates(result, episodes) == [0.5] * 4
+
+
+# -------------------------------------------------------------------------------- cost, test vs train
+
+
+def _metrics_run(rows: list[dict]) -> Run:
+    return Run(Path("r"), "r", "vineppo", "gsm8k", rows)
+
+
+def test_phase_cost_edges_and_json():
+    from vineppo.compare.cost import _mean_of, phase_cost
+
+    assert _mean_of([{"a": 1.0}], None) is None and _mean_of([{"b": 1.0}], "a") is None
+    assert _mean_of([{"a": 1.0}, {"b": 2.0}, {"a": 5.0}], "a") == 2.0  # a row without it counts 0
+    assert phase_cost(_metrics_run([{"iteration": 1, "generate/seconds": 1.0}])) is None  # no timed iteration
+    # iterations of 0 s: no shares
+    c = phase_cost(_metrics_run([{"iteration": 1, "seconds": 0.0, "generate/seconds": 0.0}]))
+    assert c.seconds == 0.0 and c.phases[0].share is None and c.other_share is None and c.other_seconds == 0.0
+    # one timed iteration of 4 s out of two rows: generate 1 s and 300 tokens, sync 1 s, other 2 s
+    c = phase_cost(_metrics_run([{"iteration": 1, "generate/seconds": 9.0},
+                                 {"iteration": 2, "seconds": 4.0, "generate/seconds": 1.0, "generate/tokens": 300,
+                                  "sync/seconds": 1.0}]))
+    assert c.to_json() == {
+        "iterations": 1, "seconds_per_iteration": 4.0,
+        "generate": {"seconds": 1.0, "share": 0.25, "tokens": 300.0},
+        "mc": {"seconds": None, "share": None, "tokens": None},
+        "logprobs": {"seconds": None, "share": None, "tokens": None},
+        "train": {"seconds": None, "share": None, "tokens": None},
+        "sync": {"seconds": 1.0, "share": 0.25, "tokens": None},
+        "other": {"seconds": 2.0, "share": 0.5}}
+    assert (c.label, c.algorithm) == ("r", "vineppo")
+
+
+def _eval_run(label: str, train: dict[int, float], test: dict[int, float]) -> Run:
+    evals = {"train": {it: {"pass@1": p} for it, p in train.items()}, "test": {it: {"pass@1": p} for it, p in test.items()}}
+    return Run(Path(label), label, "ppo", "gsm8k", [], evals=evals)
+
+
+def test_train_test_rows_by_hand():
+    from vineppo.compare.generalization import train_test_points, train_test_rows
+
+    a = _eval_run("a", {30: 0.7, 10: 0.5, 20: 0.6, 40: 0.9}, {20: 0.36, 10: 0.3, 30: 0.4, 50: 0.5})
+    assert train_test_points(a) == [(10, 0.5, 0.3), (20, 0.6, 0.36), (30, 0.7, 0.4)]
+    one = _eval_run("one", {10: 0.5}, {10: 0.3})
+    none = _eval_run("none", {10: 0.5}, {20: 0.3})
+    rows = train_test_rows([a, one, none])
+    assert [r.label for r in rows] == ["a", "one"]  # no checkpoint on both splits: no row
+    assert (rows[0].algorithm, rows[0].checkpoints, rows[0].first, rows[0].last) == (
+        "ppo", 3, (10, 0.5, 0.3), (30, 0.7, 0.4))
+    assert rows[0].slope == pytest.approx(0.5)  # as in test_least_squares_slope_hand_computed
+    assert (rows[1].checkpoints, rows[1].slope, rows[1].first, rows[1].last) == (1, None, (10, 0.5, 0.3),
+                                                                                  (10, 0.5, 0.3))
