@@ -9,7 +9,8 @@ behaviour, with the reason) or a gap in the tests: the script exits 1 and prints
 such mutant. docs/testing-mutation.md has the scores, how to read a survivor and what to do.
 
 MODULE: a file or a directory (`vineppo/plan/`) among SCOPE; none: every module in SCOPE.
-`--show` prints the diff of the equivalent mutants too; `--no-run` scores the last results.
+`--show` prints the diff of the equivalent mutants too; `--no-run` scores the last results;
+`--survivors` runs again only the mutants the last run did not detect (after adding tests).
 """
 
 from __future__ import annotations
@@ -190,12 +191,19 @@ def ensure_traced() -> None:
         stats.unlink()
 
 
-def run_module(module: str, children: int) -> float:
+def run_module(module: str, children: int, survivors: bool = False) -> float:
+    """One `mutmut run` over the module's mutants in scope (mutmut re-runs every mutant it is named,
+    whatever its last result); `survivors`: only those the last run did not detect, less the
+    surviving ones listed as equivalent."""
     mutmut = Path(sys.executable).with_name("mutmut")
     t0 = time.perf_counter()
+    targets = ([k for k, s in results(module).items() if s not in DETECTED and not (s == "survived" and k in EQUIVALENT)]
+               if survivors else mutant_globs(module))
+    if not targets:
+        return 0.0
     # mutmut copies tests/ over its old copy: a test file deleted or renamed here would live on there
     shutil.rmtree(ROOT / "mutants" / "tests", ignore_errors=True)
-    proc = subprocess.run([str(mutmut), "run", "--max-children", str(children), *mutant_globs(module)], cwd=ROOT)
+    proc = subprocess.run([str(mutmut), "run", "--max-children", str(children), *targets], cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"mutation: mutmut run failed for {module} (exit {proc.returncode})")
     (ROOT / "mutants" / TRACED).write_text(json.dumps(sorted(mutated_functions())))
@@ -208,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-run", action="store_true", help="score the results of the last run")
     ap.add_argument("--show", action="store_true", help="print the equivalent mutants' diffs too")
     ap.add_argument("--children", type=int, default=os.cpu_count() or 2, help="mutants run at once")
+    ap.add_argument("--survivors", action="store_true",
+                    help="run again only the mutants the last run did not detect (after adding tests)")
     args = ap.parse_args(argv)
     os.chdir(ROOT)  # mutmut reads pyproject.toml and ./mutants from the working directory
     modules = select_modules(args.modules)
@@ -218,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_run:
             print(f"\n=== mutation: {m} ===", flush=True)
             ensure_traced()
-            seconds[m] = run_module(m, args.children)
+            seconds[m] = run_module(m, args.children, args.survivors)
 
     rows, gaps, stale = [], [], []
     for m in modules:
