@@ -47,9 +47,12 @@ SCOPE: dict[str, tuple[str, ...] | None] = {
     "vineppo/loop.py": ("StopRequest.__init__", "StopRequest._on_signal", "StopRequest.agreed",
                         "StopRequest.close", "stop_after", "checkpoint_due", "accumulate_compute",
                         "MetricsWriter.truncate_after", "MetricsWriter.last_row", "save_checkpoint"),
-    "vineppo/plan/inputs.py": None,
+    # not the CUDA-only checks (device_capacity, check_memory_at_startup, check_engine_memory: one
+    # line of wiring around the tested functions, run on a GPU by benchmarks/gpu_check.py)
+    "vineppo/plan/inputs.py": ("shape_from_config", "model_shape", "read_launch", "launch_from_env", "launch_files"),
     "vineppo/plan/memory.py": None,
-    "vineppo/plan/advice.py": None,
+    "vineppo/plan/advice.py": ("_with", "_fits_meaningfully", "suggest", "make_plan", "stop_lead_seconds",
+                               "format_plan", "refusal", "engine_share_shortfall"),
     "vineppo/mc.py": None,
     "vineppo/checkpoint.py": None,
     # the analysis code: the functions that compute (not the plots, tables' text or file writing)
