@@ -50,3 +50,39 @@ def test_launch_from_fsdp_with_offload_and_ddp_on_one_node(env):
     (70_000_000_000, 7200)])
 def test_stop_lead_at_each_limit(params, lead):
     assert stop_lead_seconds(params) == lead
+
+
+def _plan(capacity_gib: float, critic: int = 0, suggestion: str | None = None, notes=()):
+    from vineppo.plan.inputs import GIB
+    from vineppo.plan.memory import Phase, Plan
+
+    return Plan(Launch("ddp_4gpu.yaml", "ddp", 4), int(capacity_gib * GIB),
+                [Phase("generate", {"weights": 2 * GIB, "kv_cache": int(1.5 * GIB), "unused": 0}),
+                 Phase("train", {"weights": 2 * GIB, "grads": 4 * GIB})],
+                policy_params=1_100_000_000, critic_params=critic, trainable_params=1_100_000_000,
+                kv_cache_tokens=123_456, concurrent_sequences=30, host_load_per_node=int(10.5 * GIB),
+                host_push_per_node=int(2.5 * GIB), host_resident_per_node=1 * GIB, max_gpu_memory_utilization=0.5,
+                suggestion=suggestion, notes=list(notes))
+
+
+def test_format_plan_line_by_line():
+    from vineppo.plan.advice import format_plan
+
+    # peak 6 GiB (train) of 80: 74 left, max(3, 0.04 · 80 = 3.2) needed
+    assert format_plan(_plan(80, notes=["a note"])).splitlines() == [
+        "ddp_4gpu.yaml: ddp, 4 process(es); policy 1,100,000,000 parameters",
+        "per GPU (GiB, capacity 80.0):",
+        "  generate        3.5  (weights 2.0, kv_cache 1.5)",
+        "  train           6.0  (weights 2.0, grads 4.0)",
+        "KV cache: 123,456 tokens, 30 concurrent full-length sequences; largest engine.gpu_memory_utilization "
+        "that fits: 0.5",
+        "host RAM per node (GiB): load 10.5, per push 2.5, resident 1.0",
+        "note: a note",
+        "verdict: fits (peak 6.0 GiB in train, 74.0 GiB left free, 3.2 needed)",
+    ]
+    # 5 GiB: 1 GiB over, the 3 GiB minimum needed; a critic and a suggestion
+    lines = format_plan(_plan(5, critic=1000, suggestion="model.reference_offload=true")).splitlines()
+    assert lines[0] == "ddp_4gpu.yaml: ddp, 4 process(es); policy 1,100,000,000 parameters, critic 1,000"
+    assert lines[1] == "per GPU (GiB, capacity 5.0):"
+    assert lines[-1] == ("verdict: does NOT fit (peak 6.0 GiB in train, -1.0 GiB left free, 3.0 needed); "
+                         "first change that fits: model.reference_offload=true")
