@@ -286,3 +286,28 @@ def test_train_test_rows_by_hand():
     assert rows[0].slope == pytest.approx(0.5)  # as in test_least_squares_slope_hand_computed
     assert (rows[1].checkpoints, rows[1].slope, rows[1].first, rows[1].last) == (1, None, (10, 0.5, 0.3),
                                                                                   (10, 0.5, 0.3))
+
+
+def test_step_advantages_of_each_kind_of_dump():
+    from vineppo.compare.values import mean_abs_error, step_advantages_of
+
+    assert step_advantages_of({}) == [] and step_advantages_of({"critic_step_values": []}) == []
+    # the advantages it was trained with win, even when empty
+    assert step_advantages_of({"step_advantages": [], "critic_step_values": [1.0]}) == []
+    # no reward in the dump: 0; A = 0 + 0 − 0.5 (terminal V = 0)
+    assert step_advantages_of({"critic_step_values": [0.5]}) == [-0.5]
+    # three steps, reward 1: (0 + 0.5 − 0.25, 0 + 0.75 − 0.5, 1 + 0 − 0.75)
+    assert step_advantages_of({"critic_step_values": [0.25, 0.5, 0.75], "reward": 1}) == [0.25, 0.25, 0.25]
+    assert mean_abs_error([{"truth": 1.0}], "mc") == (None, 0)
+
+
+def test_group_curve_is_empty_when_a_run_has_no_evaluation():
+    from vineppo.compare.seeds import group_curve
+
+    a = Run(Path("a"), "a-seed1", "ppo", "gsm8k", [], evals={"test": {10: {"pass@1": 0.5}}}, config={"seed": 1})
+    b = Run(Path("b"), "a-seed2", "ppo", "gsm8k", [], evals={}, config={"seed": 2})
+    (g,) = group_by_seed([a, b])
+    assert group_curve(g) == []
+    (g,) = group_by_seed([a])
+    assert group_curve(g) == [(10, 0.5, None, 1)]  # one seed: no sd
+    assert group_curve(g, "validation") == []
