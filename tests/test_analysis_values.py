@@ -28,6 +28,9 @@ from vineppo.probe.states import critic_estimates, mc_estimates, probe_metrics
     (["runSEED1", "runSEED2"], "run"),               # the marker in any case
     (["abc", "abd", "abx"], "ab"),                   # no seed marker: the common prefix
     (["a12", "a13"], "a"),                           # trailing digits of the prefix go
+    (["runX1", "runX2"], "runX"),                    # only digits and separators are stripped
+    (["runX-1", "runX-2"], "runX"),
+    (["runX(seed1)", "runX(seed2)"], "runX"),
 ])
 def test_common_label_by_hand(labels, expect):
     assert _common_label(labels) == expect
