@@ -314,3 +314,47 @@ def test_group_curve_is_empty_when_a_run_has_no_evaluation():
     (g,) = group_by_seed([a])
     assert group_curve(g) == [(10, 0.5, None, 1)]  # one seed: no sd
     assert group_curve(g, "validation") == []
+
+
+def test_experiment_key_writes_any_value_as_text():
+    assert experiment_key({"model": {"path": Path("/m/x")}, "seed": 1}) == '{"model.path": "/m/x"}'
+
+
+def test_runs_without_config_stay_apart_and_seed_zero_sorts_first():
+    groups = group_by_seed([_run("a", None), _run("b", None)])
+    assert [[r.label for r in g.runs] for g in groups] == [["a"], ["b"]]
+    (g,) = group_by_seed([_run("r-seed1", {"seed": 1, "a": 1}), _run("r-seed0", {"seed": 0, "a": 1})])
+    assert g.seeds == [0, 1]
+
+
+def test_a_repeated_seed_is_warned_about_once_naming_its_runs(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="vineppo.compare.seeds"):
+        group_by_seed([_run("r-seed1", {"seed": 1, "a": 1}), _run("r-seed1b", {"seed": 1, "a": 1}),
+                       _run("r-seed2", {"seed": 2, "a": 1})])
+    assert [r.getMessage() for r in caplog.records] == [
+        "runs ['r-seed1', 'r-seed1b'] have the same config and seed 1: repeats, not seeds"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vineppo.compare.seeds"):
+        group_by_seed([_run("s-seed1", {"seed": 1, "a": 1}), _run("s-seed2", {"seed": 2, "a": 1})])
+    assert caplog.records == []
+
+
+def test_settings_of_a_one_run_peer_and_of_a_run_without_config():
+    runs = [_run("exp-seed1", {"seed": 1, "mc": {"k": 9}, "x": 1}), _run("exp-seed2", {"seed": 2, "mc": {"k": 9}, "x": 1}),
+            _run("b", {"seed": 1, "mc": {"k": 3}, "x": 1}), _run("orphan", None)]
+    groups = group_by_seed(runs)
+    # the one-run group is compared by its only run; the run without config.yaml is a peer (same
+    # algorithm and task) with no keys, so x differs too; it has no settings of its own
+    assert [g.settings for g in groups] == [{"mc.k": 9, "x": 1}, {"mc.k": 3, "x": 1}, {}]
+    assert [g.label for g in groups] == ["exp", "b", "orphan"]
+
+
+def test_a_colliding_label_shows_the_first_three_differing_settings():
+    def cfg(seed, v):
+        return {"seed": seed, "a": v, "b": v, "c": v, "d": v}
+
+    groups = group_by_seed([_run("e-seed1", cfg(1, 1)), _run("e-seed2", cfg(2, 1)),
+                            _run("e-seed3", cfg(3, 2)), _run("e-seed4", cfg(4, 2))])
+    assert [g.label for g in groups] == ["e [a=1, b=1, c=1]", "e [a=2, b=2, c=2]"]
