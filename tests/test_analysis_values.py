@@ -147,6 +147,10 @@ def test_pairs_and_value_rows_by_hand():
     assert only_states.estimators() == ["mc"]
     assert value_rows([only_states]) == [["s", "vineppo", "MC estimate", "1", "0.000", "0", "0", "—"]]
     assert RunValues(_run("n", {}), [{"truth": 1.0}], []).estimators() == []
+    # ranked alternatives but no probed state: no MAE
+    only_ranked = RunValues(_run("a", {}, "vineppo"), [], [alternatives[1]])
+    assert value_rows([only_ranked]) == [["a", "vineppo", "MC estimate", "0", "—", "1", "1", "100.0 %"],
+                                         ["a", "vineppo", "critic", "0", "—", "1", "1", "0.0 %"]]
 
 
 # ---------------------------------------------------------------------------------------- ranking
