@@ -114,6 +114,15 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.compare.values.x_read_step_advantages__mutmut_25": (
         "break  # cut short by a crash",
         "the skipped line is the last one: break and continue both end the loop"),
+    "vineppo.compare.generalization.x_least_squares_slope__mutmut_7": (
+        "my = sum(y for _, y in points) * len(points)",
+        "Σ(x − mx) = 0: the centred sum Σ(x − mx)(y − c) is the same for any constant c"),
+    "vineppo.compare.generalization.x_least_squares_slope__mutmut_19": (
+        "return sum((x + mx) * (y - my) for x, y in points) / sxx",
+        "Σ(y − my) = 0: Σ(x + mx)(y − my) = Σ(x − mx)(y − my)"),
+    "vineppo.compare.generalization.x_least_squares_slope__mutmut_20": (
+        "return sum((x - mx) * (y + my) for x, y in points) / sxx",
+        "Σ(x − mx) = 0: the centred sum Σ(x − mx)(y − c) is the same for any constant c"),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

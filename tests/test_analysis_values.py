@@ -272,11 +272,22 @@ def test_phase_cost_edges_and_json():
         "sync": {"seconds": 1.0, "share": 0.25, "tokens": None},
         "other": {"seconds": 2.0, "share": 0.5}}
     assert (c.label, c.algorithm) == ("r", "vineppo")
+    # an iteration under a second still has shares: 0.25 of 0.5 s
+    c = phase_cost(_metrics_run([{"iteration": 1, "seconds": 0.5, "generate/seconds": 0.25}]))
+    assert c.phases[0].share == 0.5 and c.other_seconds == 0.25 and c.other_share == 0.5
 
 
 def _eval_run(label: str, train: dict[int, float], test: dict[int, float]) -> Run:
     evals = {"train": {it: {"pass@1": p} for it, p in train.items()}, "test": {it: {"pass@1": p} for it, p in test.items()}}
     return Run(Path(label), label, "ppo", "gsm8k", [], evals=evals)
+
+
+def test_slope_through_two_points():
+    from vineppo.compare.generalization import least_squares_slope
+
+    # two points: the line through them, (0.4 − 0.3) / (0.75 − 0.5)
+    assert least_squares_slope([(0.5, 0.3), (0.75, 0.4)]) == pytest.approx(0.4)
+    assert least_squares_slope([]) is None
 
 
 def test_train_test_rows_by_hand():
