@@ -123,6 +123,12 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.compare.generalization.x_least_squares_slope__mutmut_20": (
         "return sum((x - mx) * (y + my) for x, y in points) / sxx",
         "Σ(x − mx) = 0: the centred sum Σ(x − mx)(y − c) is the same for any constant c"),
+    "vineppo.probe.ranking.x_next_step__mutmut_40": (
+        "cut = bisect_left(token_char_starts(tokenizer, ids, None), end) if end < len(text) else len(ids)",
+        "without a text token_char_starts decodes the same ids itself (decode_response), giving the same text"),
+    "vineppo.probe.ranking.x_next_step__mutmut_43": (
+        "cut = bisect_left(token_char_starts(tokenizer, ids, ), end) if end < len(text) else len(ids)",
+        "without a text token_char_starts decodes the same ids itself (decode_response), giving the same text"),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

@@ -373,3 +373,83 @@ def test_a_colliding_label_shows_the_first_three_differing_settings():
     groups = group_by_seed([_run("e-seed1", cfg(1, 1)), _run("e-seed2", cfg(2, 1)),
                             _run("e-seed3", cfg(3, 2)), _run("e-seed4", cfg(4, 2))])
     assert [g.label for g in groups] == ["e [a=1, b=1, c=1]", "e [a=2, b=2, c=2]"]
+
+
+def _recording_engine(continuation):
+    from test_values import ScriptedEngine
+
+    class Recording(ScriptedEngine):
+        descs: list = []
+
+        def generate(self, prompts, sampling, desc=None):
+            self.descs.append(desc)
+            return super().generate(prompts, sampling, desc)
+
+    eng = Recording(continuation)
+    eng.descs = []
+    return eng
+
+
+def test_rank_alternatives_engine_calls_and_counters_by_hand():
+    from test_values import CharTokenizer  # noqa: F401  (the offset tokenizer below extends it)
+    from test_probe_values import OffsetCharTokenizer, ids
+    from vineppo.engine.base import SamplingParams
+    from vineppo.mc import MCRequest
+    from vineppo.probe.ranking import rank_alternatives
+    from vineppo.tasks import get_task
+
+    prompt, rows, right, wrong = "Q\nSolution:", [{"question": "Q", "answer": "x\n#### 4"}], "\n#### 4", "\n#### 9"
+
+    def cont(p, n):
+        if len(eng.calls) == 1:  # the alternatives: two distinct next steps from every state
+            return ["\ny = 2\nz", "\ny = 3\nz"][:n]
+        return ([right, wrong] if p.endswith("y = 2") else [wrong, right])[:n]  # truth first (k = 1), MC after
+
+    eng = _recording_engine(cont)
+    requests = [MCRequest(ids(prompt), ids("\nx = 1"), 0), MCRequest(ids(prompt), ids("\nx = 2"), 0)]
+    kw = dict(temperature=0.6, top_p=0.9, max_new_tokens=32, max_sequence_length=1000, stop=["\n\n"])
+    ranked, stats = rank_alternatives(eng, get_task("gsm8k"), OffsetCharTokenizer(), rows, requests, [3, 7],
+                                      alternatives=2, min_alternatives=2, k=1, mc_k=1, seeds=(11, 12), **kw)
+    assert [s for _, s in eng.calls] == [
+        SamplingParams(n=2, temperature=0.6, top_p=0.9, max_new_tokens=32, stop=("\n\n",), seed=11),
+        SamplingParams(n=2, temperature=0.6, top_p=0.9, max_new_tokens=32, stop=("\n\n",), seed=12)]
+    assert eng.descs == ["probe: alternative steps", "probe: alternative rollouts"]
+    assert [len(p) for p, _ in eng.calls] == [2, 4]  # both states ranked: 2 × 2 steps valued
+    assert [(r.state, r.texts, r.truth, r.mc) for r in ranked] == [
+        (3, ["\ny = 2", "\ny = 3"], [1.0, 0.0], [0.0, 1.0]), (7, ["\ny = 2", "\ny = 3"], [1.0, 0.0], [0.0, 1.0])]
+    # tokens: 2 states × 2 alternatives of 8, then 4 steps × 2 rollouts of 7
+    assert {k: v for k, v in stats.items() if k != "probe/ranking_seconds"} == {
+        "probe/ranked_states": 2, "probe/alternative_steps": 4, "probe/ranking_tokens": 32 + 56}
+    assert 0 <= stats["probe/ranking_seconds"] < 60
+    # one alternative is enough when one is asked for
+    eng = _recording_engine(cont)
+    ranked, stats = rank_alternatives(eng, get_task("gsm8k"), OffsetCharTokenizer(), rows, requests[:1], [3],
+                                      alternatives=1, min_alternatives=1, k=1, mc_k=1, seeds=(1, 2), **kw)
+    assert [r.texts for r in ranked] == [["\ny = 2"]] and stats["probe/alternative_steps"] == 1
+    # nothing to rank: no engine call, the counters at 0
+    eng = _recording_engine(cont)
+    for reqs, alternatives in (([], 2), (requests, 0)):
+        assert rank_alternatives(eng, get_task("gsm8k"), OffsetCharTokenizer(), rows, reqs, [3, 7],
+                                 alternatives=alternatives, min_alternatives=1, k=1, mc_k=1, seeds=(1, 2), **kw) == (
+            [], {"probe/ranked_states": 0, "probe/alternative_steps": 0, "probe/ranking_tokens": 0})
+    assert eng.calls == []
+    with pytest.raises(ValueError, match=r"^rank_alternatives needs k >= 1 and mc_k >= 1 rollouts per step, "
+                                         r"got k=0, mc_k=1$"):
+        rank_alternatives(eng, get_task("gsm8k"), OffsetCharTokenizer(), rows, requests, [3, 7], alternatives=2,
+                          min_alternatives=1, k=0, mc_k=1, seeds=(1, 2), **kw)
+
+
+def test_next_step_to_the_end_of_a_stopped_continuation_keeps_its_eos_token():
+    from test_probe_values import OffsetCharTokenizer, ids
+    from vineppo.probe.ranking import next_step
+    from vineppo.tasks import get_task
+
+    class EosTokenizer(OffsetCharTokenizer):
+        """Token 0 is a special token: decoded to nothing when special tokens are skipped."""
+
+        def decode(self, token_ids, skip_special_tokens=False, **kw):
+            return "".join(chr(i) for i in token_ids if not (skip_special_tokens and i == 0))
+
+    cont = ids("\ny = 4\n#### 4") + [0]
+    # the step runs to the end of the text: every remaining token is in it, the EOS token included
+    assert next_step(get_task("gsm8k"), EosTokenizer(), ids("\nx = 2"), cont, stopped=True) == (cont, "\ny = 4\n#### 4")
