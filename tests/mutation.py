@@ -129,6 +129,27 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.probe.ranking.x_next_step__mutmut_43": (
         "cut = bisect_left(token_char_starts(tokenizer, ids, ), end) if end < len(text) else len(ids)",
         "without a text token_char_starts decodes the same ids itself (decode_response), giving the same text"),
+    "vineppo.probe.states.x_select_probe_states__mutmut_47": (
+        "if len(chosen) + 2 > n_states or 2 * (len(pairs) + 1) > max(3, n_states // 2):",
+        "2 · (pairs + 1) is even: it exceeds 2 exactly when it exceeds 3"),
+    "vineppo.probe.states.x_select_probe_states__mutmut_48": (
+        "if len(chosen) + 2 > n_states or 2 * (len(pairs) + 1) > max(2, n_states / 2):",
+        "an integer exceeds n / 2 exactly when it exceeds ⌊n / 2⌋"),
+    "vineppo.probe.states.x_probe_metrics__mutmut_16": (
+        'out = {f"probe/{name}_abs_error": float(np.mean(errs)) if errs else float("NAN")}',
+        'float() reads "NAN" as "nan"'),
+    "vineppo.probe.states.x_probe_metrics__mutmut_41": (
+        'out[f"probe/{name}_sibling_accuracy"] = float(np.mean(scores)) if scores else float("NAN")',
+        'float() reads "NAN" as "nan"'),
+    "vineppo.probe.states.x_probe_metrics__mutmut_31": (
+        "scores.append(0.5 if ea == eb else float((ea >= eb) == (ta > tb)))",
+        "equal estimates are scored ½ before: here ea ≠ eb"),
+    "vineppo.probe.states.x_probe_metrics__mutmut_33": (
+        "scores.append(0.5 if ea == eb else float((ea > eb) == (ta >= tb)))",
+        "pairs of equal truth are skipped before: here ta ≠ tb"),
+    "vineppo.probe.states.x_run_value_probe__mutmut_41": (
+        '"probe/truth_mean": float("NAN"), "probe/seconds": 0.0},',
+        'float() reads "NAN" as "nan"'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

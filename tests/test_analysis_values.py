@@ -453,3 +453,69 @@ def test_next_step_to_the_end_of_a_stopped_continuation_keeps_its_eos_token():
     cont = ids("\ny = 4\n#### 4") + [0]
     # the step runs to the end of the text: every remaining token is in it, the EOS token included
     assert next_step(get_task("gsm8k"), EosTokenizer(), ids("\nx = 2"), cont, stopped=True) == (cont, "\ny = 4\n#### 4")
+
+
+def test_probe_metrics_of_nothing_to_score_warn_of_nothing():
+    import warnings
+
+    from vineppo.probe.states import ProbeResult, ProbeState
+
+    result = ProbeResult([ProbeState(0, 0, 0)], [0.5], [], {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no mean of an empty list (numpy warns): NaN by hand
+        m = probe_metrics(result, [None], "x")
+    assert m["probe/x_abs_error"] != m["probe/x_abs_error"] and m["probe/x_sibling_accuracy"] != \
+        m["probe/x_sibling_accuracy"]
+
+
+def test_run_value_probe_engine_call_and_result_by_hand():
+    import random
+
+    from vineppo.engine.base import SamplingParams
+    from vineppo.probe.states import run_value_probe, select_probe_states
+    from vineppo.tasks import get_task
+    from test_values import CharTokenizer
+
+    episodes = _branching_episodes()
+    rows = [{"question": f"Q{q}", "answer": "x\n#### 4"} for q in range(4)]
+
+    def cont(p, n):  # 3 rollouts: truth (k = 2) right, right; MC (mc_k = 1) wrong
+        return ["\n#### 4", "\n#### 4", "\n#### 9"][:n]
+
+    eng = _recording_engine(cont)
+    kw = dict(temperature=0.6, top_p=0.9, max_new_tokens=32, max_sequence_length=1000, stop=["\n\n"])
+    res = run_value_probe(eng, get_task("gsm8k"), CharTokenizer(), rows, episodes, n_states=3, k=2, cap=0, seed=5,
+                          mc_k=1, **kw)
+    # cap 0: the s_0 of each question only, the sample drawn with the seed
+    expect, _ = select_probe_states(episodes, 3, random.Random(5), 0)
+    assert res.states == expect and res.pairs == [] and {s.step for s in res.states} == {0}
+    assert [s for _, s in eng.calls] == [SamplingParams(n=3, temperature=0.6, top_p=0.9, max_new_tokens=32,
+                                                        stop=("\n\n",), seed=5)]
+    assert eng.descs == ["probe: rollouts"]
+    assert [(r.prompt_ids, r.prefix_response_ids, r.question_index) for r in res.requests] == [
+        (episodes[s.episode].prompt_ids, [], episodes[s.episode].question_index) for s in res.states]
+    assert (res.truth, res.mc, res.k, res.mc_k) == ([1.0] * 3, [0.0] * 3, 2, 1)
+    # 3 states × 3 rollouts of 7 tokens
+    assert {k: v for k, v in res.stats.items() if k != "probe/seconds"} == {
+        "probe/states": 3, "probe/sibling_pairs": 0, "probe/tokens": 63, "probe/truth_mean": 1.0}
+    assert 0 <= res.stats["probe/seconds"] < 60
+    # without mc_k: no MC estimate, k rollouts only
+    eng = _recording_engine(cont)
+    res = run_value_probe(eng, get_task("gsm8k"), CharTokenizer(), rows, episodes, n_states=2, k=2, cap=None, seed=5,
+                          **kw)
+    assert eng.calls[0][1].n == 2 and (res.mc, res.mc_k) == (None, 0) and res.truth == [1.0, 1.0]
+    assert res.pairs == [(0, 1)] and res.stats["probe/sibling_pairs"] == 1
+    # every state, in the order the seed draws (another seed's order matches it only by a rare chance)
+    res = run_value_probe(_recording_engine(cont), get_task("gsm8k"), CharTokenizer(), rows, episodes, n_states=12,
+                          k=2, cap=None, seed=5, **kw)
+    assert res.states == select_probe_states(episodes, 12, random.Random(5), None)[0] and len(res.states) == 12
+    # no episodes: no engine call
+    for mc_k, mc in ((0, None), (3, [])):
+        eng = _recording_engine(cont)
+        res = run_value_probe(eng, get_task("gsm8k"), CharTokenizer(), rows, [], n_states=3, k=2, cap=None, seed=5,
+                              mc_k=mc_k, **kw)
+        assert eng.calls == [] and (res.states, res.truth, res.pairs, res.k, res.mc, res.mc_k, res.requests) == (
+            [], [], [], 2, mc, mc_k, [])
+        assert {k: v for k, v in res.stats.items() if k != "probe/truth_mean"} == {
+            "probe/states": 0, "probe/sibling_pairs": 0, "probe/tokens": 0, "probe/seconds": 0.0}
+        assert res.stats["probe/truth_mean"] != res.stats["probe/truth_mean"]  # NaN
