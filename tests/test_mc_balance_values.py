@@ -32,6 +32,10 @@ def test_merge_of_a_state_without_passes_keeps_its_expected_tokens_finite():
                                            np.zeros(1, dtype=np.int64), None)])
     # no pass: 0 tokens summed over max(0, 1) passes
     assert m.requests[0].passes == 0 and m.requests[0].expected_tokens == 0.0 and m.owners == [[0]]
+    # one pass: its own expected tokens
+    m = merge_rank_requests([pack_requests([_req(0, [1], [2], passes=1, expected=9.0)], np.zeros(1),
+                                           np.zeros(1, dtype=np.int64), None)])
+    assert m.requests[0].expected_tokens == 9.0
 
 
 def test_split_errors_and_seeds():
