@@ -7,7 +7,8 @@
 #   make test          # the whole suite, strict: a skip or "no tests collected" is a failure
 #   make test-fast     # the fast tier: -m "not slow"
 #   make test PYTEST_ARGS="-x -k demo"   # extra pytest arguments
-#   make mutation [MODULE=vineppo/advantages.py]   # mutation scores (docs/testing-mutation.md; not in CI)
+#   make mutation [MODULE=vineppo/advantages.py] [MUTATION_ARGS=--survivors]   # mutation scores
+#                      # (docs/testing-mutation.md; not in CI)
 #   make gpu-wheels    # benchmarks/.gpu_wheels/: what benchmarks/gpu_check.py installs on a GPU machine
 #                      # with no network (docs/gpu-check.md)
 
@@ -16,6 +17,7 @@ DEMO_DIR ?= vineppo-demo
 ARGS     ?=
 PYTEST_ARGS ?=
 MODULE   ?=
+MUTATION_ARGS ?=
 
 ifdef USE_VENV
 VENV  := $(USE_VENV)
@@ -57,7 +59,7 @@ test-fast: $(READY)
 # the link ./shared, and build the tiny model once for every mutant (VINEPPO_TEST_TINY_MODEL_CACHE)
 mutation: $(READY)
 	@test -e shared || test ! -d ../shared || ln -s ../shared shared
-	VINEPPO_TEST_TINY_MODEL_CACHE=$(CURDIR)/mutants/.tiny-model $(PY) tests/mutation.py $(MODULE)
+	VINEPPO_TEST_TINY_MODEL_CACHE=$(CURDIR)/mutants/.tiny-model $(PY) tests/mutation.py $(MUTATION_ARGS) $(MODULE)
 
 clean-venv:
 	rm -rf .venv

@@ -40,6 +40,15 @@ def _vllm_available() -> bool:
 def pytest_configure(config):
     # Registered in pyproject.toml too; repeated here so the marker works from any rootdir.
     config.addinivalue_line("markers", "vllm: needs vLLM installed (skipped with a reason otherwise)")
+    # `make mutation`: mutmut's first run records which tests call each mutated function, in this
+    # process (MUTANT_UNDER_TEST=stats). A subprocess a test starts (benchmarks/gpu_check.py, the CLI)
+    # inherits the variable and would record too, reading mutmut's config from its own working
+    # directory, where there is none: it fails. Keep the mode in this process only.
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        from mutmut.mutation.trampoline import set_mutant_under_test
+
+        set_mutant_under_test("stats")
+        del os.environ["MUTANT_UNDER_TEST"]
 
 
 def pytest_collection_modifyitems(config, items):

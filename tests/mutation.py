@@ -9,7 +9,8 @@ behaviour, with the reason) or a gap in the tests: the script exits 1 and prints
 such mutant. docs/testing-mutation.md has the scores, how to read a survivor and what to do.
 
 MODULE: a file or a directory (`vineppo/plan/`) among SCOPE; none: every module in SCOPE.
-`--show` prints the diff of the equivalent mutants too; `--no-run` scores the last results.
+`--show` prints the diff of the equivalent mutants too; `--no-run` scores the last results;
+`--survivors` runs again only the mutants the last run did not detect (after adding tests).
 """
 
 from __future__ import annotations
@@ -46,11 +47,27 @@ SCOPE: dict[str, tuple[str, ...] | None] = {
     "vineppo/loop.py": ("StopRequest.__init__", "StopRequest._on_signal", "StopRequest.agreed",
                         "StopRequest.close", "stop_after", "checkpoint_due", "accumulate_compute",
                         "MetricsWriter.truncate_after", "MetricsWriter.last_row", "save_checkpoint"),
-    "vineppo/plan/inputs.py": None,
+    # not the CUDA-only checks (device_capacity, check_memory_at_startup, check_engine_memory: one
+    # line of wiring around the tested functions, run on a GPU by benchmarks/gpu_check.py)
+    "vineppo/plan/inputs.py": ("shape_from_config", "model_shape", "read_launch", "launch_from_env", "launch_files"),
     "vineppo/plan/memory.py": None,
-    "vineppo/plan/advice.py": None,
+    "vineppo/plan/advice.py": ("_with", "_fits_meaningfully", "suggest", "make_plan", "stop_lead_seconds",
+                               "format_plan", "refusal", "engine_share_shortfall"),
     "vineppo/mc.py": None,
     "vineppo/checkpoint.py": None,
+    # the analysis code: the functions that compute (not the plots, tables' text or file writing)
+    "vineppo/probe/ranking.py": None,
+    "vineppo/probe/states.py": None,
+    "vineppo/compare/seeds.py": ("mean_sd", "flatten", "experiment_key", "run_seed", "_common_label",
+                                 "group_by_seed", "_name_settings", "paired_differences", "_per_seed", "_order",
+                                 "group_pairs", "group_curve", "seeds_json"),
+    "vineppo/compare/values.py": ("_pairs", "mean_abs_error", "mae_by_step", "ranking_by_iteration",
+                                  "step_advantages_of", "read_step_advantages", "RunValues.estimators",
+                                  "value_rows"),
+    "vineppo/compare/cost.py": ("_mean_of", "phase_cost", "RunCost.to_json"),
+    "vineppo/compare/generalization.py": ("train_test_points", "least_squares_slope", "train_test_rows"),
+    "vineppo/mc_balance.py": ("pack_requests", "merge_rank_requests", "request_cost", "split_requests",
+                              "assemble_results", "imbalance", "run_balanced"),
 }
 
 #: surviving mutants that cannot change behaviour: name -> (the mutated line as `mutmut show` prints
@@ -72,6 +89,67 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.advantages.x_masked_whiten__mutmut_39": (
         "whitened = (x - mean.to(x.dtype)) * torch.rsqrt(var.to(None) + eps)",
         "rsqrt of the float64 variance rounded once to x's dtype instead of twice: at most 1 ulp apart"),
+    "vineppo.losses.x_kl_penalty_loss__mutmut_16": (
+        "per_seq = k3_kl(logp, ref_logp, mask, clamp_min, clamp_max).sum(dim=+1)",
+        "the log-probs are (batch, T): dim 1 is the last dim"),
+    "vineppo.losses.x_aggregate_token_loss__mutmut_16": (
+        "per_seq_sum = _masked(x, mask).sum(dim=+1)",
+        "the per-token loss is (batch, T): dim 1 is the last dim"),
+    "vineppo.losses.x_aggregate_token_loss__mutmut_24": (
+        "return (per_seq_sum / mask.sum(dim=+1).clamp(min=1)).mean()",
+        "the mask is (batch, T): dim 1 is the last dim"),
+    "vineppo.losses.x_aggregate_token_loss__mutmut_32": (
+        "if not norm_length or norm_length < 0:",
+        "a norm_length of 0 is already rejected by `not norm_length`"),
+    "vineppo.compare.seeds.x_group_curve__mutmut_6": (
+        "if not curves and not all(curves):",
+        "a group always has a run, and with one run never evaluated the common iterations are none anyway"),
+    "vineppo.compare.values.x_read_step_advantages__mutmut_12": (
+        'lines = path.read_text(encoding="UTF-8").splitlines()',
+        "codec names are case-insensitive"),
+    "vineppo.compare.values.x_read_step_advantages__mutmut_10": (
+        "lines = path.read_text(encoding=None).splitlines()",
+        "the locale's encoding is UTF-8 wherever the tests run (a running Python's locale encoding cannot be "
+        "changed by a test)"),
+    "vineppo.compare.values.x_read_step_advantages__mutmut_25": (
+        "break  # cut short by a crash",
+        "the skipped line is the last one: break and continue both end the loop"),
+    "vineppo.compare.generalization.x_least_squares_slope__mutmut_7": (
+        "my = sum(y for _, y in points) * len(points)",
+        "Σ(x − mx) = 0: the centred sum Σ(x − mx)(y − c) is the same for any constant c"),
+    "vineppo.compare.generalization.x_least_squares_slope__mutmut_19": (
+        "return sum((x + mx) * (y - my) for x, y in points) / sxx",
+        "Σ(y − my) = 0: Σ(x + mx)(y − my) = Σ(x − mx)(y − my)"),
+    "vineppo.compare.generalization.x_least_squares_slope__mutmut_20": (
+        "return sum((x - mx) * (y + my) for x, y in points) / sxx",
+        "Σ(x − mx) = 0: the centred sum Σ(x − mx)(y − c) is the same for any constant c"),
+    "vineppo.probe.ranking.x_next_step__mutmut_40": (
+        "cut = bisect_left(token_char_starts(tokenizer, ids, None), end) if end < len(text) else len(ids)",
+        "without a text token_char_starts decodes the same ids itself (decode_response), giving the same text"),
+    "vineppo.probe.ranking.x_next_step__mutmut_43": (
+        "cut = bisect_left(token_char_starts(tokenizer, ids, ), end) if end < len(text) else len(ids)",
+        "without a text token_char_starts decodes the same ids itself (decode_response), giving the same text"),
+    "vineppo.probe.states.x_select_probe_states__mutmut_47": (
+        "if len(chosen) + 2 > n_states or 2 * (len(pairs) + 1) > max(3, n_states // 2):",
+        "2 · (pairs + 1) is even: it exceeds 2 exactly when it exceeds 3"),
+    "vineppo.probe.states.x_select_probe_states__mutmut_48": (
+        "if len(chosen) + 2 > n_states or 2 * (len(pairs) + 1) > max(2, n_states / 2):",
+        "an integer exceeds n / 2 exactly when it exceeds ⌊n / 2⌋"),
+    "vineppo.probe.states.x_probe_metrics__mutmut_16": (
+        'out = {f"probe/{name}_abs_error": float(np.mean(errs)) if errs else float("NAN")}',
+        'float() reads "NAN" as "nan"'),
+    "vineppo.probe.states.x_probe_metrics__mutmut_41": (
+        'out[f"probe/{name}_sibling_accuracy"] = float(np.mean(scores)) if scores else float("NAN")',
+        'float() reads "NAN" as "nan"'),
+    "vineppo.probe.states.x_probe_metrics__mutmut_31": (
+        "scores.append(0.5 if ea == eb else float((ea >= eb) == (ta > tb)))",
+        "equal estimates are scored ½ before: here ea ≠ eb"),
+    "vineppo.probe.states.x_probe_metrics__mutmut_33": (
+        "scores.append(0.5 if ea == eb else float((ea > eb) == (ta >= tb)))",
+        "pairs of equal truth are skipped before: here ta ≠ tb"),
+    "vineppo.probe.states.x_run_value_probe__mutmut_41": (
+        '"probe/truth_mean": float("NAN"), "probe/seconds": 0.0},',
+        'float() reads "NAN" as "nan"'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the
@@ -165,12 +243,19 @@ def ensure_traced() -> None:
         stats.unlink()
 
 
-def run_module(module: str, children: int) -> float:
+def run_module(module: str, children: int, survivors: bool = False) -> float:
+    """One `mutmut run` over the module's mutants in scope (mutmut re-runs every mutant it is named,
+    whatever its last result); `survivors`: only those the last run did not detect, less the
+    surviving ones listed as equivalent."""
     mutmut = Path(sys.executable).with_name("mutmut")
     t0 = time.perf_counter()
+    targets = ([k for k, s in results(module).items() if s not in DETECTED and not (s == "survived" and k in EQUIVALENT)]
+               if survivors else mutant_globs(module))
+    if not targets:
+        return 0.0
     # mutmut copies tests/ over its old copy: a test file deleted or renamed here would live on there
     shutil.rmtree(ROOT / "mutants" / "tests", ignore_errors=True)
-    proc = subprocess.run([str(mutmut), "run", "--max-children", str(children), *mutant_globs(module)], cwd=ROOT)
+    proc = subprocess.run([str(mutmut), "run", "--max-children", str(children), *targets], cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"mutation: mutmut run failed for {module} (exit {proc.returncode})")
     (ROOT / "mutants" / TRACED).write_text(json.dumps(sorted(mutated_functions())))
@@ -183,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-run", action="store_true", help="score the results of the last run")
     ap.add_argument("--show", action="store_true", help="print the equivalent mutants' diffs too")
     ap.add_argument("--children", type=int, default=os.cpu_count() or 2, help="mutants run at once")
+    ap.add_argument("--survivors", action="store_true",
+                    help="run again only the mutants the last run did not detect (after adding tests)")
     args = ap.parse_args(argv)
     os.chdir(ROOT)  # mutmut reads pyproject.toml and ./mutants from the working directory
     modules = select_modules(args.modules)
@@ -193,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_run:
             print(f"\n=== mutation: {m} ===", flush=True)
             ensure_traced()
-            seconds[m] = run_module(m, args.children)
+            seconds[m] = run_module(m, args.children, args.survivors)
 
     rows, gaps, stale = [], [], []
     for m in modules:

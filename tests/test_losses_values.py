@@ -135,3 +135,39 @@ def test_value_loss_default_clip_and_clip_fraction():
     assert float(loss) == pytest.approx(0.5 * (0.49 + 0.16) / 2)
     assert st["value_loss"] == pytest.approx(float(loss))
     assert st["value_clip_frac"] == 0.5  # token 1: equal losses are not clipping
+
+
+def test_ppo_statistics_with_a_nonzero_old_logprob():
+    # logp − old = 0.3 − 0.5 = −0.2 and 1.0 − 0.2 = 0.8: approx KL 0.5 · (0.04 + 0.64) / 2 = 0.17
+    # (with logp + old it would be 0.5 · (0.64 + 1.44) / 2 = 0.52)
+    old = torch.tensor([[0.5, 0.2]], dtype=torch.float64)
+    logp = torch.tensor([[0.3, 1.0]], dtype=torch.float64)
+    _, st = ppo_policy_loss(logp, old, torch.ones(1, 2, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64))
+    assert st["approx_kl_old"] == pytest.approx(0.17)
+    assert st["ratio"] == pytest.approx((math.exp(-0.2) + math.exp(0.8)) / 2)
+
+
+def test_the_default_ratio_threshold_is_ten():
+    # every ratio 10.5: above the default threshold 10, the loss is zeroed and the step flagged
+    logp = torch.full((1, 2), math.log(10.5), dtype=torch.float64)
+    old, adv, mask = (torch.zeros(1, 2, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64),
+                      torch.ones(1, 2, dtype=torch.float64))
+    loss, st = ppo_policy_loss(logp, old, adv, mask)
+    assert st["ratio"] == pytest.approx(10.5) and st["ratio_skipped"] == 1.0 and float(loss) == 0.0
+    # every ratio 9.5: below it, the clipped loss −A · 1.2 stays
+    loss, st = ppo_policy_loss(torch.full((1, 2), math.log(9.5), dtype=torch.float64), old, adv, mask)
+    assert st["ratio_skipped"] == 0.0 and float(loss) == pytest.approx(-1.2)
+
+
+def test_value_loss_clips_a_value_that_fell_below_the_old_one():
+    # V_old = 0, V = −1, G = −2: unclipped (−1 + 2)² = 1; clipped to −0.2: (−0.2 + 2)² = 3.24, the larger
+    loss, st = value_loss(torch.tensor([[-1.0]]), torch.zeros(1, 1), torch.tensor([[-2.0]]), torch.ones(1, 1))
+    assert float(loss) == pytest.approx(0.5 * 3.24)
+    assert st["value_clip_frac"] == 1.0
+
+
+def test_sum_norm_with_a_length_of_one_and_of_one_half():
+    x, mask = torch.tensor([[2.0, 4.0], [6.0, 100.0]]), torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    # sequence sums 6 and 6: over 1, mean 6; over 0.5, mean 12
+    assert float(aggregate_token_loss(x, mask, "seq_mean_token_sum_norm", norm_length=1)) == 6.0
+    assert float(aggregate_token_loss(x, mask, "seq_mean_token_sum_norm", norm_length=0.5)) == 12.0

@@ -1,0 +1,88 @@
+"""The planner's inputs and verdict at their edges (vineppo/plan/), values by hand: the launch of
+this process read from `accelerate launch`'s environment, and the Slurm stop lead at each limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from vineppo.plan.advice import stop_lead_seconds
+from vineppo.plan.inputs import Launch, launch_from_env
+
+LAUNCH_KEYS = ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE",
+               "ACCELERATE_DEEPSPEED_CONFIG_FILE", "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE",
+               "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE", "ACCELERATE_USE_FSDP", "FSDP_VERSION",
+               "FSDP_OFFLOAD_PARAMS", "FSDP_CPU_RAM_EFFICIENT_LOADING")
+
+
+@pytest.fixture
+def env(monkeypatch):
+    for k in LAUNCH_KEYS:
+        monkeypatch.delenv(k, raising=False)
+
+    def set_(**kv):
+        for k, v in kv.items():
+            monkeypatch.setenv(k, v)
+    return set_
+
+
+def test_launch_from_a_plain_process(env):
+    assert launch_from_env() == Launch("environment", "single", 1, 1, False, False)
+
+
+def test_launch_from_two_nodes_of_four_with_zero3_offload(env):
+    env(WORLD_SIZE="8", LOCAL_WORLD_SIZE="4", ACCELERATE_USE_DEEPSPEED="true", ACCELERATE_DEEPSPEED_ZERO_STAGE="3",
+        ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE="cpu", ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE="cpu")
+    lau = launch_from_env()
+    assert lau == Launch("environment", "zero3", 8, 2, offload_optimizer=True, offload_params=True)
+    assert lau.per_node == 4
+
+
+def test_launch_from_fsdp_with_offload_and_ddp_on_one_node(env):
+    env(WORLD_SIZE="2", ACCELERATE_USE_FSDP="true", FSDP_VERSION="2", FSDP_OFFLOAD_PARAMS="True")
+    # no LOCAL_WORLD_SIZE: one node
+    assert launch_from_env() == Launch("environment", "fsdp", 2, 1, offload_optimizer=False, offload_params=True)
+    env(ACCELERATE_USE_FSDP="false", FSDP_OFFLOAD_PARAMS="false", ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE="nvme")
+    assert launch_from_env() == Launch("environment", "ddp", 2, 1, offload_optimizer=False, offload_params=False)
+
+
+@pytest.mark.parametrize("params, lead", [
+    (1, 900), (3_000_000_000, 900), (3_000_000_001, 3600), (10_000_000_000, 3600), (10_000_000_001, 7200),
+    (70_000_000_000, 7200)])
+def test_stop_lead_at_each_limit(params, lead):
+    assert stop_lead_seconds(params) == lead
+
+
+def _plan(capacity_gib: float, critic: int = 0, suggestion: str | None = None, notes=()):
+    from vineppo.plan.inputs import GIB
+    from vineppo.plan.memory import Phase, Plan
+
+    return Plan(Launch("ddp_4gpu.yaml", "ddp", 4), int(capacity_gib * GIB),
+                [Phase("generate", {"weights": 2 * GIB, "kv_cache": int(1.5 * GIB), "unused": 0}),
+                 Phase("train", {"weights": 2 * GIB, "grads": 4 * GIB})],
+                policy_params=1_100_000_000, critic_params=critic, trainable_params=1_100_000_000,
+                kv_cache_tokens=123_456, concurrent_sequences=30, host_load_per_node=int(10.5 * GIB),
+                host_push_per_node=int(2.5 * GIB), host_resident_per_node=1 * GIB, max_gpu_memory_utilization=0.5,
+                suggestion=suggestion, notes=list(notes))
+
+
+def test_format_plan_line_by_line():
+    from vineppo.plan.advice import format_plan
+
+    # peak 6 GiB (train) of 80: 74 left, max(3, 0.04 · 80 = 3.2) needed
+    assert format_plan(_plan(80, notes=["a note"])).splitlines() == [
+        "ddp_4gpu.yaml: ddp, 4 process(es); policy 1,100,000,000 parameters",
+        "per GPU (GiB, capacity 80.0):",
+        "  generate        3.5  (weights 2.0, kv_cache 1.5)",
+        "  train           6.0  (weights 2.0, grads 4.0)",
+        "KV cache: 123,456 tokens, 30 concurrent full-length sequences; largest engine.gpu_memory_utilization "
+        "that fits: 0.5",
+        "host RAM per node (GiB): load 10.5, per push 2.5, resident 1.0",
+        "note: a note",
+        "verdict: fits (peak 6.0 GiB in train, 74.0 GiB left free, 3.2 needed)",
+    ]
+    # 5 GiB: 1 GiB over, the 3 GiB minimum needed; a critic and a suggestion
+    lines = format_plan(_plan(5, critic=1000, suggestion="model.reference_offload=true")).splitlines()
+    assert lines[0] == "ddp_4gpu.yaml: ddp, 4 process(es); policy 1,100,000,000 parameters, critic 1,000"
+    assert lines[1] == "per GPU (GiB, capacity 5.0):"
+    assert lines[-1] == ("verdict: does NOT fit (peak 6.0 GiB in train, -1.0 GiB left free, 3.0 needed); "
+                         "first change that fits: model.reference_offload=true")
