@@ -195,3 +195,13 @@ def test_dumped_breakdown_reads_a_runs_dumps(tmp_path):
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(ValueError, match="no value estimator"):
         dumped_breakdown(run)
+
+
+def test_rewarded_responses_are_not_scored_even_if_an_oracle_names_a_step():
+    class AlwaysStep3:
+        def first_wrong_step(self, row, response):
+            return 3
+
+    ok = _episode(SLIP_AT_3, 1.0, step_values=[0.9, 0.8, 0.8, 0.7, 0.0])
+    bad = _episode(SLIP_AT_3, 0.0, step_values=[0.9, 0.8, 0.8, 0.7, 0.0])
+    assert localisation_counts([ok, bad], AlwaysStep3(), [ROW], "mc") == (1, 1)
