@@ -20,6 +20,7 @@ import statistics
 from pathlib import Path
 
 from vineppo.compare.values import mae_by_step, mean_abs_error
+from vineppo.demo.report import save_panels
 from vineppo.probe import read_records
 
 #: the algorithm whose own estimator each estimator is
@@ -174,15 +175,7 @@ def plot_values(path: Path, runs: dict[str, dict]) -> Path | None:
     c.set_xlabel("iteration")
     c.set_ylabel("localised (%)")
     c.set_ylim(0, 102)
-    for ax in axes:
-        ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.suptitle("Value estimates against the truth (value probe; mean over seeds, their range shaded)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_panels(fig, axes, path, "Value estimates against the truth (value probe; mean over seeds, their range shaded)")
 
 
 def probe_line(p: dict) -> str:
