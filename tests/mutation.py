@@ -66,6 +66,10 @@ SCOPE: dict[str, tuple[str, ...] | None] = {
                                   "value_rows"),
     "vineppo/compare/cost.py": ("_mean_of", "phase_cost", "RunCost.to_json"),
     "vineppo/compare/generalization.py": ("train_test_points", "least_squares_slope", "train_test_rows"),
+    "vineppo/probe/localisation.py": None,
+    # the demo's value panel: its pooled numbers (not the plot)
+    "vineppo/demo/values.py": ("_finite", "probed_series", "error_by_step", "pooled", "blamed_localisation",
+                               "probe_summary", "probe_line"),
     "vineppo/mc_balance.py": ("pack_requests", "merge_rank_requests", "request_cost", "split_requests",
                               "assemble_results", "imbalance", "run_balanced"),
 }
