@@ -171,3 +171,68 @@ def test_sum_norm_with_a_length_of_one_and_of_one_half():
     # sequence sums 6 and 6: over 1, mean 6; over 0.5, mean 12
     assert float(aggregate_token_loss(x, mask, "seq_mean_token_sum_norm", norm_length=1)) == 6.0
     assert float(aggregate_token_loss(x, mask, "seq_mean_token_sum_norm", norm_length=0.5)) == 12.0
+
+
+def _saved_for_backward_bytes(logits: torch.Tensor, labels: torch.Tensor, **kw) -> int:
+    """Bytes autograd keeps for backward beyond the inputs' own storage (`saved_tensors_hooks` sees
+    every tensor a forward saves outside a checkpoint; a checkpointed chunk saves only its inputs)."""
+    kept: dict[int, int] = {}
+
+    def pack(t):
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = logprobs_from_logits(logits, labels, 0.6, **kw)
+    out.sum().backward()
+    inputs = {logits.untyped_storage().data_ptr(), labels.untyped_storage().data_ptr()}
+    return sum(b for p, b in kept.items() if p not in inputs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_with_gradients_no_fp32_log_softmax_is_kept_for_backward(dtype):
+    # the reason for the chunks: (B, T, V) fp32 log-softmax is ~8 GB at the paper's sizes. Chunked
+    # with gradients, every chunk is recomputed in backward: autograd keeps nothing beyond the
+    # logits; the whole-sequence pass keeps its fp32 log-softmax, B·T·V·4 bytes
+    logits = torch.randn(2, 600, 50).to(dtype).requires_grad_()
+    labels = torch.zeros(2, 600, dtype=torch.long)
+    assert _saved_for_backward_bytes(logits, labels) == 0  # default chunks of 256 < T = 600
+    assert _saved_for_backward_bytes(logits.detach().clone().requires_grad_(), labels,
+                                     chunk_size=600) == 2 * 600 * 50 * 4
+
+
+def _chunk_calls(monkeypatch) -> list[int]:
+    """Record the width of every chunk handed to activation checkpointing."""
+    import torch.utils.checkpoint as ckpt
+
+    widths: list[int] = []
+    real = ckpt.checkpoint
+
+    def spy(fn, lg, *args, **kw):
+        widths.append(lg.shape[1])
+        return real(fn, lg, *args, **kw)
+
+    monkeypatch.setattr(ckpt, "checkpoint", spy)
+    return widths
+
+
+@pytest.mark.parametrize("T,expect", [(256, []), (257, [256, 1]), (600, [256, 256, 88])])
+def test_default_chunks_are_256_positions_cut_along_the_sequence(monkeypatch, T, expect):
+    # chunks cut the sequence (dim 1) into 256 positions, whatever the vocabulary (here 3 < 256);
+    # a sequence of exactly 256 is one plain pass, no checkpoint
+    widths = _chunk_calls(monkeypatch)
+    logits = torch.randn(1, T, 3, requires_grad=True)
+    logprobs_from_logits(logits, torch.zeros(1, T, dtype=torch.long))
+    assert widths == expect
+
+
+def test_without_a_backward_no_chunk_is_checkpointed(monkeypatch):
+    # checkpointing only pays when a backward recomputes: under no_grad, or on logits that need no
+    # gradient, the chunks are computed plainly (the same values; no checkpoint machinery)
+    widths = _chunk_calls(monkeypatch)
+    logits = torch.randn(1, 300, 3)
+    labels = torch.zeros(1, 300, dtype=torch.long)
+    with torch.no_grad():
+        a = logprobs_from_logits(logits.clone().requires_grad_(), labels)
+    b = logprobs_from_logits(logits, labels)
+    assert widths == [] and torch.equal(a, b)
