@@ -247,21 +247,26 @@ def ensure_traced() -> None:
         stats.unlink()
 
 
-def run_module(module: str, children: int, survivors: bool = False) -> float:
-    """One `mutmut run` over the module's mutants in scope (mutmut re-runs every mutant it is named,
-    whatever its last result); `survivors`: only those the last run did not detect, less the
-    surviving ones listed as equivalent."""
+def run_modules(modules: list[str], children: int, survivors: bool = False) -> float:
+    """One `mutmut run` over the mutants in scope of all `modules` (one run, not one per module:
+    mutmut first runs every test its mutants reach once unmutated, minutes when CLI tests reach
+    them, and then orders all mutants by their tests' cost); `survivors`: only those the last run
+    did not detect, less the surviving ones listed as equivalent (mutmut re-runs every mutant it
+    is named, whatever its last result)."""
     mutmut = Path(sys.executable).with_name("mutmut")
     t0 = time.perf_counter()
-    targets = ([k for k, s in results(module).items() if s not in DETECTED and not (s == "survived" and k in EQUIVALENT)]
-               if survivors else mutant_globs(module))
+    targets = []
+    for module in modules:
+        targets += ([k for k, s in results(module).items()
+                     if s not in DETECTED and not (s == "survived" and k in EQUIVALENT)]
+                    if survivors else mutant_globs(module))
     if not targets:
         return 0.0
     # mutmut copies tests/ over its old copy: a test file deleted or renamed here would live on there
     shutil.rmtree(ROOT / "mutants" / "tests", ignore_errors=True)
     proc = subprocess.run([str(mutmut), "run", "--max-children", str(children), *targets], cwd=ROOT)
     if proc.returncode != 0:
-        raise SystemExit(f"mutation: mutmut run failed for {module} (exit {proc.returncode})")
+        raise SystemExit(f"mutation: mutmut run failed for {', '.join(modules)} (exit {proc.returncode})")
     (ROOT / "mutants" / TRACED).write_text(json.dumps(sorted(mutated_functions())))
     return time.perf_counter() - t0
 
@@ -279,12 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     modules = select_modules(args.modules)
     check_config(modules)
 
-    seconds: dict[str, float] = {}
-    for m in modules:
-        if not args.no_run:
-            print(f"\n=== mutation: {m} ===", flush=True)
-            ensure_traced()
-            seconds[m] = run_module(m, args.children, args.survivors)
+    seconds = None
+    if not args.no_run:
+        print(f"\n=== mutation: {', '.join(modules)} ===", flush=True)
+        ensure_traced()
+        seconds = run_modules(modules, args.children, args.survivors)
 
     rows, gaps, stale = [], [], []
     for m in modules:
@@ -308,18 +312,20 @@ def main(argv: list[str] | None = None) -> int:
         score = f"{100 * killed / total:.1f} %" if total else "-"
         real = total - equivalent
         score_real = f"{100 * killed / real:.1f} %" if real else "-"
-        t = f"{seconds[m]:.0f} s" if m in seconds else ""
-        rows.append((m, total, killed, equivalent, total - killed - equivalent, score, score_real, t))
+        rows.append((m, total, killed, equivalent, total - killed - equivalent, score, score_real))
     for name in EQUIVALENT:
         if not any(fnmatch.fnmatch(name, g) for m in SCOPE for g in mutant_globs(m)):
             stale.append(name)
 
     for name, status, text in gaps:
         print(f"\n# {name}: {status}\n{text}")
-    print("\n| module | mutants | killed | equivalent | not killed | killed / all | killed / non-equivalent | time |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| module | mutants | killed | equivalent | not killed | killed / all | killed / non-equivalent |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print("| " + " | ".join(str(x) for x in r) + " |")
+    if seconds is not None:
+        print(f"\nmutation: {sum(r[1] for r in rows)} mutants of {len(rows)} modules in {seconds / 60:.1f} min "
+              f"({args.children} at once)")
     if stale:
         print(f"\nmutation: EQUIVALENT entries that no longer match their mutant (renumbered?): {stale}")
     if gaps:
