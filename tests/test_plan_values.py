@@ -86,3 +86,48 @@ def test_format_plan_line_by_line():
     assert lines[1] == "per GPU (GiB, capacity 5.0):"
     assert lines[-1] == ("verdict: does NOT fit (peak 6.0 GiB in train, -1.0 GiB left free, 3.0 needed); "
                          "first change that fits: model.reference_offload=true")
+
+
+# ---- the engine's share at its edges -------------------------------------------------------------
+def test_the_whole_gpu_is_a_valid_engine_share_and_more_is_not():
+    from vineppo.plan import GIB, engine_share_shortfall
+
+    assert engine_share_shortfall(80 * GIB, 80 * GIB, 1.0) is None  # (0, 1]: 1 is allowed
+    with pytest.raises(ValueError, match=r"engine.gpu_memory_utilization must be in \(0, 1\], got 1.5"):
+        engine_share_shortfall(80 * GIB, 80 * GIB, 1.5)
+
+
+def test_a_largest_share_of_zero_is_no_share():
+    from vineppo.plan import GIB, engine_share_shortfall
+
+    # 80 GiB, headroom 3.2 GiB, 3.5 GiB free: floor(100 (3.5 - 3.2) / 80) / 100 = 0.0 -> nothing to offer
+    msg = engine_share_shortfall(int(3.5 * GIB), 80 * GIB, 0.5)
+    assert "Change: no smaller engine share leaves the headroom free; in training" in msg
+    assert "engine.gpu_memory_utilization=0.0" not in msg
+
+
+# ---- LoRA's trainable parameters -----------------------------------------------------------------
+def test_lora_params_by_hand():
+    from types import SimpleNamespace
+
+    from vineppo.plan.inputs import ModelShape
+    from vineppo.plan.memory import lora_params
+
+    # hidden 8, 2 heads of 4 (q: 8), 1 KV head (k, v: 4), intermediate 16, 3 layers, r = 2
+    shape = ModelShape(params=0, backbone_params=0, layer_params=0, hidden=8, layers=3, heads=2, kv_heads=1,
+                       head_dim=4, intermediate=16, vocab=10, largest_tensor=0)
+
+    def cfg(*targets):
+        return SimpleNamespace(model=SimpleNamespace(lora=SimpleNamespace(r=2, target_modules=list(targets))))
+
+    # r (in + out) per projection: q 2 (8 + 8) = 32, k 2 (8 + 4) = 24, v 24, o 32, gate 2 (8 + 16) = 48,
+    # up 48, down 48; times 3 layers
+    assert lora_params(shape, cfg("q_proj")) == 3 * 32
+    assert lora_params(shape, cfg("k_proj")) == 3 * 24
+    assert lora_params(shape, cfg("v_proj")) == 3 * 24
+    assert lora_params(shape, cfg("o_proj")) == 3 * 32
+    assert lora_params(shape, cfg("gate_proj")) == lora_params(shape, cfg("up_proj")) == 3 * 48
+    assert lora_params(shape, cfg("down_proj")) == 3 * 48
+    # every projection, and a module the planner does not know (lm_head) counted as none
+    everything = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
+    assert lora_params(shape, cfg(*everything)) == 3 * (32 + 24 + 24 + 32 + 3 * 48)

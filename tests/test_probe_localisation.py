@@ -205,3 +205,40 @@ def test_rewarded_responses_are_not_scored_even_if_an_oracle_names_a_step():
     ok = _episode(SLIP_AT_3, 1.0, step_values=[0.9, 0.8, 0.8, 0.7, 0.0])
     bad = _episode(SLIP_AT_3, 0.0, step_values=[0.9, 0.8, 0.8, 0.7, 0.0])
     assert localisation_counts([ok, bad], AlwaysStep3(), [ROW], "mc") == (1, 1)
+
+
+def test_a_negative_reward_sits_on_the_last_step():
+    # V = 0.5, 0.5, 0.5 ; R = -1 on the last step -> A = 0, 0, -1.5: step 2 (a reward on step 1
+    # instead would give A = 0, -1, -0.5)
+    assert is_localised([0.5, 0.5, 0.5], -1.0, 2)
+    assert not is_localised([0.5, 0.5, 0.5], -1.0, 1)
+
+
+class _Oracle:
+    """The chain oracle, except that it names no step for the responses in `unnamed`."""
+
+    def __init__(self, unnamed=()):
+        self.unnamed = set(unnamed)
+
+    def first_wrong_step(self, row, response):
+        return None if response in self.unnamed else TASK.first_wrong_step(row, response)
+
+
+def test_which_failed_responses_are_scored():
+    hit = [0.9, 0.8, 0.8, 0.7, 0.0]  # A: -.1, 0, -.1, -.7, 0 -> step 3: a hit
+    # a one-line response is scored: V = 0.6, R = 0 -> A = -0.6 on its only step, the wrong one
+    one_line = "\n12+7=20\n#### 20\n"
+    assert TASK.first_wrong_step(ROW, one_line) == 0
+    assert localisation_counts([_episode(one_line, 0.0, step_values=[0.6])], TASK, [ROW], "mc") == (1, 1)
+    # values of another length than the steps, or none at the first step: not scored
+    assert localisation_counts([_episode(SLIP_AT_3, 0.0, step_values=[0.9, 0.8, 0.7])], TASK, [ROW], "mc") == (0, 0)
+    assert localisation_counts([_episode(SLIP_AT_3, 0.0, step_values=[None, 0.8, 0.8, 0.7, 0.0])],
+                               TASK, [ROW], "mc") == (0, 0)
+    # values missing after the first step (an MC cap of 1): scored, A = 0 after the cap -> a tie, a miss
+    assert localisation_counts([_episode(SLIP_AT_3, 0.0, step_values=[0.9, None, None, None, None])],
+                               TASK, [ROW], "mc") == (0, 1)
+    # a response skipped for want of values or of a named step does not end the count
+    other = SLIP_AT_3.replace("46-4=42", "46-4=42 ")
+    eps = [_episode(SLIP_AT_3, 0.0, step_values=None), _episode(other, 0.0, step_values=hit),
+           _episode(SLIP_AT_3, 0.0, step_values=hit)]
+    assert localisation_counts(eps, _Oracle(unnamed=[other]), [ROW], "mc") == (1, 1)
