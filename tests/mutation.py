@@ -154,6 +154,42 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.probe.states.x_run_value_probe__mutmut_41": (
         '"probe/truth_mean": float("NAN"), "probe/seconds": 0.0},',
         'float() reads "NAN" as "nan"'),
+    "vineppo.plan.inputs.x_launch_from_env__mutmut_46": (
+        'offload_optimizer=env.get("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", None) == "cpu",',
+        'an absent variable is not "cpu" whatever the default: offload stays off'),
+    "vineppo.plan.inputs.x_launch_from_env__mutmut_48": (
+        'offload_optimizer=env.get("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", ) == "cpu",',
+        'an absent variable is not "cpu" whatever the default: offload stays off'),
+    "vineppo.plan.inputs.x_launch_from_env__mutmut_51": (
+        'offload_optimizer=env.get("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "XXnoneXX") == "cpu",',
+        'an absent variable is not "cpu" whatever the default: offload stays off'),
+    "vineppo.plan.inputs.x_launch_from_env__mutmut_52": (
+        'offload_optimizer=env.get("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "NONE") == "cpu",',
+        'an absent variable is not "cpu" whatever the default: offload stays off'),
+    "vineppo.plan.inputs.x_launch_from_env__mutmut_58": (
+        'offload_params=(env.get("ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE", None) == "cpu"',
+        'an absent variable is not "cpu" whatever the default: offload stays off'),
+    "vineppo.plan.inputs.x_launch_from_env__mutmut_60": (
+        'offload_params=(env.get("ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE", ) == "cpu"',
+        'an absent variable is not "cpu" whatever the default: offload stays off'),
+    "vineppo.plan.inputs.x_launch_from_env__mutmut_63": (
+        'offload_params=(env.get("ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE", "XXnoneXX") == "cpu"',
+        'an absent variable is not "cpu" whatever the default: offload stays off'),
+    "vineppo.plan.inputs.x_launch_from_env__mutmut_64": (
+        'offload_params=(env.get("ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE", "NONE") == "cpu"',
+        'an absent variable is not "cpu" whatever the default: offload stays off'),
+    "vineppo.plan.inputs.x_launch_from_env__mutmut_75": (
+        'or env.get("FSDP_OFFLOAD_PARAMS", "XXfalseXX").lower() == "true"))',
+        'an absent variable is not "true" whatever the default (lower-cased): offload stays off'),
+    "vineppo.plan.inputs.x_launch_from_env__mutmut_76": (
+        'or env.get("FSDP_OFFLOAD_PARAMS", "FALSE").lower() == "true"))',
+        'an absent variable is not "true" whatever the default (lower-cased): offload stays off'),
+    "vineppo.mc_balance.x_run_balanced__mutmut_49": (
+        'results = group.gather(ShareResult(share, sums, samples, np.asarray(rollouts, dtype=None), seconds))',
+        'assemble_results writes the rollouts into an int64 array: the dtype sent is cast there'),
+    "vineppo.mc_balance.x_run_balanced__mutmut_51": (
+        'results = group.gather(ShareResult(share, sums, samples, np.asarray(rollouts, ), seconds))',
+        'assemble_results writes the rollouts into an int64 array: the dtype sent is cast there'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

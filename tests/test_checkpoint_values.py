@@ -126,3 +126,25 @@ def test_prune_keeps_the_newest_states_and_rewrites_their_manifests(tmp_path):
     assert all((d / "trainer_state").is_dir() for d in c[2:]) and (broken / "trainer_state").is_dir()
     assert ckpt.prune_trainer_states(tmp_path, keep=2) == []  # the pruned ones no longer count
     assert ckpt.prune_trainer_states(tmp_path, keep=0) == c[2:]
+
+
+def test_a_trainer_state_that_cannot_be_removed_does_not_stop_the_pruning(tmp_path, monkeypatch):
+    # pruning runs inside training: a file it cannot delete (another process holds it, a network
+    # file system) leaves litter, not a crashed run. The manifest already says weights-only
+    import os
+
+    c = [_ckpt(tmp_path, it) for it in (1, 2, 3)]
+    stuck = next((c[0] / "trainer_state").iterdir()).name
+    real_unlink, refused = os.unlink, []
+
+    def unlink(path, *args, **kw):  # the first checkpoint's (pruned first) file cannot be deleted
+        if os.path.basename(os.fsdecode(path)) == stuck and not refused:
+            refused.append(path)
+            raise PermissionError(13, "busy", path)
+        return real_unlink(path, *args, **kw)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    assert ckpt.prune_trainer_states(tmp_path, keep=1) == c[:2]
+    assert refused and (c[0] / "trainer_state" / stuck).exists()
+    assert not ckpt.has_trainer_state(c[0]) and ckpt.verify_checkpoint(c[0]) == (True, "")
+    assert not (c[1] / "trainer_state").exists() and ckpt.has_trainer_state(c[2])

@@ -77,3 +77,68 @@ def test_imbalance_of_no_ranks_and_of_one():
     assert imbalance([]) == 1.0
     assert imbalance([3.0]) == 1.0
     assert imbalance([1.0, 2.0, 3.0]) == 1.5  # the slowest 3 over the mean 2
+
+
+def test_mc_request_key_is_the_question_and_the_whole_token_prefix():
+    a = _req(3, [1, 2], [3])
+    assert a.key() == (3, (1, 2, 3))
+    # the prompt and the response prefix are one sequence: where the cut falls does not matter
+    assert a.key() == _req(3, [1], [2, 3]).key() != _req(4, [1, 2], [3]).key()
+
+
+def _balanced_on_two_threads(requests, seeds, by):
+    """`run_balanced` on two thread-ranks (rank r: `requests[r]`, split seed `seeds[r]`): per rank,
+    the states its `run` was handed (as (question, prefix)), its result and the call's seconds."""
+    import threading
+    import time
+
+    from test_mc_balance import ThreadGroup
+    from vineppo.mc_balance import run_balanced
+
+    group, handed, out, errors = ThreadGroup(2), [None, None], [None, None], []
+
+    def work(rank):
+        def run(reqs, sums, samples):
+            handed[rank] = [(r.question_index, tuple(r.prefix_response_ids)) for r in reqs]
+            sums += 1.0
+            samples += 2
+            return [2] * len(reqs), {"rank": rank}
+        try:
+            t = time.perf_counter()
+            res = run_balanced(group.member(rank), requests[rank], np.zeros(len(requests[rank])),
+                               np.zeros(len(requests[rank]), dtype=np.int64), split_seed=seeds[rank], by=by, run=run)
+            out[rank] = (res, time.perf_counter() - t)
+        except BaseException as e:  # noqa: BLE001  (re-raised in the test's thread)
+            errors.append(e)
+            group.barrier.abort()
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    if errors:
+        raise errors[0]
+    return handed, out
+
+
+@pytest.mark.parametrize("by", ["count", "tokens"])
+def test_run_balanced_splits_with_rank_0s_seed_and_the_split_asked_for(by):
+    # 8 unique states of equal cost on rank 0 (the tokens split then only follows the shuffle),
+    # 2 on rank 1; rank 1 asks for another seed, which every rank ignores
+    requests = [[_req(0, [1], [10 + i], expected=4.0) for i in range(8)], [_req(1, [2], [i]) for i in range(2)]]
+    costs = [5.0] * 8 + [1.0] * 2
+    handed, out = _balanced_on_two_threads(requests, seeds=[123, 456], by=by)
+    expect = split_requests(costs, 2, 123, by)
+    states = [(0, (10 + i,)) for i in range(8)] + [(1, (i,)) for i in range(2)]
+    assert handed == [[states[i] for i in share] for share in expect]
+    # the other rank's seed, no seed and the other split each give another split here
+    for other in (split_requests(costs, 2, 456, by), split_requests(costs, 2, None, by),
+                  split_requests(costs, 2, 123, "tokens" if by == "count" else "count")):
+        assert other != expect
+    for rank, (res, wall) in enumerate(out):
+        assert res.counters == {"rank": rank} and res.share_states == len(expect[rank])
+        assert res.share_rollouts == 2 * len(expect[rank])
+        assert list(res.sums) == [1.0] * len(requests[rank]) and list(res.samples) == [2] * len(requests[rank])
+        # each rank's seconds: the time its `run` took, within the call's own
+        assert len(res.rank_seconds) == 2 and all(0 <= s <= wall for s in res.rank_seconds)

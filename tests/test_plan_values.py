@@ -34,7 +34,13 @@ def test_launch_from_two_nodes_of_four_with_zero3_offload(env):
         ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE="cpu", ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE="cpu")
     lau = launch_from_env()
     assert lau == Launch("environment", "zero3", 8, 2, offload_optimizer=True, offload_params=True)
-    assert lau.per_node == 4
+    assert lau.per_node == 4 and isinstance(lau.machines, int)  # a count of machines, printed as such
+
+
+def test_launch_of_one_process_per_node(env):
+    env(WORLD_SIZE="4", LOCAL_WORLD_SIZE="1")
+    lau = launch_from_env()
+    assert (lau.machines, lau.per_node) == (4, 1)
 
 
 def test_launch_from_fsdp_with_offload_and_ddp_on_one_node(env):
