@@ -190,6 +190,84 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.mc_balance.x_run_balanced__mutmut_51": (
         'results = group.gather(ShareResult(share, sums, samples, np.asarray(rollouts, ), seconds))',
         'assemble_results writes the rollouts into an int64 array: the dtype sent is cast there'),
+    "vineppo.mc_balance.x_pack_requests__mutmut_25": (
+        'question_index=np.asarray([r.question_index for r in requests], dtype=None),',
+        'merge_rank_requests reads each element through int() / float(): the array dtype never reaches a result'),
+    "vineppo.mc_balance.x_pack_requests__mutmut_27": (
+        'question_index=np.asarray([r.question_index for r in requests], ),',
+        'merge_rank_requests reads each element through int() / float(): the array dtype never reaches a result'),
+    "vineppo.mc_balance.x_pack_requests__mutmut_33": (
+        'passes=np.asarray([r.passes for r in requests], dtype=None),',
+        'merge_rank_requests reads each element through int() / float(): the array dtype never reaches a result'),
+    "vineppo.mc_balance.x_pack_requests__mutmut_35": (
+        'passes=np.asarray([r.passes for r in requests], ),',
+        'merge_rank_requests reads each element through int() / float(): the array dtype never reaches a result'),
+    "vineppo.mc_balance.x_pack_requests__mutmut_37": (
+        'expected_tokens=np.asarray([r.expected_tokens for r in requests], dtype=None),',
+        'merge_rank_requests reads each element through int() / float(): the array dtype never reaches a result'),
+    "vineppo.mc_balance.x_pack_requests__mutmut_39": (
+        'expected_tokens=np.asarray([r.expected_tokens for r in requests], ),',
+        'merge_rank_requests reads each element through int() / float(): the array dtype never reaches a result'),
+    "vineppo.mc_balance.x_pack_requests__mutmut_41": (
+        'free_sums=np.asarray(free_sums, dtype=None), free_samples=np.asarray(free_samples, dtype=np.int64),',
+        'merge_rank_requests reads each element through int() / float(): the array dtype never reaches a result'),
+    "vineppo.mc_balance.x_pack_requests__mutmut_43": (
+        'free_sums=np.asarray(free_sums, ), free_samples=np.asarray(free_samples, dtype=np.int64),',
+        'merge_rank_requests reads each element through int() / float(): the array dtype never reaches a result'),
+    "vineppo.mc_balance.x_pack_requests__mutmut_45": (
+        'free_sums=np.asarray(free_sums, dtype=float), free_samples=np.asarray(free_samples, dtype=None),',
+        'merge_rank_requests reads each element through int() / float(): the array dtype never reaches a result'),
+    "vineppo.mc_balance.x_pack_requests__mutmut_47": (
+        'free_sums=np.asarray(free_sums, dtype=float), free_samples=np.asarray(free_samples, ),',
+        'merge_rank_requests reads each element through int() / float(): the array dtype never reaches a result'),
+    "vineppo.mc_balance.x_merge_rank_requests__mutmut_76": (
+        'return MergedRequests(requests, np.asarray(free_sums, dtype=None), np.asarray(free_samples, dtype=np.int64),',
+        'a list of Python floats is float64 with or without dtype=float (an empty one too)'),
+    "vineppo.mc_balance.x_merge_rank_requests__mutmut_78": (
+        'return MergedRequests(requests, np.asarray(free_sums, ), np.asarray(free_samples, dtype=np.int64),',
+        'a list of Python floats is float64 with or without dtype=float (an empty one too)'),
+    "vineppo.mc_balance.x_merge_rank_requests__mutmut_80": (
+        'return MergedRequests(requests, np.asarray(free_sums, dtype=float), np.asarray(free_samples, dtype=None),',
+        'a list of Python ints is int64; only an empty list becomes float64, and an empty share adds nothing anywhere'),
+    "vineppo.mc_balance.x_merge_rank_requests__mutmut_82": (
+        'return MergedRequests(requests, np.asarray(free_sums, dtype=float), np.asarray(free_samples, ),',
+        'a list of Python ints is int64; only an empty list becomes float64, and an empty share adds nothing anywhere'),
+    "vineppo.mc_balance.x_merge_rank_requests__mutmut_19": (
+        'key = (q, prompt.tobytes() + b"XX|XX" + prefix.tobytes())',
+        'the key is per question (q), whose prompt is the same for all its states: the separator never decides between two keys'),
+    "vineppo.mc_balance.x_assemble_results__mutmut_13": (
+        'seen = np.zeros(n, dtype=None)',
+        'seen only counts to 1 or 2 and is compared with 1: float and int counts agree'),
+    "vineppo.mc_balance.x_assemble_results__mutmut_15": (
+        'seen = np.zeros(n, )',
+        'seen only counts to 1 or 2 and is compared with 1: float and int counts agree'),
+    "vineppo.mc_balance.x_split_requests__mutmut_32": (
+        'cost = np.asarray(costs, dtype=None)',
+        'costs are read through float() and compared: an int array orders them the same'),
+    "vineppo.mc_balance.x_split_requests__mutmut_34": (
+        'cost = np.asarray(costs, )',
+        'costs are read through float() and compared: an int array orders them the same'),
+    "vineppo.mc_balance.x_split_requests__mutmut_42": (
+        'order = order[np.argsort(-cost[order], kind="STABLE")]',
+        'numpy reads the sort kind case-insensitively'),
+    "vineppo.mc_balance.x_split_requests__mutmut_44": (
+        'heap = [(1.0, 0, r) for r in range(world)]  # (load, states, rank)',
+        'every rank starts at the same load / count: a common offset changes no comparison'),
+    "vineppo.mc_balance.x_split_requests__mutmut_45": (
+        'heap = [(0.0, 1, r) for r in range(world)]  # (load, states, rank)',
+        'every rank starts at the same load / count: a common offset changes no comparison'),
+    "vineppo.mc_balance.x_split_requests__mutmut_60": (
+        'heapq.heappush(heap, (load + float(cost[i]), count + 2, r))',
+        'the count only breaks ties by its order: +2 per state orders ranks as +1 does'),
+    "vineppo.probe.localisation.x_classify__mutmut_32": (
+        'return "hit" if at == wrong_step else ("before" if at <= wrong_step else "after")',
+        'at == wrong_step returned "hit" just before: here at <= wrong_step is at < wrong_step'),
+    "vineppo.probe.localisation.x_dumped_breakdown__mutmut_25": (
+        'validation_size=cfg.data.validation_size, task=None)',
+        'make_task(cfg.data) of the one task with an oracle (chain, its own fields; a custom-fields wrapper hides the oracle) is get_task("chain"), load_rows\' default'),
+    "vineppo.probe.localisation.x_dumped_breakdown__mutmut_31": (
+        'validation_size=cfg.data.validation_size, )',
+        'make_task(cfg.data) of the one task with an oracle (chain, its own fields; a custom-fields wrapper hides the oracle) is get_task("chain"), load_rows\' default'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

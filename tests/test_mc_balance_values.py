@@ -67,6 +67,11 @@ def test_assemble_returns_rollouts_and_names_the_missing_states():
                ShareResult([0, 2], np.array([1.0, 0.0]), np.array([3, 1]), np.array([5, 6]), 0.2)]
     sums, samples, rollouts = assemble_results(results, 3)
     assert sums.tolist() == [1.0, 0.5, 0.0] and samples.tolist() == [3, 2, 1] and rollouts.tolist() == [5, 7, 6]
+    # counts stay integers (they are summed into `mc/rollouts` and `mc/samples`)
+    assert samples.dtype == rollouts.dtype == np.int64
+    # a rank whose share is empty (more ranks than states) sends empty lists back
+    empty = ShareResult([], np.array([]), np.array([], dtype=np.int64), np.array([]), 0.0)
+    assert [a.tolist() for a in assemble_results(results + [empty], 3)] == [[1.0, 0.5, 0.0], [3, 2, 1], [5, 7, 6]]
     with pytest.raises(RuntimeError, match=r"^balanced MC: 2 of 3 states came back from no ranks$"):
         assemble_results(results[:1], 3)
     with pytest.raises(RuntimeError, match=r"^balanced MC: 1 of 3 states came back from several ranks$"):
@@ -74,7 +79,11 @@ def test_assemble_returns_rollouts_and_names_the_missing_states():
 
 
 def test_imbalance_of_no_ranks_and_of_one():
-    assert imbalance([]) == 1.0
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no mean of an empty list ("Mean of empty slice")
+        assert imbalance([]) == 1.0
     assert imbalance([3.0]) == 1.0
     assert imbalance([1.0, 2.0, 3.0]) == 1.5  # the slowest 3 over the mean 2
 
@@ -142,3 +151,20 @@ def test_run_balanced_splits_with_rank_0s_seed_and_the_split_asked_for(by):
         assert list(res.sums) == [1.0] * len(requests[rank]) and list(res.samples) == [2] * len(requests[rank])
         # each rank's seconds: the time its `run` took, within the call's own
         assert len(res.rank_seconds) == 2 and all(0 <= s <= wall for s in res.rank_seconds)
+
+
+def test_equal_costs_are_dealt_in_the_shuffled_order():
+    # 40 states of cost 2 or 1 (alternating), 2 ranks: longest first, and within a cost the
+    # shuffled order (a stable sort), each state to the rank with the least load, then fewest
+    # states, then the lower rank: so the ranks take turns along each cost's shuffled order
+    costs = [2.0, 1.0] * 20
+    perm = [int(i) for i in np.random.default_rng(5).permutation(40)]
+    twos, ones = [i for i in perm if costs[i] == 2.0], [i for i in perm if costs[i] == 1.0]
+    assert split_requests(costs, 2, 5, "tokens") == [sorted(twos[0::2] + ones[0::2]), sorted(twos[1::2] + ones[1::2])]
+
+
+def test_on_equal_loads_a_rank_with_fewer_states_goes_first():
+    # costs 2, 1, 1, 1 on 2 ranks: 2 -> rank 0; 1 -> rank 1; 1 -> rank 1 (load 1 < 2); then loads tie
+    # at 2 and rank 0 has fewer states (1 < 2): the last state goes to rank 0
+    shares = split_requests([2.0, 1.0, 1.0, 1.0], 2, 0, "tokens")
+    assert shares[0][0] == 0 and [len(s) for s in shares] == [2, 2]

@@ -242,3 +242,113 @@ def test_which_failed_responses_are_scored():
     eps = [_episode(SLIP_AT_3, 0.0, step_values=None), _episode(other, 0.0, step_values=hit),
            _episode(SLIP_AT_3, 0.0, step_values=hit)]
     assert localisation_counts(eps, _Oracle(unnamed=[other]), [ROW], "mc") == (1, 1)
+
+
+def test_a_one_step_response_with_nothing_blamed_is_not_localised():
+    from vineppo.probe.localisation import classify
+
+    # V = 0, R = 0: its only advantage is 0, so no step is blamed (a one-step control response
+    # must not count as a hit)
+    assert classify([0.0], 0.0, 0) == "none" and not is_localised([0.0], 0.0, 0)
+    assert classify([0.4], 0.0, 0) == "hit" and is_localised([0.4], 0.0, 0)
+
+
+def test_classify_puts_a_negative_reward_on_the_last_step():
+    from vineppo.probe.localisation import classify
+
+    # V = 0.5, 0.5, 0.5 ; R = -1 -> A = 0, 0, -1.5 (on step 1 instead: 0, -1, -0.5)
+    assert classify([0.5, 0.5, 0.5], -1.0, 2) == "hit"
+    assert classify([0.5, 0.5, 0.5], -1.0, 1) == "after"
+
+
+def _dump_run(tmp_path, algorithm: str, key: str, dumps: dict[str, list[dict]], validation_size: int = 0,
+              rows=(ROW,), validation_seed: int = 7):
+    import json
+
+    import yaml
+
+    from vineppo.config import TrainConfig, to_dict
+
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (data / "test.jsonl").write_text(json.dumps(ROW) + "\n")
+    run = tmp_path / "run"
+    (run / "episodes").mkdir(parents=True, exist_ok=True)
+    cfg = to_dict(TrainConfig())
+    cfg["algorithm"] = algorithm
+    cfg["model"]["name_or_path"] = str(tmp_path / "model")
+    cfg["data"].update(task="chain", source=str(data), validation_size=validation_size,
+                       validation_seed=validation_seed)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    for name, eps in dumps.items():
+        for e in eps:
+            e.setdefault("question_index", 0)
+            if "values" in e:
+                e[key] = e.pop("values")
+        (run / "episodes" / name).write_text("".join(json.dumps(e) + "\n" for e in eps))
+    return run
+
+
+HIT = [0.8, 0.7, 0.6, 0.5, 0.0]  # A = -.1, -.1, -.1, -.5, 0: step 3
+
+
+def test_dumped_breakdown_of_a_ppo_run_reads_its_critic_values(tmp_path):
+    from vineppo.probe.localisation import dumped_breakdown
+
+    run = _dump_run(tmp_path, "ppo", "critic_step_values", {
+        "iter_000005.rank0.jsonl": [{"reward": 0.0, "response": SLIP_AT_3, "values": HIT}],
+        "iter_000006.rank0.jsonl": [{"reward": 0.0, "response": SLIP_AT_3, "values": [0.8, 0.8, 0.8, 0.8, 0.8]}],
+        # a six-digit iteration that ends like 5: not iteration 5
+        "iter_100005.rank0.jsonl": [{"reward": 0.0, "response": SLIP_AT_3, "values": HIT}]})
+    assert dumped_breakdown(run, [5]) == {"hit": 1, "before": 0, "after": 0, "tie": 0, "none": 0}
+    # a file skipped for its iteration does not end the reading
+    assert dumped_breakdown(run, [6]) == {"hit": 0, "before": 0, "after": 1, "tie": 0, "none": 0}
+    assert dumped_breakdown(run, [100005])["hit"] == 1
+
+
+def test_dumped_breakdown_skips_what_it_cannot_score_and_reads_on(tmp_path, monkeypatch):
+    from vineppo.probe.localisation import dumped_breakdown
+
+    import copy
+
+    always_step_3 = copy.copy(TASK)  # the chain task, with an oracle that names a step even when rewarded
+    always_step_3.first_wrong_step = lambda row, response: 3
+    run = _dump_run(tmp_path, "vineppo", "step_values", {"iter_000005.rank0.jsonl": [
+        {"reward": 1.0, "response": SLIP_AT_3, "values": HIT},       # rewarded: never scored
+        {"reward": 0.0, "response": SLIP_AT_3, "values": None},      # no values
+        {"reward": 0.0, "response": SLIP_AT_3, "values": []},
+        {"reward": 0.0, "response": SLIP_AT_3, "values": [None, 0.7, 0.6, 0.5, 0.0]},  # none at s_0
+        {"reward": 0.0, "response": SLIP_AT_3, "values": [0.8, None, None, None, None]},  # a cap of 1: A = -.8, 0...
+        {"reward": 0.0, "response": SLIP_AT_3, "values": HIT}]})
+    monkeypatch.setattr("vineppo.prompting.make_task", lambda *a, **kw: always_step_3)
+    assert dumped_breakdown(run) == {"hit": 1, "before": 1, "after": 0, "tie": 0, "none": 0}
+
+
+def test_dumped_breakdown_reads_the_rows_of_the_runs_own_split(tmp_path):
+    # question_index counts the train rows left after the run's validation carve: with seed 1 the
+    # first is ROW (with the default seed 42, the 11-shell row), so the slip is judged against ROW
+    from vineppo.data import load_rows
+    from vineppo.probe.localisation import dumped_breakdown
+
+    other = {"question": ROW["question"].replace("12 shells", "11 shells"),
+             "answer": "7+11=18\n18-5=13\n13*3=39\n3+39=42\n42-4=38\n#### 38"}
+    third = {"question": ROW["question"].replace("12 shells", "10 shells"),
+             "answer": "7+10=17\n17-5=12\n12*3=36\n3+36=39\n39-4=35\n#### 35"}
+    run = _dump_run(tmp_path, "vineppo", "step_values", {"iter_000001.rank0.jsonl": [
+        {"reward": 0.0, "response": SLIP_AT_3, "values": HIT}]}, validation_size=1, rows=[other, ROW, third],
+        validation_seed=1)
+    data = str(tmp_path / "data")
+    assert load_rows("chain", "train", data, validation_size=1, seed=1)[0] == ROW
+    assert load_rows("chain", "train", data, validation_size=1)[0] == other
+    assert dumped_breakdown(run) == {"hit": 1, "before": 0, "after": 0, "tie": 0, "none": 0}
+
+
+def test_dumped_breakdown_needs_a_task_with_an_oracle(tmp_path):
+    from vineppo.probe.localisation import dumped_breakdown
+
+    run = _dump_run(tmp_path, "vineppo", "step_values", {})
+    text = (run / "config.yaml").read_text().replace("task: chain", "task: arithmetic")
+    (run / "config.yaml").write_text(text)
+    with pytest.raises(ValueError, match="task arithmetic has no oracle of wrong steps"):
+        dumped_breakdown(run)

@@ -56,10 +56,9 @@ def most_negative_step(advantages: Sequence[float]) -> int | None:
 
 def is_localised(values: Sequence[float | None], reward: float, wrong_step: int) -> bool:
     """True when the step advantages from `values` (one per step) and the final `reward` put their
-    single most negative value on `wrong_step`."""
-    rewards = [0.0] * len(values)
-    rewards[-1] = float(reward)
-    return most_negative_step(vine_step_advantages(values, rewards)) == wrong_step
+    single most negative value on `wrong_step` (`classify` says "hit"; a response whose advantages
+    are all 0 blames no step, even a one-step one)."""
+    return classify(values, reward, wrong_step) == "hit"
 
 
 def localisation_counts(episodes: Sequence[Episode], task: Task, rows: Sequence[Row], estimator: str) -> tuple[int, int]:
