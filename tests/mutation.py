@@ -268,6 +268,12 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.probe.localisation.x_dumped_breakdown__mutmut_31": (
         'validation_size=cfg.data.validation_size, )',
         'make_task(cfg.data) of the one task with an oracle (chain, its own fields; a custom-fields wrapper hides the oracle) is get_task("chain"), load_rows\' default'),
+    "vineppo.demo.values.x_error_by_step__mutmut_8": (
+        'for rec in read_records(r["run_dir"], )]',
+        'read_records reads "states" by default'),
+    "vineppo.demo.values.x_probe_summary__mutmut_48": (
+        'for rec in read_records(r["run_dir"], )]',
+        'read_records reads "states" by default'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

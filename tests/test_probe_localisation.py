@@ -270,7 +270,7 @@ def _dump_run(tmp_path, algorithm: str, key: str, dumps: dict[str, list[dict]], 
     from vineppo.config import TrainConfig, to_dict
 
     data = tmp_path / "data"
-    data.mkdir(exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True)
     (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (data / "test.jsonl").write_text(json.dumps(ROW) + "\n")
     run = tmp_path / "run"

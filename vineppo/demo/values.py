@@ -188,5 +188,5 @@ def probe_line(p: dict) -> str:
             f"{f(p['critic_ranking_accuracy'])} of {p['critic_ranking_pairs']}, mean |error| MC "
             f"{f(p['mc_abs_error'], False)} / critic {f(p['critic_abs_error'], False)}, localisation MC "
             f"{f(p['mc_localisation'])} of {p['mc_localisation_responses']} failed responses"
-            + (f" ({f(p['mc_localisation_blamed'])} of those blamed on a step)" if p.get("mc_localisation_blamed") else "")
+            + (f" ({f(p['mc_localisation_blamed'])} of those blamed on a step)" if p.get("mc_localisation_blamed") is not None else "")
             + f" / critic {f(p['critic_localisation'])} of {p['critic_localisation_responses']}")
