@@ -274,6 +274,18 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.demo.values.x_probe_summary__mutmut_48": (
         'for rec in read_records(r["run_dir"], )]',
         'read_records reads "states" by default'),
+    "vineppo.plan.advice.x_stop_lead_seconds__mutmut_4": (
+        'raise AssertionError(None)',
+        'unreachable: the last of STOP_LEADS has no limit (None), so the loop always returns'),
+    "vineppo.plan.advice.x_stop_lead_seconds__mutmut_5": (
+        'raise AssertionError("XXunreachableXX")',
+        'unreachable: the last of STOP_LEADS has no limit (None), so the loop always returns'),
+    "vineppo.plan.advice.x_stop_lead_seconds__mutmut_6": (
+        'raise AssertionError("UNREACHABLE")',
+        'unreachable: the last of STOP_LEADS has no limit (None), so the loop always returns'),
+    "vineppo.evaluate.metrics.x__canonical_number__mutmut_12": (
+        'return format(value, "F") if value != 0 else "0"',
+        '"F" differs from "f" only for inf / nan, which the plain-number regex never admits'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

@@ -115,3 +115,41 @@ def test_refusal_says_the_numbers_in_gib(monkeypatch):
         "(or distributed.memory_check=false to start anyway)")
     plan.fits = True
     assert advice.refusal(_cfg(), SHAPE, HERE, 80 * GIB) is None
+
+
+def test_a_change_that_fits_with_few_sequences_also_names_the_largest_engine_share(monkeypatch):
+    # max_num_seqs 4: a plan with 5 concurrent sequences fits meaningfully (>= min(8, 4)) but is below
+    # the 8 the planner wants: the suggestion also names the largest share that keeps the headroom
+    def plan_memory(shape, cfg, launch, capacity):
+        small = cfg.ppo.micro_batch_size <= 6
+        return SimpleNamespace(fits=small, concurrent_sequences=5, max_gpu_memory_utilization=0.55 if small else None)
+
+    monkeypatch.setattr(advice, "plan_memory", plan_memory)
+    cfg = _cfg(micro_batch=12, lora=True)
+    cfg.engine.max_num_seqs = 4
+    assert (advice.suggest(SHAPE, cfg, HERE, 80 * GIB)
+            == "ppo.micro_batch_size=6 and engine.gpu_memory_utilization=0.55")
+
+    # when the change is the engine's share itself, it is not named twice
+    def plan_memory(shape, cfg, launch, capacity):
+        ok = cfg.engine.gpu_memory_utilization == 0.55
+        return SimpleNamespace(fits=ok, concurrent_sequences=5, max_gpu_memory_utilization=0.55)
+
+    monkeypatch.setattr(advice, "plan_memory", plan_memory)
+    assert advice.suggest(SHAPE, cfg, HERE, 80 * GIB) == "engine.gpu_memory_utilization=0.55"
+
+    # with 8 sequences or more, nothing is added
+    def plan_memory(shape, cfg, launch, capacity):
+        small = cfg.ppo.micro_batch_size <= 6
+        return SimpleNamespace(fits=small, concurrent_sequences=8, max_gpu_memory_utilization=0.55)
+
+    monkeypatch.setattr(advice, "plan_memory", plan_memory)
+    assert advice.suggest(SHAPE, cfg, HERE, 80 * GIB) == "ppo.micro_batch_size=6"
+
+
+def test_make_plan_of_a_run_that_fits_has_no_suggestion(monkeypatch):
+    # it fits, with fewer sequences than the planner likes: make_plan does not go looking for a change
+    monkeypatch.setattr(advice, "plan_memory", lambda shape, cfg, launch, capacity: SimpleNamespace(
+        fits=True, concurrent_sequences=1, max_gpu_memory_utilization=0.5))
+    plan = advice.make_plan(SimpleNamespace(params=7_000_000_000), _cfg(), HERE, 80 * GIB)
+    assert plan.suggestion is None and plan.stop_lead_s == 3600

@@ -137,3 +137,44 @@ def test_lora_params_by_hand():
     # every projection, and a module the planner does not know (lm_head) counted as none
     everything = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
     assert lora_params(shape, cfg(*everything)) == 3 * (32 + 24 + 24 + 32 + 3 * 48)
+
+
+def test_plan_json_by_hand():
+    # what `vineppo plan --json` prints (launch/slurm.sbatch reads stop_lead_s from it)
+    p = _plan(80, critic=1000, suggestion=None, notes=["n"])
+    p.stop_lead_s = 900
+    assert p.to_json() == {
+        "fits": True, "peak_gib": 6.0, "capacity_gib": 80.0, "headroom_gib": 74.0, "required_headroom_gib": 3.2,
+        "peak_phase": "train", "launch": "ddp_4gpu.yaml", "strategy": "ddp", "processes": 4,
+        "policy_params": 1_100_000_000, "critic_params": 1000, "trainable_params": 1_100_000_000,
+        "kv_cache_tokens": 123_456, "concurrent_sequences": 30,
+        "host_gib_per_node": {"load": 10.5, "push": 2.5, "resident": 1.0},
+        "max_gpu_memory_utilization": 0.5, "suggestion": None, "nccl_communicators": 1, "stop_lead_s": 900,
+        "phases": {"generate": {"total_gib": 3.5, "weights": 2.0, "kv_cache": 1.5, "unused": 0.0},
+                   "train": {"total_gib": 6.0, "weights": 2.0, "grads": 4.0}},
+        "notes": ["n"]}
+
+
+@pytest.mark.parametrize("bf16, width", [(True, 2), (False, 4)])
+def test_fsdp_unsharded_bytes_by_hand(bf16, width):
+    from vineppo.plan.inputs import ModelShape
+    from vineppo.plan.memory import _fsdp_unsharded
+
+    # 1000 parameters, 4 layers of 200: the root (embeddings, norm, head) is 200; it and two layers
+    # (the current one and the prefetched one) are unsharded: 600 parameters of `width` bytes
+    shape = ModelShape(params=1000, backbone_params=900, layer_params=200, hidden=8, layers=4, heads=2, kv_heads=2,
+                       head_dim=4, intermediate=16, vocab=10, largest_tensor=80)
+    assert _fsdp_unsharded(shape, bf16) == width * 600
+
+
+def test_launch_files_default_to_the_repositorys(tmp_path):
+    from pathlib import Path
+
+    from vineppo.plan.inputs import launch_files
+
+    repo = Path(__file__).resolve().parents[1] / "launch"
+    assert launch_files() == sorted(repo.glob("*.yaml")) and len(launch_files()) > 3
+    (tmp_path / "b.yaml").write_text("num_processes: 2\n")
+    (tmp_path / "a.yaml").write_text("num_processes: 1\n")
+    (tmp_path / "notes.txt").write_text("")
+    assert launch_files(tmp_path) == [tmp_path / "a.yaml", tmp_path / "b.yaml"]
