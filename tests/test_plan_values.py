@@ -178,3 +178,55 @@ def test_launch_files_default_to_the_repositorys(tmp_path):
     (tmp_path / "a.yaml").write_text("num_processes: 1\n")
     (tmp_path / "notes.txt").write_text("")
     assert launch_files(tmp_path) == [tmp_path / "a.yaml", tmp_path / "b.yaml"]
+
+
+def _small_shape():
+    from vineppo.plan.inputs import ModelShape
+
+    return ModelShape(params=10_000, backbone_params=9_000, layer_params=2_000, hidden=16, layers=4, heads=2,
+                      kv_heads=1, head_dim=8, intermediate=32, vocab=100, largest_tensor=1_600)
+
+
+def _phases(cfg, launch=Launch("x.yaml", "ddp", 2)):
+    from vineppo.plan.inputs import GIB
+    from vineppo.plan.memory import plan_memory
+
+    p = plan_memory(_small_shape(), cfg, launch, 80 * GIB)
+    return p, {ph.name: ph.parts for ph in p.phases}
+
+
+@pytest.mark.parametrize("dtype, width", [("bfloat16", 2), ("float16", 2), ("float32", 4)])
+def test_activations_logits_and_reference_take_the_dtypes_width(dtype, width):
+    from vineppo.config import TrainConfig
+    from vineppo.plan.memory import logits_peak_bytes
+
+    cfg = TrainConfig()
+    cfg.model.dtype = dtype
+    cfg.model.reference_offload = False
+    cfg.ppo.micro_batch_size, cfg.sampling.max_sequence_length = 2, 50
+    _, parts = _phases(cfg)
+    # the (B, L, V) logits at `width` bytes: 3 full copies and one fp32 chunk (x2 fp32, x3 narrower)
+    assert parts["train"]["logits"] == logits_peak_bytes(_small_shape(), 2, 50, width)
+    assert parts["train"]["logits"] == 3 * 2 * 50 * 100 * width + 2 * 50 * 100 * 4 * (2 if width == 4 else 3)
+    assert parts["rollout"]["reference"] == width * 10_000  # the frozen reference in the same dtype
+
+
+def test_lora_trains_its_adapters_only_and_keeps_no_reference_copy():
+    from vineppo.config import LoraConfig, TrainConfig
+    from vineppo.plan.memory import lora_params
+
+    cfg = TrainConfig()
+    cfg.model.lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    plan, parts = _phases(cfg)
+    assert plan.trainable_params == lora_params(_small_shape(), cfg) == 4 * 4 * ((16 + 16) + (16 + 8))
+    assert "reference" not in parts["rollout"] and "reference" not in parts["logprobs"]
+    cfg.model.lora = None
+    assert _phases(cfg)[0].trainable_params == 10_000
+
+
+def test_an_unknown_strategy_is_named():
+    from vineppo.config import TrainConfig
+    from vineppo.plan.inputs import PlanError
+
+    with pytest.raises(PlanError, match="unknown strategy 'zero1'"):
+        _phases(TrainConfig(), Launch("x.yaml", "zero1", 2))
