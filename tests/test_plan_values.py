@@ -230,3 +230,18 @@ def test_an_unknown_strategy_is_named():
 
     with pytest.raises(PlanError, match="unknown strategy 'zero1'"):
         _phases(TrainConfig(), Launch("x.yaml", "zero1", 2))
+
+
+@pytest.mark.parametrize("dtype, width", [("bfloat16", 2), ("float32", 4)])
+def test_fsdp_critic_unshards_its_backbone_only(dtype, width):
+    from vineppo.config import TrainConfig
+    from vineppo.plan.memory import _fsdp_unsharded
+
+    cfg = TrainConfig()
+    cfg.algorithm, cfg.model.dtype = "ppo", dtype
+    _, parts = _phases(cfg, Launch("fsdp.yaml", "fsdp", 2))
+    policy = _fsdp_unsharded(_small_shape(), dtype == "bfloat16")
+    # the policy: root 10000 - 4 x 2000 = 2000 and two layers: 6000 parameters; the critic has no
+    # LM head (params - backbone = 1000 fewer)
+    assert parts["train"]["policy_unsharded_params"] == policy == width * 6_000
+    assert parts["train_critic"]["critic_unsharded_params"] == width * 5_000
