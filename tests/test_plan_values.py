@@ -217,6 +217,7 @@ def test_lora_trains_its_adapters_only_and_keeps_no_reference_copy():
 
     cfg = TrainConfig()
     cfg.model.lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    cfg.model.reference_offload = True  # nothing to offload either: the reference is the adapter off
     plan, parts = _phases(cfg)
     assert plan.trainable_params == lora_params(_small_shape(), cfg) == 4 * 4 * ((16 + 16) + (16 + 8))
     assert "reference" not in parts["rollout"] and "reference" not in parts["logprobs"]
@@ -245,3 +246,62 @@ def test_fsdp_critic_unshards_its_backbone_only(dtype, width):
     # LM head (params - backbone = 1000 fewer)
     assert parts["train"]["policy_unsharded_params"] == policy == width * 6_000
     assert parts["train_critic"]["critic_unsharded_params"] == width * 5_000
+
+
+@pytest.mark.parametrize("algorithm, names", [("vineppo", ["rollout", "mc", "logprobs", "train"]),
+                                              ("ppo", ["rollout", "logprobs", "train", "train_critic"]),
+                                              ("grpo", ["rollout", "logprobs", "train"])])
+def test_phases_and_what_each_holds(algorithm, names):
+    from vineppo.config import TrainConfig
+    from vineppo.plan.inputs import GIB
+    from vineppo.plan.memory import (ENGINE_ASLEEP_BYTES, TRAINER_CONTEXT_BYTES, activation_bytes,
+                                     logprob_pass_bytes, model_states, nccl_bytes)
+
+    cfg = TrainConfig()
+    cfg.algorithm = algorithm
+    cfg.model.dtype, cfg.model.reference_offload = "bfloat16", False
+    cfg.engine.gpu_memory_utilization, cfg.engine.sleep_during_training = 0.25, False
+    cfg.ppo.micro_batch_size, cfg.sampling.max_sequence_length = 2, 50
+    cfg.model.gradient_checkpointing, cfg.model.attn_implementation = False, None
+    launch = Launch("x.yaml", "ddp", 2)
+    plan, parts = _phases(cfg, launch)
+    assert [p.name for p in plan.phases] == names
+    shape = _small_shape()
+    policy = model_states(10_000, 10_000, launch, True, 0)
+    resident = {**{f"policy_{k}": v for k, v in policy["resident"].items()}, "reference": 2 * 10_000,
+                "cuda_context": TRAINER_CONTEXT_BYTES, "nccl": nccl_bytes(launch)}
+    if algorithm == "ppo":
+        critic = model_states(shape.critic_params, shape.critic_params, launch, True, -2 * 1_000)
+        resident.update({f"critic_{k}": v for k, v in critic["resident"].items()})
+    engine = int(0.25 * 80 * GIB)
+    assert parts["rollout"] == {**resident, "engine": engine}
+    if algorithm == "vineppo":
+        assert parts["mc"] == parts["rollout"]
+    # the engine stays awake beside the trainer (sleep_during_training false): its whole share
+    assert parts["logprobs"] == {**resident, "engine_awake": engine, "forward": logprob_pass_bytes(shape, 2, 50, 2)}
+    assert parts["train"]["engine_awake"] == engine
+    assert parts["train"]["activations"] == activation_bytes(shape, 2, 50, 2, False, None)
+    # asleep: the engine keeps 1 GiB
+    cfg.engine.sleep_during_training = True
+    _, parts = _phases(cfg, launch)
+    assert parts["logprobs"]["engine_asleep"] == ENGINE_ASLEEP_BYTES and "engine_awake" not in parts["logprobs"]
+    # the reference offloaded: not resident, on the GPU only for its log-probs
+    cfg.model.reference_offload = True
+    _, parts = _phases(cfg, launch)
+    assert "reference" not in parts["rollout"] and parts["logprobs"]["reference"] == 2 * 10_000
+
+
+def test_activations_follow_checkpointing_and_the_attention_kernel():
+    from vineppo.config import TrainConfig
+    from vineppo.plan.memory import activation_bytes
+
+    cfg = TrainConfig()
+    cfg.ppo.micro_batch_size, cfg.sampling.max_sequence_length = 2, 50
+    seen = set()
+    for ckpt in (False, True):
+        for attn in (None, "eager", "sdpa"):
+            cfg.model.gradient_checkpointing, cfg.model.attn_implementation = ckpt, attn
+            got = _phases(cfg)[1]["train"]["activations"]
+            assert got == activation_bytes(_small_shape(), 2, 50, 2, ckpt, attn)
+            seen.add(got)
+    assert len(seen) >= 3  # checkpointing and eager attention each change the bytes
