@@ -281,6 +281,16 @@ def test_phases_and_what_each_holds(algorithm, names):
     assert parts["logprobs"] == {**resident, "engine_awake": engine, "forward": logprob_pass_bytes(shape, 2, 50, 2)}
     assert parts["train"]["engine_awake"] == engine
     assert parts["train"]["activations"] == activation_bytes(shape, 2, 50, 2, False, None)
+    if algorithm == "ppo":
+        # the critic's step: its own step state, beside the policy's gradients kept until its step
+        assert parts["train_critic"] == {**resident, "engine_awake": engine,
+                                         **{f"critic_{k}": v for k, v in critic["step"].items()},
+                                         "policy_grads": 4 * 10_000, "activations": parts["train"]["activations"]}
+        z2 = Launch("z.yaml", "zero2", 2)  # ZeRO-2: the policy's gradients are its fp32 shard, 4 x 10000 / 2
+        assert _phases(cfg, z2)[1]["train_critic"]["policy_grads"] == 20_000
+    # host RAM per node (2 processes): fp32 weights at load, the policy and its reference copy (and the critic)
+    assert plan.host_load_per_node == 2 * (4 * 10_000 * 2 + (4 * shape.critic_params if algorithm == "ppo" else 0))
+    assert (plan.host_push_per_node, plan.host_resident_per_node) == (0, 0)
     # asleep: the engine keeps 1 GiB
     cfg.engine.sleep_during_training = True
     _, parts = _phases(cfg, launch)
@@ -305,3 +315,29 @@ def test_activations_follow_checkpointing_and_the_attention_kernel():
             assert got == activation_bytes(_small_shape(), 2, 50, 2, ckpt, attn)
             seen.add(got)
     assert len(seen) >= 3  # checkpointing and eager attention each change the bytes
+
+
+def test_host_ram_per_node_by_hand():
+    from vineppo.config import TrainConfig
+
+    cfg = TrainConfig()
+    cfg.model.dtype, cfg.model.reference_offload = "bfloat16", True
+    cfg.engine.sleep_during_training, cfg.engine.sleep_level = True, 1
+    # ZeRO-3, 4 processes on 2 machines (2 per node), optimizer offloaded: weights read in bf16 (2
+    # bytes, policy + reference copy), one gathered bf16 tensor per push, and resident: the fp32
+    # master and Adam shards (12 x 10000 / 4), the grad shard (4 x 10000 / 4), the engine's
+    # weights asleep at level 1 (2 x 10000) and the offloaded bf16 reference (2 x 10000)
+    z3 = Launch("z3.yaml", "zero3", 4, 2, offload_optimizer=True)
+    plan, _ = _phases(cfg, z3)
+    assert plan.host_load_per_node == 2 * (2 * 10_000 * 2)
+    assert plan.host_push_per_node == 2 * (2 * 1_600)
+    assert plan.host_resident_per_node == 2 * (12 * 10_000 // 4 + 4 * 10_000 // 4 + 2 * 10_000 + 2 * 10_000)
+    # ZeRO-2 loads in bf16 too but pushes whole tensors from the unsharded weights: no gather buffer;
+    # at sleep level 2 the engine keeps no weights on the host
+    cfg.engine.sleep_level = 2
+    plan, _ = _phases(cfg, Launch("z2.yaml", "zero2", 2))
+    assert (plan.host_load_per_node, plan.host_push_per_node) == (2 * (2 * 10_000 * 2), 0)
+    assert plan.host_resident_per_node == 2 * (2 * 10_000)  # the offloaded reference only
+    # FSDP reads fp32 and gathers one bf16 tensor per push
+    plan, _ = _phases(cfg, Launch("f.yaml", "fsdp", 2))
+    assert (plan.host_load_per_node, plan.host_push_per_node) == (2 * (4 * 10_000 * 2), 2 * (2 * 1_600))
