@@ -291,6 +291,9 @@ def test_phases_and_what_each_holds(algorithm, names):
     # host RAM per node (2 processes): fp32 weights at load, the policy and its reference copy (and the critic)
     assert plan.host_load_per_node == 2 * (4 * 10_000 * 2 + (4 * shape.critic_params if algorithm == "ppo" else 0))
     assert (plan.host_push_per_node, plan.host_resident_per_node) == (0, 0)
+    assert plan.trainable_params == 10_000 and plan.policy_params == 10_000
+    assert plan.critic_params == (shape.critic_params if algorithm == "ppo" else 0)
+    assert plan.notes == []
     # asleep: the engine keeps 1 GiB
     cfg.engine.sleep_during_training = True
     _, parts = _phases(cfg, launch)
@@ -332,12 +335,33 @@ def test_host_ram_per_node_by_hand():
     assert plan.host_load_per_node == 2 * (2 * 10_000 * 2)
     assert plan.host_push_per_node == 2 * (2 * 1_600)
     assert plan.host_resident_per_node == 2 * (12 * 10_000 // 4 + 4 * 10_000 // 4 + 2 * 10_000 + 2 * 10_000)
+    assert plan.notes == ["engine.sleep_level=2 saves the engine's CPU copy of the weights (0.0 GiB per node): "
+                          "the trainer pushes fresh weights anyway"]
     # ZeRO-2 loads in bf16 too but pushes whole tensors from the unsharded weights: no gather buffer;
     # at sleep level 2 the engine keeps no weights on the host
     cfg.engine.sleep_level = 2
     plan, _ = _phases(cfg, Launch("z2.yaml", "zero2", 2))
     assert (plan.host_load_per_node, plan.host_push_per_node) == (2 * (2 * 10_000 * 2), 0)
     assert plan.host_resident_per_node == 2 * (2 * 10_000)  # the offloaded reference only
+    assert plan.notes == []
+    # not asleep: level 1 keeps nothing either
+    cfg.engine.sleep_during_training, cfg.engine.sleep_level = False, 1
+    plan, _ = _phases(cfg, Launch("z2.yaml", "zero2", 2))
+    assert plan.host_resident_per_node == 2 * (2 * 10_000) and plan.notes == []
+    cfg.engine.sleep_during_training, cfg.engine.sleep_level = True, 2
     # FSDP reads fp32 and gathers one bf16 tensor per push
     plan, _ = _phases(cfg, Launch("f.yaml", "fsdp", 2))
     assert (plan.host_load_per_node, plan.host_push_per_node) == (2 * (4 * 10_000 * 2), 2 * (2 * 1_600))
+
+
+def test_a_micro_batch_that_does_not_divide_the_per_process_minibatch_is_noted():
+    from vineppo.config import TrainConfig
+
+    cfg = TrainConfig()
+    cfg.ppo.minibatch_size, cfg.ppo.micro_batch_size = 64, 12
+    cfg.engine.sleep_during_training = False
+    assert _phases(cfg)[0].notes == ["ppo.micro_batch_size 12 does not divide the per-process minibatch 32 "
+                                     "under 2 processes"]
+    cfg.ppo.micro_batch_size = 16
+    assert _phases(cfg)[0].notes == []
+    assert _phases(cfg, Launch("s.yaml", "single", 1))[0].notes == []
