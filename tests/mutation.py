@@ -286,6 +286,9 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.evaluate.metrics.x__canonical_number__mutmut_12": (
         'return format(value, "F") if value != 0 else "0"',
         '"F" differs from "f" only for inf / nan, which the plain-number regex never admits'),
+    "vineppo.plan.memory.x_max_share__mutmut_14": (
+        'if (share < 0 or any(p.total > limit for p in phases if p.name not in ("rollout", "mc"))',
+        'a share of 0 gives the engine no budget: engine_split finds 0 tokens and returns None all the same'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the
@@ -403,6 +406,16 @@ def run_modules(modules: list[str], children: int, survivors: bool = False) -> f
     return time.perf_counter() - t0
 
 
+def equivalent_table() -> str:
+    """EQUIVALENT as docs/testing-mutation.md lists it: mutant, mutated line, reason."""
+    rows = ["| mutant | mutated line | why it cannot change behaviour |", "|---|---|---|"]
+    for name, (line, why) in EQUIVALENT.items():
+        short = name.removeprefix("vineppo.")
+        cell = line.replace("|", "\\|")
+        rows.append(f"| `{short}` | `{cell}` | {why} |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("modules", nargs="*", help="files or directories among SCOPE (default: all)")
@@ -411,7 +424,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--children", type=int, default=os.cpu_count() or 2, help="mutants run at once")
     ap.add_argument("--survivors", action="store_true",
                     help="run again only the mutants the last run did not detect (after adding tests)")
+    ap.add_argument("--equivalent-table", action="store_true",
+                    help="print EQUIVALENT as the markdown table of docs/testing-mutation.md and exit")
     args = ap.parse_args(argv)
+    if args.equivalent_table:
+        print(equivalent_table())
+        return 0
     os.chdir(ROOT)  # mutmut reads pyproject.toml and ./mutants from the working directory
     modules = select_modules(args.modules)
     check_config(modules)

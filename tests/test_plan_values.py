@@ -365,3 +365,64 @@ def test_a_micro_batch_that_does_not_divide_the_per_process_minibatch_is_noted()
     cfg.ppo.micro_batch_size = 16
     assert _phases(cfg)[0].notes == []
     assert _phases(cfg, Launch("s.yaml", "single", 1))[0].notes == []
+
+
+def test_model_states_of_a_lora_model_under_ddp():
+    from vineppo.plan.memory import model_states
+
+    # 10000 parameters of which 500 are trained (LoRA): fp32 trained weights, the frozen base in
+    # bf16, Adam and DDP buckets of the trained ones only, no bf16 autocast copy
+    assert model_states(10_000, 500, Launch("d.yaml", "ddp", 2), True) == {
+        "resident": {"weights": 4 * 500 + 2 * 9_500, "adam": 8 * 500, "ddp_buckets": 4 * 500},
+        "step": {"grads": 4 * 500}, "host": {}}
+    # the full model: fp32 weights, and the bf16 cast autocast keeps for backward
+    assert model_states(10_000, 10_000, Launch("d.yaml", "ddp", 2), True)["step"] == {
+        "grads": 40_000, "autocast_bf16_weights": 20_000}
+    # FSDP without an unsharded size: nothing unsharded
+    assert model_states(10_000, 10_000, Launch("f.yaml", "fsdp", 2), True)["step"]["unsharded_params"] == 0
+
+
+def _share_case(capacity_gib=100, cap_bytes=None, max_len=2):
+    from vineppo.config import TrainConfig
+    from vineppo.plan.inputs import ModelShape
+
+    # a shape whose KV cache costs 2 x 1 layer x 1 head x 1 dim x 2 bytes = 4 bytes per token
+    shape = ModelShape(params=1_000, backbone_params=900, layer_params=100, hidden=4, layers=1, heads=1,
+                       kv_heads=1, head_dim=1, intermediate=8, vocab=10, largest_tensor=40)
+    cfg = TrainConfig()
+    cfg.engine.kv_cache_memory_bytes = cap_bytes
+    cfg.sampling.max_sequence_length = max_len
+    return shape, cfg
+
+
+def test_max_share_by_hand():
+    from vineppo.plan.inputs import GIB
+    from vineppo.plan.memory import Phase, max_share
+
+    shape, cfg = _share_case()
+    cap = 100 * GIB  # headroom max(3, 4) = 4 GiB: the limit is 96 GiB
+    fine = [Phase("train", {"x": 10 * GIB})]
+    # 46 GiB outside the engine: floor(100 (96 - 46) / 100) / 100 = 0.5
+    assert max_share(shape, cfg, cap, 46 * GIB, fine) == 0.5
+    # nothing outside the engine: 0.96, capped at 0.95
+    assert max_share(shape, cfg, cap, 0, fine) == 0.95
+    # another phase over the limit: no share helps; exactly at the limit: it fits
+    assert max_share(shape, cfg, cap, 46 * GIB, [Phase("train", {"x": 96 * GIB + 1})]) is None
+    assert max_share(shape, cfg, cap, 46 * GIB, [Phase("train", {"x": 96 * GIB})]) == 0.5
+    # the rollout and MC phases hold the engine itself: not counted
+    big = [Phase("rollout", {"x": 200 * GIB}), Phase("mc", {"x": 200 * GIB})] + fine
+    assert max_share(shape, cfg, cap, 46 * GIB, big) == 0.5
+    # no room at all for the engine
+    assert max_share(shape, cfg, cap, 96 * GIB, fine) is None
+
+
+@pytest.mark.parametrize("cap_bytes, expect", [(0, None), (4, 0.5), (8, 0.5)])
+def test_max_share_needs_a_kv_cache_token_not_a_whole_sequence(cap_bytes, expect):
+    from vineppo.plan.inputs import GIB
+    from vineppo.plan.memory import Phase, engine_split, max_share
+
+    # kv_cache_memory_bytes caps the KV cache: 0 bytes -> no token (None); 4 bytes -> one token,
+    # fewer than one 2-token sequence, still a share; 8 bytes -> 2 tokens, one sequence
+    shape, cfg = _share_case(cap_bytes=cap_bytes)
+    assert engine_split(shape, cfg, 100 * GIB, 0.5) == (cap_bytes // 4, cap_bytes // 8)
+    assert max_share(shape, cfg, 100 * GIB, 46 * GIB, [Phase("train", {"x": GIB})]) == expect
