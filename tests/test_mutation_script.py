@@ -96,3 +96,11 @@ def test_a_mutant_not_run_is_not_killed(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "# vineppo.m.x_f__mutmut_1: not checked" in out
     assert "| vineppo/m.py | 2 | 1 | 0 | 1 | 50.0 % | 50.0 % |" in out
+
+
+def test_the_docs_list_every_equivalent_mutant_with_its_reason():
+    # docs/testing-mutation.md carries `python tests/mutation.py --equivalent-table` verbatim
+    doc = (mutation.ROOT / "docs" / "testing-mutation.md").read_text()
+    table = mutation.equivalent_table()
+    assert table in doc, "regenerate the table: python tests/mutation.py --equivalent-table"
+    assert table.count("\n| `") == len(mutation.EQUIVALENT) >= 1

@@ -426,3 +426,42 @@ def test_max_share_needs_a_kv_cache_token_not_a_whole_sequence(cap_bytes, expect
     shape, cfg = _share_case(cap_bytes=cap_bytes)
     assert engine_split(shape, cfg, 100 * GIB, 0.5) == (cap_bytes // 4, cap_bytes // 8)
     assert max_share(shape, cfg, 100 * GIB, 46 * GIB, [Phase("train", {"x": GIB})]) == expect
+
+
+# 10001 parameters, all trained, over 3 processes: every shard is a floor division (4 x 10001 / 3 =
+# 13334.67 -> 13334 bytes)
+P = 10_001
+
+
+def test_model_states_under_fsdp():
+    from vineppo.plan.memory import model_states
+
+    fsdp = Launch("f.yaml", "fsdp", 3)
+    assert model_states(P, P, fsdp, True, 77) == {
+        "resident": {"weights": 4 * P // 3, "adam": 8 * P // 3}, "step": {"grads": 4 * P // 3, "unsharded_params": 77},
+        "host": {}}
+    off = Launch("f.yaml", "fsdp", 3, offload_params=True)
+    assert model_states(P, P, off, True, 77)["host"] == {"weights": 4 * P // 3}
+    assert "weights" not in model_states(P, P, off, True, 77)["resident"]
+
+
+@pytest.mark.parametrize("bf16, wb", [(True, 2), (False, 4)])
+def test_model_states_under_zero(bf16, wb):
+    from vineppo.plan.memory import DEEPSPEED_BUCKET_BYTES, ZERO3_LIVE_PARAMS, model_states
+
+    z2 = model_states(P, P, Launch("z.yaml", "zero2", 3), bf16)
+    assert z2 == {"resident": {"weights": wb * P, "fp32_master": 4 * P // 3, "adam": 8 * P // 3,
+                               "grad_shard": wb * P // 3},
+                  "step": {"fp32_grad_shard": 4 * P // 3, "deepspeed_buckets": DEEPSPEED_BUCKET_BYTES}, "host": {}}
+    assert all(type(v) is int for part in z2.values() for v in part.values())
+    z3 = model_states(P, P, Launch("z.yaml", "zero3", 3), bf16)
+    assert z3["resident"]["weights"] == wb * P // 3 and type(z3["resident"]["weights"]) is int
+    assert z3["step"]["gathered_params"] == wb * min(ZERO3_LIVE_PARAMS, P)
+    # offloading: the optimizer's fp32 state and grads go to the host; parameters only under ZeRO-3
+    both = dict(offload_optimizer=True, offload_params=True)
+    z3o = model_states(P, P, Launch("z.yaml", "zero3", 3, **both), bf16)
+    assert z3o["host"] == {"weights": wb * P // 3, "fp32_master": 4 * P // 3, "adam": 8 * P // 3,
+                           "fp32_grad_shard": 4 * P // 3}
+    assert z3o["resident"] == {"grad_shard": wb * P // 3}
+    z2o = model_states(P, P, Launch("z.yaml", "zero2", 3, **both), bf16)
+    assert z2o["resident"] == {"weights": wb * P, "grad_shard": wb * P // 3}  # ZeRO-2 keeps its weights
