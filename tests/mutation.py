@@ -289,6 +289,9 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.plan.memory.x_max_share__mutmut_14": (
         'if (share < 0 or any(p.total > limit for p in phases if p.name not in ("rollout", "mc"))',
         'a share of 0 gives the engine no budget: engine_split finds 0 tokens and returns None all the same'),
+    "vineppo.plan.memory.x_engine_split__mutmut_30": (
+        'kv = min(kv, cfg.engine.kv_cache_memory_bytes) if (kv > 0) or True else kv',
+        'a KV budget of 0 or less is below any cap (kv_cache_memory_bytes >= 0): min() returns it unchanged'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the
