@@ -292,6 +292,15 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.plan.memory.x_engine_split__mutmut_30": (
         'kv = min(kv, cfg.engine.kv_cache_memory_bytes) if (kv > 0) or True else kv',
         'a KV budget of 0 or less is below any cap (kv_cache_memory_bytes >= 0): min() returns it unchanged'),
+    "vineppo.plan.memory.x_engine_split__mutmut_35": (
+        'kv = min(kv, cfg.engine.kv_cache_memory_bytes) if kv >= 0 else kv',
+        'a KV budget of exactly 0 is below any cap (>= 0): min() returns 0 all the same'),
+    "vineppo.plan.memory.x_engine_split__mutmut_36": (
+        'kv = min(kv, cfg.engine.kv_cache_memory_bytes) if kv > 1 else kv',
+        'a KV budget of 1 byte holds no token (a token needs >= 4 bytes) capped or not'),
+    "vineppo.plan.memory.x_engine_split__mutmut_43": (
+        'tokens = max(1, kv) // shape.kv_bytes_per_token',
+        '1 // kv_bytes_per_token is 0 like 0 // it: a token needs >= 4 bytes (2 x layers x kv heads x dim x 2)'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

@@ -169,3 +169,24 @@ def test_two_ranks_agree_through_the_maximum(tmp_path, other):
         assert gathered[-1].tolist() == [1.0]
     finally:
         req.close()
+
+
+def test_with_several_processes_the_request_is_agreed_through_a_gather_on_the_device(tmp_path):
+    # NCCL gathers only tensors on the process's own GPU: the flag is made on `acc.device`
+    import torch
+
+    sent = []
+
+    def gather(t):
+        sent.append(t)
+        return torch.cat([torch.zeros(1), torch.tensor(others)])
+
+    acc = SimpleNamespace(is_main_process=True, num_processes=2, device=torch.device("meta"), gather=gather)
+    req = StopRequest(tmp_path, acc)
+    try:
+        others = [0.0]
+        assert req.agreed() is False and sent[-1].device == torch.device("meta")
+        others = [1.0]  # another rank has a request: every rank agrees to stop
+        assert req.agreed() is True
+    finally:
+        req.close()

@@ -465,3 +465,15 @@ def test_model_states_under_zero(bf16, wb):
     assert z3o["resident"] == {"grad_shard": wb * P // 3}
     z2o = model_states(P, P, Launch("z.yaml", "zero2", 3, **both), bf16)
     assert z2o["resident"] == {"weights": wb * P, "grad_shard": wb * P // 3}  # ZeRO-2 keeps its weights
+
+
+def test_one_token_sequences_and_nvls_from_three_processes_per_node():
+    from vineppo.plan.memory import NCCL_COMM_BYTES, NVLS_COMM_BYTES, engine_split, nccl_bytes, nccl_communicators
+    from vineppo.plan.inputs import GIB
+
+    shape, cfg = _share_case(cap_bytes=8, max_len=1)  # 2 tokens: two 1-token sequences
+    assert engine_split(shape, cfg, 100 * GIB, 0.5) == (2, 2)
+    # NVLS buffers once more than 2 processes share a node
+    for per_node, nvls in ((2, 0), (3, NVLS_COMM_BYTES)):
+        lau = Launch("d.yaml", "ddp", per_node)
+        assert nccl_bytes(lau) == nccl_communicators(lau) * (NCCL_COMM_BYTES + nvls) > 0

@@ -131,6 +131,7 @@ def test_oracle_ranking_by_hand():
     no_oracle = RankedState(1, [[1]] * 2, steps[:2], truth=[0.5, 0.0], mc=[0.5, 0.0], critic=[0.1, 0.2])
     # MC: (0,1) ok, (0,3) ok, (2,1) tie, (2,3) tie -> 2 of 4; critic: (0,1) no, (0,3) ok, (2,1) no, (2,3) ok
     assert ranking_counts([rs, no_oracle], oracle=True) == {"mc": (2, 4), "critic": (2, 4)}
+    assert ranking_counts([no_oracle, rs], oracle=True) == {"mc": (2, 4), "critic": (2, 4)}  # skipped, not the end
     # against the rollouts' truth every pair counts, ties wrong: MC orders (0,1), (0,2), (0,3) right,
     # ties (1,2) and (2,3) in its estimate, and (1,3) in the truth; the second state's one pair right
     assert ranking_counts([rs, no_oracle])["mc"] == (3 + 1, 6 + 1)
