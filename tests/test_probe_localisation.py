@@ -353,3 +353,25 @@ def test_dumped_breakdown_needs_a_task_with_an_oracle(tmp_path):
     (run / "config.yaml").write_text(text)
     with pytest.raises(ValueError, match="task arithmetic has no oracle of wrong steps"):
         dumped_breakdown(run)
+
+
+def test_rank_alternatives_carries_the_oracles_pairs_of_each_ranked_state():
+    from test_analysis_values import _recording_engine
+    from test_probe_values import OffsetCharTokenizer, ids
+
+    from vineppo.mc import MCRequest
+    from vineppo.probe.ranking import rank_alternatives
+
+    prefix = "\n12+7=19\n19-5=14"
+    steps = ["\n14*3=42\n42+3=45", "\n14*3=43\n43+3=46", "\n3*14=42\n42+3=45"]
+
+    def cont(p, n):
+        return steps[:n] if len(eng.calls) == 1 else ["\n#### 41"] * n
+
+    eng = _recording_engine(cont)
+    ranked, _ = rank_alternatives(eng, TASK, OffsetCharTokenizer(), [ROW], [MCRequest(ids("Q:"), ids(prefix), 0)],
+                                  [5], alternatives=3, min_alternatives=2, k=1, mc_k=1, temperature=0.6, top_p=0.9,
+                                  max_new_tokens=32, max_sequence_length=1000, stop=[], seeds=(1, 2))
+    assert [r.texts for r in ranked] == [["\n14*3=42", "\n14*3=43", "\n3*14=42"]]
+    # the next steps 0 and 2 are right, 1 is a slip: the oracle's pairs (right, wrong)
+    assert sorted(ranked[0].oracle_pairs) == [(0, 1), (2, 1)]
