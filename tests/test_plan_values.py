@@ -477,3 +477,20 @@ def test_one_token_sequences_and_nvls_from_three_processes_per_node():
     for per_node, nvls in ((2, 0), (3, NVLS_COMM_BYTES)):
         lau = Launch("d.yaml", "ddp", per_node)
         assert nccl_bytes(lau) == nccl_communicators(lau) * (NCCL_COMM_BYTES + nvls) > 0
+
+
+def test_read_launch_defaults_and_errors(tmp_path):
+    from vineppo.plan.inputs import PlanError, read_launch
+
+    def launch(name, text):
+        (tmp_path / name).write_text(text)
+        return read_launch(tmp_path / name)
+
+    # accelerate's defaults: no distribution, one process on one machine
+    assert launch("empty.yaml", "") == Launch("empty.yaml", "single", 1, 1)
+    assert launch("two.yaml", "distributed_type: MULTI_GPU\nnum_processes: 8\nnum_machines: 2\n") == Launch(
+        "two.yaml", "ddp", 8, 2)
+    # DeepSpeed without a stage: ZeRO-2, nothing offloaded
+    assert launch("ds.yaml", "distributed_type: DEEPSPEED\nnum_processes: 4\n") == Launch("ds.yaml", "zero2", 4, 1)
+    with pytest.raises(PlanError, match=r"list.yaml: not an accelerate launch file \(top level must be a mapping\)"):
+        launch("list.yaml", "- a\n- b\n")
