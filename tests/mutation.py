@@ -301,6 +301,36 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.plan.memory.x_engine_split__mutmut_43": (
         'tokens = max(1, kv) // shape.kv_bytes_per_token',
         '1 // kv_bytes_per_token is 0 like 0 // it: a token needs >= 4 bytes (2 x layers x kv heads x dim x 2)'),
+    "vineppo.plan.inputs.x_read_launch__mutmut_72": (
+        'offload_optimizer=ds.get("offload_optimizer_device", None) == "cpu",',
+        'an absent key is not "cpu" whatever the default: offload stays off'),
+    "vineppo.plan.inputs.x_read_launch__mutmut_74": (
+        'offload_optimizer=ds.get("offload_optimizer_device", ) == "cpu",',
+        'an absent key is not "cpu" whatever the default: offload stays off'),
+    "vineppo.plan.inputs.x_read_launch__mutmut_77": (
+        'offload_optimizer=ds.get("offload_optimizer_device", "XXnoneXX") == "cpu",',
+        'an absent key is not "cpu" whatever the default: offload stays off'),
+    "vineppo.plan.inputs.x_read_launch__mutmut_78": (
+        'offload_optimizer=ds.get("offload_optimizer_device", "NONE") == "cpu",',
+        'an absent key is not "cpu" whatever the default: offload stays off'),
+    "vineppo.plan.inputs.x_read_launch__mutmut_83": (
+        'offload_params=ds.get("offload_param_device", None) == "cpu")',
+        'an absent key is not "cpu" whatever the default: offload stays off'),
+    "vineppo.plan.inputs.x_read_launch__mutmut_85": (
+        'offload_params=ds.get("offload_param_device", ) == "cpu")',
+        'an absent key is not "cpu" whatever the default: offload stays off'),
+    "vineppo.plan.inputs.x_read_launch__mutmut_88": (
+        'offload_params=ds.get("offload_param_device", "XXnoneXX") == "cpu")',
+        'an absent key is not "cpu" whatever the default: offload stays off'),
+    "vineppo.plan.inputs.x_read_launch__mutmut_89": (
+        'offload_params=ds.get("offload_param_device", "NONE") == "cpu")',
+        'an absent key is not "cpu" whatever the default: offload stays off'),
+    "vineppo.plan.inputs.x_read_launch__mutmut_115": (
+        'return Launch(path.name, "fsdp", n, machines, offload_params=bool(fs.get("fsdp_offload_params", None)))',
+        'an absent key is falsy with a default of None or none: bool() gives False as with False'),
+    "vineppo.plan.inputs.x_read_launch__mutmut_117": (
+        'return Launch(path.name, "fsdp", n, machines, offload_params=bool(fs.get("fsdp_offload_params", )))',
+        'an absent key is falsy with a default of None or none: bool() gives False as with False'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

@@ -494,3 +494,23 @@ def test_read_launch_defaults_and_errors(tmp_path):
     assert launch("ds.yaml", "distributed_type: DEEPSPEED\nnum_processes: 4\n") == Launch("ds.yaml", "zero2", 4, 1)
     with pytest.raises(PlanError, match=r"list.yaml: not an accelerate launch file \(top level must be a mapping\)"):
         launch("list.yaml", "- a\n- b\n")
+    with pytest.raises(PlanError, match=r"z1.yaml: zero_stage 1 is not supported \(2 or 3\)"):
+        launch("z1.yaml", "distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 1\n")
+
+
+def test_read_launch_offload_and_machines(tmp_path):
+    from vineppo.plan.inputs import read_launch
+
+    def launch(name, text):
+        (tmp_path / name).write_text(text)
+        return read_launch(tmp_path / name)
+
+    z3 = ("distributed_type: DEEPSPEED\nnum_processes: 16\nnum_machines: 2\ndeepspeed_config:\n  zero_stage: 3\n"
+          "  offload_optimizer_device: cpu\n  offload_param_device: cpu\n")
+    assert launch("z3.yaml", z3) == Launch("z3.yaml", "zero3", 16, 2, offload_optimizer=True, offload_params=True)
+    assert launch("z3p.yaml", z3.replace("  offload_optimizer_device: cpu\n", "")) == Launch(
+        "z3p.yaml", "zero3", 16, 2, offload_optimizer=False, offload_params=True)
+    fsdp = "distributed_type: FSDP\nnum_processes: 16\nnum_machines: 2\nfsdp_config:\n  fsdp_offload_params: true\n"
+    assert launch("f.yaml", fsdp) == Launch("f.yaml", "fsdp", 16, 2, offload_params=True)
+    assert launch("f0.yaml", fsdp.replace("  fsdp_offload_params: true\n", "  fsdp_version: 2\n")) == Launch(
+        "f0.yaml", "fsdp", 16, 2, offload_params=False)
