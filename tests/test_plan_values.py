@@ -490,6 +490,7 @@ def test_read_launch_defaults_and_errors(tmp_path):
     assert launch("empty.yaml", "") == Launch("empty.yaml", "single", 1, 1)
     assert launch("two.yaml", "distributed_type: MULTI_GPU\nnum_processes: 8\nnum_machines: 2\n") == Launch(
         "two.yaml", "ddp", 8, 2)
+    assert launch("pair.yaml", "distributed_type: MULTI_GPU\nnum_processes: 2\n").strategy == "ddp"
     # DeepSpeed without a stage: ZeRO-2, nothing offloaded
     assert launch("ds.yaml", "distributed_type: DEEPSPEED\nnum_processes: 4\n") == Launch("ds.yaml", "zero2", 4, 1)
     with pytest.raises(PlanError, match=r"list.yaml: not an accelerate launch file \(top level must be a mapping\)"):
