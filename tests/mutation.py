@@ -331,6 +331,12 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.plan.inputs.x_read_launch__mutmut_117": (
         'return Launch(path.name, "fsdp", n, machines, offload_params=bool(fs.get("fsdp_offload_params", )))',
         'an absent key is falsy with a default of None or none: bool() gives False as with False'),
+    "vineppo.checkpoint.x_has_trainer_state__mutmut_7": (
+        '"trainer_state", None) is not False',
+        'a manifest without the key gives None, which "is not False" like True: an old checkpoint keeps its state'),
+    "vineppo.checkpoint.x_has_trainer_state__mutmut_9": (
+        '"trainer_state", ) is not False',
+        'a manifest without the key gives None, which "is not False" like True: an old checkpoint keeps its state'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

@@ -190,3 +190,15 @@ def test_with_several_processes_the_request_is_agreed_through_a_gather_on_the_de
         assert req.agreed() is True
     finally:
         req.close()
+
+
+def test_truncation_keeps_rows_without_an_iteration_and_reads_past_a_broken_line(tmp_path):
+    # a row without "iteration" (written before the first one) counts as iteration 0: kept even when
+    # resuming from iteration 0; a broken line that is not the last (two crashes in a row) is
+    # dropped and the rows after it are still read
+    (tmp_path / "metrics.jsonl").write_text(_lines([{"run": "start"}]) + '{"iteration": 1, "sec\n'
+                                            + _lines([{"iteration": 1}, {"iteration": 3}]))
+    _writer(tmp_path).truncate_after(1)
+    assert (tmp_path / "metrics.jsonl").read_text() == _lines([{"run": "start"}, {"iteration": 1}])
+    _writer(tmp_path).truncate_after(0)
+    assert (tmp_path / "metrics.jsonl").read_text() == _lines([{"run": "start"}])
