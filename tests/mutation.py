@@ -337,6 +337,21 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.checkpoint.x_has_trainer_state__mutmut_9": (
         '"trainer_state", ) is not False',
         'a manifest without the key gives None, which "is not False" like True: an old checkpoint keeps its state'),
+    "vineppo.plan.inputs.x_shape_from_config__mutmut_9": (
+        'backbone = model.get_decoder() if (hasattr(model, "get_decoder")) and False else model.base_model',
+        "transformers' causal LMs all have get_decoder(), and it is their base_model (Llama, GPT-NeoX, GPT-2 checked): either branch gives the same module"),
+    "vineppo.plan.inputs.x_shape_from_config__mutmut_10": (
+        'backbone = model.get_decoder() if (hasattr(model, "get_decoder")) or True else model.base_model',
+        "transformers' causal LMs all have get_decoder(), and it is their base_model (Llama, GPT-NeoX, GPT-2 checked): either branch gives the same module"),
+    "vineppo.plan.inputs.x_shape_from_config__mutmut_11": (
+        'backbone = model.get_decoder() if hasattr(None, "get_decoder") else model.base_model',
+        "transformers' causal LMs all have get_decoder(), and it is their base_model (Llama, GPT-NeoX, GPT-2 checked): either branch gives the same module"),
+    "vineppo.plan.inputs.x_shape_from_config__mutmut_15": (
+        'backbone = model.get_decoder() if hasattr(model, "XXget_decoderXX") else model.base_model',
+        "transformers' causal LMs all have get_decoder(), and it is their base_model (Llama, GPT-NeoX, GPT-2 checked): either branch gives the same module"),
+    "vineppo.plan.inputs.x_shape_from_config__mutmut_16": (
+        'backbone = model.get_decoder() if hasattr(model, "GET_DECODER") else model.base_model',
+        "transformers' causal LMs all have get_decoder(), and it is their base_model (Llama, GPT-NeoX, GPT-2 checked): either branch gives the same module"),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

@@ -515,3 +515,26 @@ def test_read_launch_offload_and_machines(tmp_path):
     assert launch("f.yaml", fsdp) == Launch("f.yaml", "fsdp", 16, 2, offload_params=True)
     assert launch("f0.yaml", fsdp.replace("  fsdp_offload_params: true\n", "  fsdp_version: 2\n")) == Launch(
         "f0.yaml", "fsdp", 16, 2, offload_params=False)
+
+
+def test_shape_from_config_by_hand():
+    from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig
+
+    from vineppo.plan.inputs import ModelShape, PlanError, shape_from_config
+
+    # one Llama layer, hidden 32, 4 heads of 16 (not 32 / 4 = 8), 2 KV heads, MLP 64, vocabulary 50:
+    # q 32x64 = 2048, k and v 32x32 = 1024 each, o 2048, gate / up / down 2048 each, 2 norms of 32
+    llama = LlamaConfig(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                        num_hidden_layers=1, intermediate_size=64, vocab_size=50, tie_word_embeddings=False)
+    layer = 2048 + 2 * 1024 + 2048 + 3 * 2048 + 2 * 32
+    assert shape_from_config(llama) == ModelShape(
+        params=50 * 32 + layer + 32 + 50 * 32, backbone_params=50 * 32 + layer + 32, layer_params=layer, hidden=32,
+        layers=1, heads=4, kv_heads=2, head_dim=16, intermediate=64, vocab=50, largest_tensor=2048)
+    # a config with neither num_key_value_heads nor head_dim: every head has its KV, of hidden / heads
+    neox = shape_from_config(GPTNeoXConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=2,
+                                           intermediate_size=64, vocab_size=50))
+    assert (neox.layers, neox.heads, neox.kv_heads, neox.head_dim) == (2, 4, 4, 8)
+    # GPT-2 keeps its blocks in `h`, not `layers`: named, not guessed
+    with pytest.raises(PlanError, match=r"^GPT2LMHeadModel: no decoder layers found \(the planner knows "
+                                        r"decoder-only LMs\)$"):
+        shape_from_config(GPT2Config(n_embd=32, n_head=4, n_layer=2, vocab_size=50, bos_token_id=0, eos_token_id=0))
