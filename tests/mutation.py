@@ -352,6 +352,9 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.plan.inputs.x_shape_from_config__mutmut_16": (
         'backbone = model.get_decoder() if hasattr(model, "GET_DECODER") else model.base_model',
         "transformers' causal LMs all have get_decoder(), and it is their base_model (Llama, GPT-NeoX, GPT-2 checked): either branch gives the same module"),
+    "vineppo.plan.memory.x_activation_bytes__mutmut_7": (
+        'per_layer = tokens * layer_activation_bytes_per_token(shape, act_bytes, None)',
+        "layer_activation_bytes_per_token does not read attn (eager's scores are added by the caller)"),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

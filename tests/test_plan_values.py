@@ -538,3 +538,18 @@ def test_shape_from_config_by_hand():
     with pytest.raises(PlanError, match=r"^GPT2LMHeadModel: no decoder layers found \(the planner knows "
                                         r"decoder-only LMs\)$"):
         shape_from_config(GPT2Config(n_embd=32, n_head=4, n_layer=2, vocab_size=50, bos_token_id=0, eos_token_id=0))
+
+
+def test_activation_bytes_by_hand():
+    from vineppo.plan.memory import activation_bytes, layer_activation_bytes_per_token
+
+    s = _small_shape()  # hidden 16, MLP 32, 2 heads of 8, 1 KV head, 4 layers; bf16; 2 x 5 tokens
+    # per token: norms 2 (16 x 2 + 16 x 4) = 192, attention (2 x 16 + 4 x 8 + 2 x 16) x 2 = 192, MLP 4 x 32 x 2 = 256
+    assert layer_activation_bytes_per_token(s, 2, None) == 640
+    # a layer: 10 tokens x 640 = 6400; eager attention adds 2 x 2 heads x 5 x 5 x 2 bytes x 2 = 400;
+    # backward's working set 10 x (2 x 32 + 2 x 16) x 2 = 1920
+    assert activation_bytes(s, 2, 5, 2, False, "sdpa") == 4 * 6400 + 1920
+    assert activation_bytes(s, 2, 5, 2, False, "eager") == 4 * 6800 + 1920
+    # checkpointing: every layer's input (4 x 10 x 16 x 2 = 1280) and one layer in full
+    assert activation_bytes(s, 2, 5, 2, True, None) == 1280 + 6400 + 1920
+    assert activation_bytes(s, 2, 5, 2, True, "eager") == 1280 + 6800 + 1920
