@@ -519,3 +519,25 @@ def test_run_value_probe_engine_call_and_result_by_hand():
         assert {k: v for k, v in res.stats.items() if k != "probe/truth_mean"} == {
             "probe/states": 0, "probe/sibling_pairs": 0, "probe/tokens": 0, "probe/seconds": 0.0}
         assert res.stats["probe/truth_mean"] != res.stats["probe/truth_mean"]  # NaN
+
+
+def test_seeds_json_by_hand():
+    from types import SimpleNamespace
+
+    from vineppo.compare.seeds import PairedDifference, SeedGroup, seeds_json
+
+    runs = [SimpleNamespace(label=f"v-seed{s}", config={"seed": s}) for s in (0, 1)]
+    g = SeedGroup("v", "vineppo", "gsm8k", runs, {"mc.k": 9})
+    per_run = {"selected_test": {"v-seed0": 50.0, "v-seed1": 54.0}, "last_test": {"v-seed0": 48.0},
+               "peak_test": {}, "wallclock_hours": {"v-seed0": 0.5, "v-seed1": None}}
+    pair = PairedDifference("v", "p", "selected_test", [0, 1], [3.0, 5.0], 4.0, 2 ** 0.5)
+    out = seeds_json([g], per_run, [pair])
+    assert out == {
+        "groups": [{"label": "v", "algorithm": "vineppo", "task": "gsm8k", "seeds": [0, 1],
+                    "runs": ["v-seed0", "v-seed1"], "settings": {"mc.k": 9},
+                    "selected_test": {"mean": 52.0, "sd": pytest.approx(2 * 2 ** 0.5), "n": 2},
+                    "last_test": {"mean": 48.0, "sd": None, "n": 1},
+                    "peak_test": {"mean": None, "sd": None, "n": 0},
+                    "wallclock_hours": {"mean": 0.5, "sd": None, "n": 1}}],
+        "paired_differences": [{"a": "v", "b": "p", "metric": "selected_test", "seeds": [0, 1], "values": [3.0, 5.0],
+                                "mean": 4.0, "sd": 2 ** 0.5, "n": 2}]}
