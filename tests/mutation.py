@@ -355,6 +355,12 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.plan.memory.x_activation_bytes__mutmut_7": (
         'per_layer = tokens * layer_activation_bytes_per_token(shape, act_bytes, None)',
         "layer_activation_bytes_per_token does not read attn (eager's scores are added by the caller)"),
+    "vineppo.mc.x_request_seed__mutmut_10": (
+        'h.update(np.asarray(request.prompt_ids + request.prefix_response_ids, dtype=None).tobytes())',
+        'token ids are Python ints: numpy makes them int64 with or without the dtype (Linux), the same bytes hashed'),
+    "vineppo.mc.x_request_seed__mutmut_12": (
+        'h.update(np.asarray(request.prompt_ids + request.prefix_response_ids, ).tobytes())',
+        'token ids are Python ints: numpy makes them int64 with or without the dtype (Linux), the same bytes hashed'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

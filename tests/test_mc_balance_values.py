@@ -168,3 +168,16 @@ def test_on_equal_loads_a_rank_with_fewer_states_goes_first():
     # at 2 and rank 0 has fewer states (1 < 2): the last state goes to rank 0
     shares = split_requests([2.0, 1.0, 1.0, 1.0], 2, 0, "tokens")
     assert shares[0][0] == 0 and [len(s) for s in shares] == [2, 2]
+
+
+def test_request_seeds_are_pinned_and_fit_a_signed_32_bit_int():
+    from vineppo.mc import request_seed
+
+    # known answers: a state's seed is part of what makes a run reproducible (a resumed run, another
+    # rank, another release of vineppo draw the same MC rollouts), so a change of the hash shows here
+    assert request_seed(9, _req(0, [80], [10, 120])) == 30732222
+    assert request_seed(123456789, _req(7, [1, 2, 3], [])) == 1634358158
+    # engines take a signed 32-bit seed: every value in [0, 2^31 - 1), spread over that range
+    seeds = [request_seed(s, _req(q, [1, 2], [q, s])) for s in range(20) for q in range(10)]
+    assert all(type(x) is int and 0 <= x < 2**31 - 1 for x in seeds)
+    assert max(seeds) > 2**30 and len(set(seeds)) == 200

@@ -85,6 +85,9 @@ def test_critic_values_are_read_at_step_starts():
     vals = [t / 100 for t in range(len(SLIP_AT_3) + 1)]
     e = _episode(SLIP_AT_3, 0.0, critic_values=vals)
     assert critic_step_values(e) == [b / 100 for b in bounds[:-1]]
+    # values cut short (a truncated forward): the steps past them have none
+    short = _episode(SLIP_AT_3, 0.0, critic_values=vals[: bounds[3]])
+    assert critic_step_values(short) == [b / 100 for b in bounds[:3]] + [None, None]
     # rising values: every step has A > 0 but the last (R − V(s_4) < 0) -> blamed on step 4, not 3
     assert localisation_counts([e], TASK, [ROW], "critic") == (0, 1)
     drop = [0.9] * bounds[4] + [0.1] * (len(SLIP_AT_3) + 1 - bounds[4])  # falls where step 3 ends
