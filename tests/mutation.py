@@ -361,6 +361,18 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.mc.x_request_seed__mutmut_12": (
         'h.update(np.asarray(request.prompt_ids + request.prefix_response_ids, ).tobytes())',
         'token ids are Python ints: numpy makes them int64 with or without the dtype (Linux), the same bytes hashed'),
+    "vineppo.mc.x_episode_outcome_samples__mutmut_4": (
+        'sums, samples = np.zeros(n), np.zeros(n, dtype=None)',
+        'the counts are only added to and read through int() / divided: float zeros give the same numbers'),
+    "vineppo.mc.x_episode_outcome_samples__mutmut_6": (
+        'sums, samples = np.zeros(n), np.zeros(n, )',
+        'the counts are only added to and read through int() / divided: float zeros give the same numbers'),
+    "vineppo.mc.x_score_rollouts__mutmut_17": (
+        'return np.array([sum(r) for r in rewards], dtype=None), tokens',
+        'rewards are floats: their sums are float64 with or without dtype=float, and are added into a float array'),
+    "vineppo.mc.x_score_rollouts__mutmut_19": (
+        'return np.array([sum(r) for r in rewards], ), tokens',
+        'rewards are floats: their sums are float64 with or without dtype=float, and are added into a float array'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

@@ -255,3 +255,57 @@ def test_adaptive_rounds_judge_the_interval_over_every_sample_episode_outcomes_i
     _estimate(eng, episodes, budget)
     n = episodes[0].meta["mc_samples"][0]
     assert episodes[0].step_values == pytest.approx([8 / n]) and n == 8 + episodes[0].meta["mc_rollouts"][0]
+
+
+def test_run_mc_rounds_sampling_seeds_and_counters_by_hand():
+    import time
+
+    import numpy as np
+
+    from vineppo.engine.base import SamplingParams
+    from vineppo.mc import MCRequest, request_seed, run_mc_rounds
+
+    prompt = [ord(c) for c in PROMPT]
+    reqs = [MCRequest(prompt, [ord(c) for c in "\nx = 2"], 0), MCRequest(prompt, [ord(c) for c in "\nx = 3"], 0)]
+
+    def run(engine, seed, budget=MCBudget(k=2)):
+        sums, samples = np.zeros(2), np.zeros(2, dtype=np.int64)
+        t = time.perf_counter()
+        rollouts, counters = run_mc_rounds(engine, TASK, CharTokenizer(), ROWS, reqs, sums, samples, budget,
+                                           temperature=0.6, top_p=0.9, max_new_tokens=32, max_sequence_length=1000,
+                                           stop=["\n\n"], seed=seed)
+        return sums, samples, rollouts, counters, time.perf_counter() - t
+
+    eng = ScriptedEngine(_mixed_or_sure)
+    sums, samples, rollouts, counters, wall = run(eng, 5)
+    # one call, K = 2: "x = 2" always right (2), "x = 3" right then wrong (1); each state its own seed
+    assert eng.calls[0][1] == SamplingParams(n=2, temperature=0.6, top_p=0.9, max_new_tokens=32, stop=("\n\n",),
+                                             seed=5, request_seeds=(request_seed(5, reqs[0]), request_seed(5, reqs[1])))
+    assert sums.tolist() == [2.0, 1.0] and samples.tolist() == [2, 2]
+    assert rollouts.tolist() == [2, 2] and rollouts.dtype == np.int64
+    # 4 continuations of 7 characters ("\n#### 4" / "\n#### 9")
+    assert (counters["engine_calls"], counters["tokens"]) == (1, 28)
+    assert 0 <= counters["generate_seconds"] <= wall and 0 <= counters["grade_seconds"] <= wall
+    # an engine that gives a call one seed (the official code's common random numbers), or no seed
+    eng.shared_request_seed = True
+    run(eng, 5)
+    assert eng.calls[-1][1].request_seeds is None and eng.calls[-1][1].seed == 5
+    plain = ScriptedEngine(_mixed_or_sure)
+    run(plain, None)
+    assert plain.calls[-1][1].request_seeds is None and plain.calls[-1][1].seed is None
+
+
+def test_an_adaptive_state_exactly_at_the_target_half_width_stops():
+    import numpy as np
+
+    from vineppo.mc import MCRequest, run_mc_rounds
+
+    prompt = [ord(c) for c in PROMPT]
+    reqs = [MCRequest(prompt, [ord(c) for c in "\nx = 3"], 0)]
+    sums, samples = np.zeros(1), np.zeros(1, dtype=np.int64)
+    # round 1: right, wrong -> 1/2 over 2; the target is exactly that half-width: no round 2
+    budget = MCBudget(adaptive=True, k_min=2, k_max=6, target_halfwidth=wilson_halfwidth(0.5, 2))
+    eng = ScriptedEngine(_mixed_or_sure)
+    run_mc_rounds(eng, TASK, CharTokenizer(), ROWS, reqs, sums, samples, budget, temperature=0.6, top_p=0.9,
+                  max_new_tokens=32, max_sequence_length=1000, stop=[], seed=1)
+    assert len(eng.calls) == 1 and samples.tolist() == [2]
