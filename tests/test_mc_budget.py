@@ -305,7 +305,19 @@ def test_an_adaptive_state_exactly_at_the_target_half_width_stops():
     sums, samples = np.zeros(1), np.zeros(1, dtype=np.int64)
     # round 1: right, wrong -> 1/2 over 2; the target is exactly that half-width: no round 2
     budget = MCBudget(adaptive=True, k_min=2, k_max=6, target_halfwidth=wilson_halfwidth(0.5, 2))
-    eng = ScriptedEngine(_mixed_or_sure)
-    run_mc_rounds(eng, TASK, CharTokenizer(), ROWS, reqs, sums, samples, budget, temperature=0.6, top_p=0.9,
-                  max_new_tokens=32, max_sequence_length=1000, stop=[], seed=1)
+    descs = []
+
+    class Named(ScriptedEngine):  # records the progress bar's title of each call
+        def generate(self, prompts, sampling, desc=None):
+            descs.append(desc)
+            return super().generate(prompts, sampling, desc)
+
+    eng = Named(_mixed_or_sure)
+    kw = dict(temperature=0.6, top_p=0.9, max_new_tokens=32, max_sequence_length=1000, stop=[], seed=1)
+    run_mc_rounds(eng, TASK, CharTokenizer(), ROWS, reqs, sums, samples, budget, **kw)
     assert len(eng.calls) == 1 and samples.tolist() == [2]
+    # two rounds when the target is a little tighter; a fixed budget's one call has no round number
+    budget.target_halfwidth -= 1e-9
+    run_mc_rounds(eng, TASK, CharTokenizer(), ROWS, reqs, np.zeros(1), np.zeros(1, dtype=np.int64), budget, **kw)
+    run_mc_rounds(eng, TASK, CharTokenizer(), ROWS, reqs, np.zeros(1), np.zeros(1, dtype=np.int64), MCBudget(k=2), **kw)
+    assert descs == ["mc: rollouts (round 1)", "mc: rollouts (round 1)", "mc: rollouts (round 2)", "mc: rollouts"]
