@@ -202,7 +202,8 @@ def run_ranks(balance: str | None, budget: MCBudget, iteration: int = 2, seed_of
             stats[rank] = estimate_mc_values(
                 engines[rank], TASK, CharTokenizer(), ROWS, eps[rank], k=budget.k, cap=None, temperature=0.6,
                 top_p=0.9, max_new_tokens=16, max_sequence_length=1000, stop=[], seed=seed_of(11, rank, iteration),
-                budget=budget, group=group.member(rank), balance=balance)
+                budget=budget, group=group.member(rank),
+                **({} if balance == "default" else {"balance": balance}))
         except BaseException as e:  # noqa: BLE001  (re-raised in the test's thread)
             errors.append(e)
             group.barrier.abort()
@@ -252,6 +253,14 @@ def test_balanced_runs_each_state_once_and_splits_the_work():
     assert sum(s["mc/unique_states"] for s in stats_on) == 17 and sum(s["mc/rollouts"] for s in stats_on) == 17 * 5
     assert [s["mc/states"] for s in stats_on] == [s["mc/states"] for s in stats_off] == [16, 6]  # naive: 4·4, 3·2
     assert stats_on[0]["mc/imbalance"] == stats_on[1]["mc/imbalance"]
+
+
+def test_with_several_processes_mc_is_balanced_by_tokens_by_default():
+    budget = BUDGETS["fixed"]
+    values, prompts, stats = run_ranks("default", budget)
+    values_tokens, prompts_tokens, _ = run_ranks("tokens", budget)
+    assert values == values_tokens and prompts == prompts_tokens
+    assert sum(s["mc/unique_states"] for s in stats) == 17  # deduplicated over both ranks
 
 
 def test_free_episode_outcomes_are_pooled_over_ranks():

@@ -321,3 +321,36 @@ def test_an_adaptive_state_exactly_at_the_target_half_width_stops():
     run_mc_rounds(eng, TASK, CharTokenizer(), ROWS, reqs, np.zeros(1), np.zeros(1, dtype=np.int64), budget, **kw)
     run_mc_rounds(eng, TASK, CharTokenizer(), ROWS, reqs, np.zeros(1), np.zeros(1, dtype=np.int64), MCBudget(k=2), **kw)
     assert descs == ["mc: rollouts (round 1)", "mc: rollouts (round 1)", "mc: rollouts (round 2)", "mc: rollouts"]
+
+
+def test_mc_counters_sum_over_rounds_on_a_fake_clock(monkeypatch):
+    import itertools as it
+
+    import numpy as np
+
+    import vineppo.mc as mc
+    from vineppo.mc import MCRequest, run_mc_rounds
+
+    clock = it.count()  # every reading of the clock is one second after the last
+    monkeypatch.setattr(mc.time, "perf_counter", lambda: float(next(clock)))
+    reqs = [MCRequest([ord(c) for c in PROMPT], [ord(c) for c in "\nx = 3"], 0)]
+    budget = MCBudget(adaptive=True, k_min=2, k_max=4, target_halfwidth=0.01)  # never certain: 2 rounds
+    _, counters = run_mc_rounds(ScriptedEngine(_mixed_or_sure), TASK, CharTokenizer(), ROWS, reqs, np.zeros(1),
+                                np.zeros(1, dtype=np.int64), budget, temperature=0.6, top_p=0.9, max_new_tokens=32,
+                                max_sequence_length=1000, stop=[], seed=1)
+    # per round: one second generating, one grading; 2 continuations of 7 characters
+    assert counters == {"engine_calls": 2, "tokens": 28, "generate_seconds": 2.0, "grade_seconds": 2.0}
+
+
+def test_the_mc_cap_and_a_group_of_one_process():
+    from vineppo.mc_balance import RankGroup
+
+    episodes = _episodes()
+    stats = estimate_mc_values(ScriptedEngine(_mixed_or_sure), TASK, CharTokenizer(), ROWS, episodes, k=2, cap=0,
+                               temperature=0.6, top_p=0.9, max_new_tokens=32, max_sequence_length=1000, stop=[],
+                               seed=1, group=RankGroup(0, 1, lambda obj: [obj]))
+    # cap 0: only s0 (shared by both responses) is valued; s1 is left to the back-fill
+    assert [e.step_values for e in episodes] == [[0.5, None], [0.5, None]]
+    assert stats["mc/unique_states"] == 1 and stats["mc/states"] == 2
+    # one process: no balancing and no imbalance to report
+    assert "mc/imbalance" not in stats and "mc/rank_seconds_max" not in stats
