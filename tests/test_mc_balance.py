@@ -261,6 +261,9 @@ def test_with_several_processes_mc_is_balanced_by_tokens_by_default():
     values_tokens, prompts_tokens, _ = run_ranks("tokens", budget)
     assert values == values_tokens and prompts == prompts_tokens
     assert sum(s["mc/unique_states"] for s in stats) == 17  # deduplicated over both ranks
+    # the split is shuffled with the iteration's MC seed: another iteration, another split
+    _, prompts_next, _ = run_ranks("default", budget, iteration=3)
+    assert set(prompts_next[0]) != set(prompts[0])
 
 
 def test_free_episode_outcomes_are_pooled_over_ranks():

@@ -354,3 +354,26 @@ def test_the_mc_cap_and_a_group_of_one_process():
     assert stats["mc/unique_states"] == 1 and stats["mc/states"] == 2
     # one process: no balancing and no imbalance to report
     assert "mc/imbalance" not in stats and "mc/rank_seconds_max" not in stats
+
+
+def test_mc_timing_stats_on_a_fake_clock(monkeypatch):
+    import itertools as it
+
+    import vineppo.mc as mc
+    from vineppo.mc_balance import RankGroup
+
+    clock = it.count()  # each reading one second after the last
+    monkeypatch.setattr(mc.time, "perf_counter", lambda: float(next(clock)))
+    sent = []
+
+    def gather(obj):  # this rank and a slower one (100 s)
+        sent.append(obj)
+        return [obj, 100.0]
+
+    stats = estimate_mc_values(ScriptedEngine(_mixed_or_sure), TASK, CharTokenizer(), ROWS, _episodes(), k=2,
+                               cap=None, temperature=0.6, top_p=0.9, max_new_tokens=32, max_sequence_length=1000,
+                               stop=[], seed=1, group=RankGroup(0, 2, gather), balance=None)
+    # readings: 0 start, 1 before the rollouts, 2-3 generating, 4-5 grading, 6 after them, 7 at the end
+    assert sent == [5.0]
+    assert (stats["mc/generate_seconds"], stats["mc/grade_seconds"], stats["mc/seconds"]) == (1.0, 1.0, 7.0)
+    assert stats["mc/rank_seconds_max"] == 100.0 and stats["mc/imbalance"] == 100.0 / 52.5
