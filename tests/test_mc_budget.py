@@ -362,7 +362,7 @@ def test_mc_timing_stats_on_a_fake_clock(monkeypatch):
     import vineppo.mc as mc
     from vineppo.mc_balance import RankGroup
 
-    clock = it.count()  # each reading one second after the last
+    clock = it.count(10)  # each reading one second after the last, from 10
     monkeypatch.setattr(mc.time, "perf_counter", lambda: float(next(clock)))
     sent = []
 
@@ -373,7 +373,7 @@ def test_mc_timing_stats_on_a_fake_clock(monkeypatch):
     stats = estimate_mc_values(ScriptedEngine(_mixed_or_sure), TASK, CharTokenizer(), ROWS, _episodes(), k=2,
                                cap=None, temperature=0.6, top_p=0.9, max_new_tokens=32, max_sequence_length=1000,
                                stop=[], seed=1, group=RankGroup(0, 2, gather), balance=None)
-    # readings: 0 start, 1 before the rollouts, 2-3 generating, 4-5 grading, 6 after them, 7 at the end
+    # readings: 10 start, 11 before the rollouts, 12-13 generating, 14-15 grading, 16 after them, 17 at the end
     assert sent == [5.0]
     assert (stats["mc/generate_seconds"], stats["mc/grade_seconds"], stats["mc/seconds"]) == (1.0, 1.0, 7.0)
     assert stats["mc/rank_seconds_max"] == 100.0 and stats["mc/imbalance"] == 100.0 / 52.5
