@@ -377,3 +377,22 @@ def test_mc_timing_stats_on_a_fake_clock(monkeypatch):
     assert sent == [5.0]
     assert (stats["mc/generate_seconds"], stats["mc/grade_seconds"], stats["mc/seconds"]) == (1.0, 1.0, 7.0)
     assert stats["mc/rank_seconds_max"] == 100.0 and stats["mc/imbalance"] == 100.0 / 52.5
+    # 3 states x 2 continuations of 7 characters in 1 second, over 2 episodes
+    assert (stats["mc/tokens"], stats["mc/tokens_per_s"], stats["mc/tokens_per_episode"]) == (42, 42.0, 21.0)
+
+
+def test_one_rollout_per_state_and_a_response_without_steps():
+    from vineppo.episodes import Episode
+
+    one = [char_episode(TASK, 0, PROMPT, "\nx = 2\ny = 4\n#### 4", reward=1.0)]
+    stats = estimate_mc_values(ScriptedEngine(_mixed_or_sure), TASK, CharTokenizer(), ROWS, one, k=1, cap=None,
+                               temperature=0.6, top_p=0.9, max_new_tokens=32, max_sequence_length=1000, stop=[], seed=1)
+    # K = 1: each value is its one rollout's reward (s0: right first, "x = 2": right)
+    assert one[0].step_values == [1.0, 1.0] and stats["mc/tokens_per_episode"] == 14.0
+    # an empty response has no state: no engine call, no values
+    empty = Episode(question_index=0, sample_index=0, prompt_ids=[1], response_ids=[], response_text="",
+                    finished=False, truncated=True, reward=0.0, step_boundaries=[0], token_starts=[])
+    eng = ScriptedEngine(_mixed_or_sure)
+    estimate_mc_values(eng, TASK, CharTokenizer(), ROWS, [empty], k=2, cap=None, temperature=0.6, top_p=0.9,
+                       max_new_tokens=32, max_sequence_length=1000, stop=[], seed=1)
+    assert empty.step_values == [] and eng.calls == []
