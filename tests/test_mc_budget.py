@@ -396,3 +396,21 @@ def test_one_rollout_per_state_and_a_response_without_steps():
     estimate_mc_values(eng, TASK, CharTokenizer(), ROWS, [empty], k=2, cap=None, temperature=0.6, top_p=0.9,
                        max_new_tokens=32, max_sequence_length=1000, stop=[], seed=1)
     assert empty.step_values == [] and eng.calls == []
+
+
+def test_mc_value_statistics_by_hand():
+    def half_wrong(prefix, n):  # s0: right, wrong, ...; after "x = 2": always wrong
+        return ["\n#### 9"] * n if prefix.endswith("x = 2") else _mixed_or_sure(prefix, n)
+
+    one = [char_episode(TASK, 0, PROMPT, "\nx = 2\ny = 4\n#### 4", reward=1.0)]
+    stats = estimate_mc_values(ScriptedEngine(half_wrong), TASK, CharTokenizer(), ROWS, one, k=2, cap=None,
+                               temperature=0.6, top_p=0.9, max_new_tokens=32, max_sequence_length=1000, stop=[], seed=1)
+    # values 0.5 (s0) and 0.0 (s1), 2 samples each
+    assert one[0].step_values == [0.5, 0.0]
+    assert stats["mc/states_per_response"] == 2.0
+    assert (stats["mc/rollouts_per_state_mean"], stats["mc/rollouts_per_state_max"]) == (2.0, 2)
+    assert stats["mc/share_exact_0_or_1"] == 0.5
+    assert (stats["mc/value_mean"], stats["mc/value_variance"]) == (0.25, 0.0625)
+    # V (1 - V) / n: 0.25 / 2 and 0
+    assert stats["mc/estimate_variance"] == 0.0625
+    assert stats["mc/wilson_halfwidth_mean"] == pytest.approx((wilson_halfwidth(0.5, 2) + wilson_halfwidth(0.0, 2)) / 2)
