@@ -31,6 +31,11 @@ def test_wilson_interval_matches_hand_computed_values():
     assert wilson_interval(1.0, 9) == pytest.approx(tuple(1 - x for x in reversed(wilson_interval(0.0, 9))))
     assert wilson_halfwidth(0.0, 6) == pytest.approx(3.8416 / 9.8416 / 2)
     assert wilson_interval(0.3, 0) == (0.0, 1.0)
+    # one sample is already an interval: 1 of 1 -> centre (1 + 1.9208) / 4.8416, half 1.96 / 4.8416 x 0.98
+    lo, hi = wilson_interval(1.0, 1)
+    assert lo == pytest.approx(2.9208 / 4.8416 - 1.96 * 0.98 / 4.8416, abs=1e-12) and hi == 1.0
+    # the bounds stay inside [0, 1] where rounding would push them out (5 of 5: 1 + 2e-16)
+    assert wilson_interval(1.0, 5)[1] == 1.0 and wilson_interval(0.0, 1)[0] == 0.0
     # another z reaches the interval: 5 of 10 at z = 1: 1 / 1.1 · sqrt(0.025 + 1 / 400) = 0.150756
     assert wilson_halfwidth(0.5, 10, z=1.0) == pytest.approx(0.0275 ** 0.5 / 1.1, abs=1e-12)
 
