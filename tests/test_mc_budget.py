@@ -45,6 +45,10 @@ def test_round_sizes_and_seeds():
     assert MCBudget(adaptive=True, k_min=3, k_max=8).round_sizes() == [3, 3, 2]
     assert MCBudget(adaptive=True, k_min=4, k_max=4).round_sizes() == [4]
     assert round_seed(5, 0) == 5 and len({round_seed(5, r) for r in range(4)}) == 4 and round_seed(None, 2) is None
+    # known answers (a resumed run draws the same adaptive rounds), ints below 2^31 for the engines
+    assert (round_seed(123456789, 2), round_seed(2**40 + 3, 1), round_seed(7, 3)) == (471946333, 3007928, 7023778)
+    assert all(type(round_seed(s, r)) is int and 0 <= round_seed(s, r) < 2**31
+               for s in (1, 2**31 - 1, 2**62) for r in (1, 2, 3))
 
 
 def _episodes():
