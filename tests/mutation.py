@@ -373,6 +373,12 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.mc.x_score_rollouts__mutmut_19": (
         'return np.array([sum(r) for r in rewards], ), tokens',
         'rewards are floats: their sums are float64 with or without dtype=float, and are added into a float array'),
+    "vineppo.mc.x_mc_state_token_counts__mutmut_9": (
+        'last = episode.num_steps + 1 if cap is None else min(episode.num_steps - 1, cap)',
+        'starts has one entry per step: slicing it past its end gives the same list'),
+    "vineppo.mc.x_mc_state_token_counts__mutmut_16": (
+        'last = episode.num_steps - 1 if cap is None else min(episode.num_steps + 1, cap)',
+        'starts has one entry per step: slicing it past its end gives the same list'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

@@ -202,3 +202,28 @@ def test_truncation_keeps_rows_without_an_iteration_and_reads_past_a_broken_line
     assert (tmp_path / "metrics.jsonl").read_text() == _lines([{"run": "start"}, {"iteration": 1}])
     _writer(tmp_path).truncate_after(0)
     assert (tmp_path / "metrics.jsonl").read_text() == _lines([{"run": "start"}])
+
+
+def test_a_checkpoint_save_clears_what_a_crashed_save_left(tmp_path):
+    from vineppo import checkpoint as ckpt
+    from vineppo.loop import save_checkpoint
+
+    class Trainer:
+        cfg = SimpleNamespace(checkpoint=SimpleNamespace(keep_trainer_state=None))
+
+        def save_state(self, path):
+            path.mkdir(parents=True)
+            (path / "optimizer.bin").write_text("o")
+
+        def save_pretrained(self, path):
+            (path / "config.json").write_text("{}")
+            (path / "model.safetensors").write_text("w")
+
+    stale = tmp_path / "checkpoints" / ".tmp_iter_000003"
+    stale.mkdir(parents=True)
+    (stale / "half_written.bin").write_text("x")  # a save that crashed midway
+    acc = SimpleNamespace(is_main_process=True, wait_for_everyone=lambda: None)
+    final = save_checkpoint(Trainer(), acc, tmp_path, 3)
+    assert final == tmp_path / "checkpoints" / "iter_000003" and not stale.exists()
+    assert not (final / "half_written.bin").exists() and ckpt.verify_checkpoint(final) == (True, "")
+    assert (final / "trainer_state" / "optimizer.bin").is_file()

@@ -423,3 +423,13 @@ def test_mc_value_statistics_by_hand():
     # V (1 - V) / n: 0.25 / 2 and 0
     assert stats["mc/estimate_variance"] == 0.0625
     assert stats["mc/wilson_halfwidth_mean"] == pytest.approx((wilson_halfwidth(0.5, 2) + wilson_halfwidth(0.0, 2)) / 2)
+
+
+def test_the_mc_cap_counts_states_after_s0():
+    from vineppo.mc import mc_state_token_counts
+
+    e = char_episode(TASK, 0, PROMPT, "\nx = 2\ny = 4\nz = 6\n#### 6")  # 3 steps: s0, s1, s2
+    every = mc_state_token_counts(e, None)
+    assert every == [0, 6, 12]
+    assert mc_state_token_counts(e, 10) == mc_state_token_counts(e, 2) == every  # a cap past the last state
+    assert mc_state_token_counts(e, 1) == [0, 6] and mc_state_token_counts(e, 0) == [0]
