@@ -477,13 +477,13 @@ def run_modules(modules: list[str], children: int, survivors: bool = False) -> f
     mutmut first runs every test its mutants reach once unmutated, minutes when CLI tests reach
     them, and then orders all mutants by their tests' cost); `survivors`: only those the last run
     did not detect, less the surviving ones listed as equivalent (mutmut re-runs every mutant it
-    is named, whatever its last result)."""
+    is named, whatever its last result); mutants never run stay for a full run."""
     mutmut = Path(sys.executable).with_name("mutmut")
     t0 = time.perf_counter()
     targets = []
     for module in modules:
         targets += ([k for k, s in results(module).items()
-                     if s not in DETECTED and not (s == "survived" and k in EQUIVALENT)]
+                     if s not in DETECTED and s != "not checked" and not (s == "survived" and k in EQUIVALENT)]
                     if survivors else mutant_globs(module))
     if not targets:
         return 0.0
@@ -513,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--show", action="store_true", help="print the equivalent mutants' diffs too")
     ap.add_argument("--children", type=int, default=os.cpu_count() or 2, help="mutants run at once")
     ap.add_argument("--survivors", action="store_true",
-                    help="run again only the mutants the last run did not detect (after adding tests)")
+                    help="run again only the mutants the last run ran and did not detect (after adding tests)")
     ap.add_argument("--equivalent-table", action="store_true",
                     help="print EQUIVALENT as the markdown table of docs/testing-mutation.md and exit")
     args = ap.parse_args(argv)
