@@ -20,6 +20,8 @@ def test_every_function_in_scope_exists_and_every_module_is_mutated():
     # pyproject's only_mutate would have none at all
     from mutmut.mutation.file_mutation import compute_function_hashes
 
+    if "mutmut" in (mutation.ROOT / "vineppo" / "advantages.py").read_text():
+        pytest.skip("inside mutmut's copy the sources are its trampolines, not the functions they name")
     patterns = mutation.mutmut_config()["only_mutate"]
     for module, functions in mutation.SCOPE.items():
         assert any(fnmatch.fnmatch(module, p) for p in patterns), module
