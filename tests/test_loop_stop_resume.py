@@ -227,3 +227,8 @@ def test_a_checkpoint_save_clears_what_a_crashed_save_left(tmp_path):
     assert final == tmp_path / "checkpoints" / "iter_000003" and not stale.exists()
     assert not (final / "half_written.bin").exists() and ckpt.verify_checkpoint(final) == (True, "")
     assert (final / "trainer_state" / "optimizer.bin").is_file()
+    # checkpoint.keep_trainer_state 1: the next save drops the older trainer state
+    trainer = Trainer()
+    trainer.cfg = SimpleNamespace(checkpoint=SimpleNamespace(keep_trainer_state=1))
+    newer = save_checkpoint(trainer, acc, tmp_path, 4)
+    assert ckpt.has_trainer_state(newer) and not ckpt.has_trainer_state(final)

@@ -371,7 +371,7 @@ def test_mc_timing_stats_on_a_fake_clock(monkeypatch):
     import vineppo.mc as mc
     from vineppo.mc_balance import RankGroup
 
-    clock = it.count(10)  # each reading one second after the last, from 10
+    clock = it.count(10, 2)  # each reading two seconds after the last, from 10
     monkeypatch.setattr(mc.time, "perf_counter", lambda: float(next(clock)))
     sent = []
 
@@ -382,12 +382,12 @@ def test_mc_timing_stats_on_a_fake_clock(monkeypatch):
     stats = estimate_mc_values(ScriptedEngine(_mixed_or_sure), TASK, CharTokenizer(), ROWS, _episodes(), k=2,
                                cap=None, temperature=0.6, top_p=0.9, max_new_tokens=32, max_sequence_length=1000,
                                stop=[], seed=1, group=RankGroup(0, 2, gather), balance=None)
-    # readings: 10 start, 11 before the rollouts, 12-13 generating, 14-15 grading, 16 after them, 17 at the end
-    assert sent == [5.0]
-    assert (stats["mc/generate_seconds"], stats["mc/grade_seconds"], stats["mc/seconds"]) == (1.0, 1.0, 7.0)
-    assert stats["mc/rank_seconds_max"] == 100.0 and stats["mc/imbalance"] == 100.0 / 52.5
-    # 3 states x 2 continuations of 7 characters in 1 second, over 2 episodes
-    assert (stats["mc/tokens"], stats["mc/tokens_per_s"], stats["mc/tokens_per_episode"]) == (42, 42.0, 21.0)
+    # readings: 10 start, 12 before the rollouts, 14-16 generating, 18-20 grading, 22 after them, 24 at the end
+    assert sent == [10.0]
+    assert (stats["mc/generate_seconds"], stats["mc/grade_seconds"], stats["mc/seconds"]) == (2.0, 2.0, 14.0)
+    assert stats["mc/rank_seconds_max"] == 100.0 and stats["mc/imbalance"] == 100.0 / 55.0
+    # 3 states x 2 continuations of 7 characters in 2 seconds, over 2 episodes
+    assert (stats["mc/tokens"], stats["mc/tokens_per_s"], stats["mc/tokens_per_episode"]) == (42, 21.0, 21.0)
 
 
 def test_one_rollout_per_state_and_a_response_without_steps():

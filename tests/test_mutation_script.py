@@ -72,13 +72,13 @@ def test_scores_detected_equivalent_and_gaps(tmp_path, monkeypatch, capsys):
     assert mutation.main(["--no-run"]) == 1  # mutant 4 survived and is not listed
     out = capsys.readouterr().out
     # x_g is out of scope; killed and timeout are detected; 3 is equivalent; 4 is the gap
-    assert "| vineppo/m.py | 4 | 2 | 1 | 1 | 50.0 % | 66.7 % |" in out
+    assert "| vineppo/m.py | 4 | 0 | 2 | 1 | 1 | 50.0 % | 66.7 % |" in out
     assert "# vineppo.m.x_f__mutmut_4: survived" in out and "x_f__mutmut_3: survived" not in out
     assert "x_g__mutmut_1" not in out
 
     equivalent["vineppo.m.x_f__mutmut_4"] = ("x_f__mutmut_4", "also equivalent")
     assert mutation.main(["--no-run"]) == 0
-    assert "| vineppo/m.py | 4 | 2 | 2 | 0 | 50.0 % | 100.0 % |" in capsys.readouterr().out
+    assert "| vineppo/m.py | 4 | 0 | 2 | 2 | 0 | 50.0 % | 100.0 % |" in capsys.readouterr().out
 
 
 def test_a_stale_equivalent_entry_fails_the_run(tmp_path, monkeypatch, capsys):
@@ -89,15 +89,15 @@ def test_a_stale_equivalent_entry_fails_the_run(tmp_path, monkeypatch, capsys):
     assert mutation.main(["--no-run"]) == 1
     out = capsys.readouterr().out
     assert "no longer match their mutant" in out and "vineppo.m.x_f__mutmut_3" in out
-    assert "| vineppo/m.py | 4 | 2 | 1 | 1 |" in out
+    assert "| vineppo/m.py | 4 | 0 | 2 | 1 | 1 |" in out
 
 
-def test_a_mutant_not_run_is_not_killed(tmp_path, monkeypatch, capsys):
+def test_a_mutant_not_run_is_counted_apart_and_fails_the_run(tmp_path, monkeypatch, capsys):
     _fake_repo(tmp_path, monkeypatch, {"vineppo.m.x_f__mutmut_1": None, "vineppo.m.x_f__mutmut_2": 1}, {})
     assert mutation.main(["--no-run"]) == 1
     out = capsys.readouterr().out
-    assert "# vineppo.m.x_f__mutmut_1: not checked" in out
-    assert "| vineppo/m.py | 2 | 1 | 0 | 1 | 50.0 % | 50.0 % |" in out
+    assert "x_f__mutmut_1" not in out and "1 mutants not run yet" in out  # no diff: it was never run
+    assert "| vineppo/m.py | 2 | 1 | 1 | 0 | 0 | 100.0 % | 100.0 % |" in out
 
 
 def test_the_docs_list_every_equivalent_mutant_with_its_reason():

@@ -553,3 +553,67 @@ def test_activation_bytes_by_hand():
     # checkpointing: every layer's input (4 x 10 x 16 x 2 = 1280) and one layer in full
     assert activation_bytes(s, 2, 5, 2, True, None) == 1280 + 6400 + 1920
     assert activation_bytes(s, 2, 5, 2, True, "eager") == 1280 + 6800 + 1920
+
+
+def test_an_unknown_distribution_is_named_and_head_dims_are_ints(tmp_path):
+    from transformers import GPTNeoXConfig
+
+    from vineppo.plan.inputs import PlanError, read_launch, shape_from_config
+
+    (tmp_path / "tpu.yaml").write_text("distributed_type: TPU\n")
+    with pytest.raises(PlanError, match=r"tpu.yaml: distributed_type TPU is not one vineppo runs \(NO, MULTI_GPU, "
+                                        r"FSDP, DEEPSPEED\)"):
+        read_launch(tmp_path / "tpu.yaml")
+    neox = shape_from_config(GPTNeoXConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=1,
+                                           intermediate_size=64, vocab_size=50))
+    assert type(neox.head_dim) is int
+
+
+def test_lora_in_fp32_and_its_load():
+    from vineppo.config import LoraConfig, TrainConfig
+    from vineppo.plan.memory import model_states
+
+    # fp32 LoRA: trained and frozen weights both 4 bytes
+    assert model_states(10_000, 500, Launch("d.yaml", "ddp", 2), False)["resident"]["weights"] == 4 * 10_000
+    cfg = TrainConfig()
+    cfg.model.lora, cfg.model.dtype = LoraConfig(r=2), "float32"
+    # no reference copy at load: fp32 weights of the policy once, per process (2 per node)
+    assert _phases(cfg)[0].host_load_per_node == 2 * (4 * 10_000)
+
+
+def test_the_critic_trains_with_the_policys_checkpointing_and_attention():
+    from vineppo.config import TrainConfig
+    from vineppo.plan.memory import activation_bytes
+
+    cfg = TrainConfig()
+    cfg.algorithm = "ppo"
+    cfg.ppo.micro_batch_size, cfg.sampling.max_sequence_length = 2, 50
+    cfg.model.gradient_checkpointing, cfg.model.attn_implementation = True, "eager"
+    assert _phases(cfg)[1]["train_critic"]["activations"] == activation_bytes(_small_shape(), 2, 50, 2, True, "eager")
+
+
+def test_notes_of_a_big_model_asleep_and_of_a_small_kv_cache():
+    from vineppo.config import TrainConfig
+    from vineppo.plan.inputs import GIB, ModelShape
+    from vineppo.plan.memory import plan_memory
+
+    cfg = TrainConfig()
+    cfg.engine.sleep_during_training, cfg.engine.sleep_level = True, 1
+    big = ModelShape(params=2**30, backbone_params=2**30 - 1000, layer_params=1000, hidden=16, layers=4, heads=2,
+                     kv_heads=1, head_dim=8, intermediate=32, vocab=100, largest_tensor=1600)
+    # 2 bytes x 2^30 parameters x 2 processes per node = 4.0 GiB
+    notes = plan_memory(big, cfg, Launch("x.yaml", "ddp", 2), 80 * GIB).notes
+    assert notes[0] == ("engine.sleep_level=2 saves the engine's CPU copy of the weights (4.0 GiB per node): the "
+                        "trainer pushes fresh weights anyway")
+    # a KV cache of 128-byte tokens (4 layers x 1 KV head x 8 x 2 x 2) and 50-token sequences
+    cfg = TrainConfig()
+    cfg.engine.sleep_during_training = False
+    cfg.sampling.max_sequence_length = 50
+    for cap, note in ((128 * 50 * 8, None), (128 * 50 * 7, 7), (128, 0), (0, None)):
+        cfg.engine.kv_cache_memory_bytes = cap
+        expect = [] if note is None else [f"the KV cache holds {note} full-length sequences at once: generation "
+                                          "will be slow"]
+        assert _phases(cfg, Launch("s.yaml", "single", 1))[0].notes == expect, cap
+    # one process: no per-process minibatch to divide
+    cfg.ppo.minibatch_size, cfg.ppo.micro_batch_size, cfg.engine.kv_cache_memory_bytes = 64, 12, None
+    assert _phases(cfg, Launch("s.yaml", "single", 1))[0].notes == []
