@@ -397,6 +397,12 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.mc.x_run_mc_rounds__mutmut_31": (
         'own_seeds = seed is not None and not getattr(engine, "shared_request_seed", True)',
         'Engine defines shared_request_seed (False): the getattr default is never read'),
+    "vineppo.demo.values.x_probe_line__mutmut_27": (
+        'f"{f(p[\'mc_abs_error\'], None)} / critic {f(p[\'critic_abs_error\'], False)}, localisation MC "',
+        'pct=None is falsy like False: the error is printed as a number either way'),
+    "vineppo.demo.values.x_probe_line__mutmut_34": (
+        'f"{f(p[\'mc_abs_error\'], False)} / critic {f(p[\'critic_abs_error\'], None)}, localisation MC "',
+        'pct=None is falsy like False: the error is printed as a number either way'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

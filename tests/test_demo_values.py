@@ -96,6 +96,8 @@ def test_counts_are_rounded_to_four_places_and_half_counted_rows_are_left_out(tm
     assert (p["mc_ranking_accuracy"], p["mc_ranking_pairs"]) == (0.3333, 3)
     assert (p["mc_localisation"], p["mc_localisation_responses"]) == (0.6667, 3)
     assert p["mc_abs_error"] == 0.5 and p["mc_error_by_step"] == {0: 0.3333, 1: 0.6667}
+    one = dict([_run(tmp_path, "v1", "vineppo", [_probe("mc", 3, oracle=(1, 1))], [_state(3, 0, 0.0, mc=1 / 3)])])
+    assert probe_summary(one)["mc_abs_error"] == 0.3333
 
 
 def _with_dumps(tmp_path, name: str, algorithm: str, key: str, dumps: dict, metrics: list[dict]):
@@ -166,4 +168,4 @@ def test_probe_line_by_hand():
     line = probe_line(p)
     assert "(0% of those blamed on a step)" in line and "critic —, localisation" in line and "critic — of 1200" in line
     del p["mc_localisation_blamed"]
-    assert "blamed" not in probe_line(p)
+    assert probe_line(p).endswith("localisation MC 47% of 1322 failed responses / critic — of 1200")
