@@ -156,6 +156,26 @@ class ThreadGroup:
             return out
         return RankGroup(rank, self.world, gather)
 
+    def run(self, work) -> None:
+        """`work(rank)` on one thread per rank; the first error is re-raised here (the others'
+        barrier is broken so that no thread waits for a dead rank)."""
+        errors = []
+
+        def guarded(rank):
+            try:
+                work(rank)
+            except BaseException as e:  # noqa: BLE001  (re-raised in the test's thread)
+                errors.append(e)
+                self.barrier.abort()
+
+        threads = [threading.Thread(target=guarded, args=(r,)) for r in range(self.world)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        if errors:
+            raise errors[0]
+
 
 class SeededEngine(Engine):
     """An engine whose samples depend on the request's own seed only (as `request_seeds` asks):
@@ -195,26 +215,14 @@ def run_ranks(balance: str | None, budget: MCBudget, iteration: int = 2, seed_of
     group = ThreadGroup(2)
     engines = [SeededEngine(), SeededEngine()]
     stats: list = [None, None]
-    errors = []
 
     def work(rank):
-        try:
-            stats[rank] = estimate_mc_values(
-                engines[rank], TASK, CharTokenizer(), ROWS, eps[rank], k=budget.k, cap=None, temperature=0.6,
-                top_p=0.9, max_new_tokens=16, max_sequence_length=1000, stop=[], seed=seed_of(11, rank, iteration),
-                budget=budget, group=group.member(rank),
-                **({} if balance == "default" else {"balance": balance}))
-        except BaseException as e:  # noqa: BLE001  (re-raised in the test's thread)
-            errors.append(e)
-            group.barrier.abort()
+        stats[rank] = estimate_mc_values(
+            engines[rank], TASK, CharTokenizer(), ROWS, eps[rank], k=budget.k, cap=None, temperature=0.6,
+            top_p=0.9, max_new_tokens=16, max_sequence_length=1000, stop=[], seed=seed_of(11, rank, iteration),
+            budget=budget, group=group.member(rank), **({} if balance == "default" else {"balance": balance}))
 
-    threads = [threading.Thread(target=work, args=(r,)) for r in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    if errors:
-        raise errors[0]
+    group.run(work)
     return [[e.step_values for e in eps[r]] for r in range(2)], [e.prompts for e in engines], stats
 
 

@@ -98,13 +98,12 @@ def test_mc_request_key_is_the_question_and_the_whole_token_prefix():
 def _balanced_on_two_threads(requests, seeds, by):
     """`run_balanced` on two thread-ranks (rank r: `requests[r]`, split seed `seeds[r]`): per rank,
     the states its `run` was handed (as (question, prefix)), its result and the call's seconds."""
-    import threading
     import time
 
     from test_mc_balance import ThreadGroup
     from vineppo.mc_balance import run_balanced
 
-    group, handed, out, errors = ThreadGroup(2), [None, None], [None, None], []
+    group, handed, out = ThreadGroup(2), [None, None], [None, None]
 
     def work(rank):
         def run(reqs, sums, samples):
@@ -112,22 +111,12 @@ def _balanced_on_two_threads(requests, seeds, by):
             sums += 1.0
             samples += 2
             return [2] * len(reqs), {"rank": rank}
-        try:
-            t = time.perf_counter()
-            res = run_balanced(group.member(rank), requests[rank], np.zeros(len(requests[rank])),
-                               np.zeros(len(requests[rank]), dtype=np.int64), split_seed=seeds[rank], by=by, run=run)
-            out[rank] = (res, time.perf_counter() - t)
-        except BaseException as e:  # noqa: BLE001  (re-raised in the test's thread)
-            errors.append(e)
-            group.barrier.abort()
+        t = time.perf_counter()
+        res = run_balanced(group.member(rank), requests[rank], np.zeros(len(requests[rank])),
+                           np.zeros(len(requests[rank]), dtype=np.int64), split_seed=seeds[rank], by=by, run=run)
+        out[rank] = (res, time.perf_counter() - t)
 
-    threads = [threading.Thread(target=work, args=(r,)) for r in range(2)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(60)
-    if errors:
-        raise errors[0]
+    group.run(work)
     return handed, out
 
 
