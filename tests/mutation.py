@@ -403,6 +403,9 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.demo.values.x_probe_line__mutmut_34": (
         'f"{f(p[\'mc_abs_error\'], False)} / critic {f(p[\'critic_abs_error\'], None)}, localisation MC "',
         'pct=None is falsy like False: the error is printed as a number either way'),
+    "vineppo.probe.localisation.x_localisation_rates__mutmut_11": (
+        'out[f"probe/{name}_localisation"] = row[f"probe/{name}_localised"] / n if n else float("NAN")',
+        'float() reads "NAN" as "nan"'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from vineppo import checkpoint as ckpt
 
@@ -109,6 +110,41 @@ def test_finalize_replaces_an_older_copy(tmp_path):
     ckpt.finalize(tmp, final)
     assert [p.name for p in final.iterdir()] == ["newer"] and not tmp.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["iter_000001"]  # no .old left behind
+
+
+def test_finalize_clears_the_trash_of_a_crashed_replacement(tmp_path):
+    # a crash between the two renames of an earlier save left `iter_000001.old` behind
+    final, tmp = tmp_path / "iter_000001", tmp_path / ".tmp_iter_000001"
+    final.mkdir()
+    (final / "old").write_text("old")
+    (tmp_path / "iter_000001.old").mkdir()
+    (tmp_path / "iter_000001.old" / "older").write_text("older")
+    tmp.mkdir()
+    (tmp / "new").write_text("new")
+    ckpt.finalize(tmp, final)
+    assert [p.name for p in final.iterdir()] == ["new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iter_000001"]
+
+
+def test_finalize_survives_a_trash_it_cannot_delete(tmp_path, monkeypatch):
+    # deleting the replaced copy is tidying: a failure there (a file held open on a network file
+    # system) must not fail the save, whose new copy is already in place
+    real_rmtree = ckpt.shutil.rmtree
+
+    def stubborn_rmtree(path, ignore_errors=False, **kw):
+        if Path(path).exists():
+            if not ignore_errors:
+                raise OSError(16, "Device or resource busy", str(path))
+            return
+        real_rmtree(path, ignore_errors=ignore_errors, **kw)
+
+    monkeypatch.setattr(ckpt.shutil, "rmtree", stubborn_rmtree)
+    final, tmp = tmp_path / "iter_000001", tmp_path / ".tmp_iter_000001"
+    final.mkdir()
+    tmp.mkdir()
+    (tmp / "new").write_text("new")
+    ckpt.finalize(tmp, final)
+    assert [p.name for p in final.iterdir()] == ["new"] and not tmp.exists()
 
 
 def test_prune_keeps_the_newest_states_and_rewrites_their_manifests(tmp_path):

@@ -69,6 +69,14 @@ def test_extracted_answer_joins_several_answers():
     assert extracted_answer(gsm8k, "so #### 42", {}) == gsm8k.extract_answer("so #### 42") == "42"
 
 
+def test_extracted_answer_reads_with_the_question():
+    class ByRow:  # a task whose answers depend on the row (e.g. a question's own answer format)
+        def extract_answers(self, response, row):
+            return [f"{row['unit']}{response}"]
+
+    assert extracted_answer(ByRow(), "3", {"unit": "$"}) == "$3"
+
+
 def _rec(p, j, ans, ok, finish="stop", truncated=False, tokens=10, **kw):
     return {"problem_index": p, "sample_index": j, "extracted_answer": ans, "correct": ok,
             "finish_reason": finish, "truncated": truncated, "tokens": tokens, **kw}
@@ -109,6 +117,27 @@ def test_summary_orders_samples_and_counts_only_graded_votes():
     # a problem with fewer samples than asked: pass@k uses k = min(k, its samples)
     s = summarize(gsm8k, [_rec(0, 0, "1", False), _rec(0, 1, "2", True)], 4)
     assert s["pass@4"] == 1.0 and s["pass@1"] == 0.5
+
+
+def test_summary_reports_pass_at_powers_of_two_and_at_n():
+    gsm8k = get_task("gsm8k")
+    records = [_rec(0, j, str(j), j == 99) for j in range(100)]
+    s = summarize(gsm8k, records, 100)
+    assert sorted((k for k in s if k.startswith("pass@")), key=lambda k: int(k[5:])) == [
+        "pass@1", "pass@2", "pass@4", "pass@8", "pass@16", "pass@32", "pass@64", "pass@100"]
+    assert s["pass@1"] == pytest.approx(1 / 100) and s["pass@64"] == pytest.approx(64 / 100)
+    assert s["pass@100"] == 1.0
+
+
+@pytest.mark.parametrize("finish, truncated", [("length", False), ("stop", True)])
+def test_summary_votes_of_records_without_graded_follow_the_old_rule(finish, truncated):
+    # records written before `graded` existed: a sample counts only if it stopped and was not
+    # truncated, so the "5" below casts no vote and "7" wins alone
+    gsm8k = get_task("gsm8k")
+    records = [_rec(0, 0, "5", True, finish, truncated), _rec(0, 1, "7", False)]
+    assert summarize(gsm8k, records, 2)["maj@2"] == 0.0
+    records[0] = _rec(0, 0, "5", True)  # graded: a 1-1 tie, the first sample's answer wins
+    assert summarize(gsm8k, records, 2)["maj@2"] == 1.0
 
 
 def test_summary_of_nothing_is_an_error():
