@@ -52,3 +52,11 @@ def test_the_tiny_and_paper_configs_validate():
     root = Path(__file__).resolve().parents[1] / "configs"
     for p in sorted(root.glob("tiny/*.yaml")) + sorted(root.glob("paper/*.yaml")):
         load_config(p)
+
+
+@pytest.mark.parametrize("value", ["0", "-1e-3", "nan"])
+def test_a_critic_learning_rate_must_be_positive(value):
+    with pytest.raises(ConfigError, match=rf"^ppo.critic_lr must be > 0 \(or null: optim.lr\), got "):
+        load_config(None, BASE + [f"ppo.critic_lr={value}"])
+    assert load_config(None, BASE + ["ppo.critic_lr=3e-3"]).ppo.critic_lr == 3e-3
+    assert load_config(None, BASE).ppo.critic_lr is None

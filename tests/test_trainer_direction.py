@@ -11,7 +11,7 @@ from vineppo.episodes import Episode
 from vineppo.tokens import encode_prompt
 
 
-def _trainer(tiny_model_dir, algorithm):
+def _trainer(tiny_model_dir, algorithm, *extra):
     from accelerate import Accelerator
     from transformers import AutoTokenizer
 
@@ -22,7 +22,7 @@ def _trainer(tiny_model_dir, algorithm):
         "model.gradient_checkpointing=false", "episodes.questions_per_iteration=1",
         "episodes.samples_per_question=2", "ppo.minibatch_size=2", "ppo.micro_batch_size=2", "ppo.epochs=1",
         "ppo.kl_coef=0", "ppo.whiten_advantages=false", "optim.lr=1e-3", "optim.warmup_ratio=0",
-        "optim.schedule=constant", "logging.progress=false", "seed=3"])
+        "optim.schedule=constant", "logging.progress=false", "seed=3", *extra])
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     return Trainer(cfg, Accelerator(cpu=True), tok, progress=False), tok
 
@@ -78,3 +78,24 @@ def test_an_empty_unfinished_response_trains_nothing_and_breaks_nothing(algorith
     stats = trainer.step(eps)
     assert stats["train/optimizer_steps"] == 1 and eps[1].advantages == []
     assert all(torch.isfinite(torch.tensor(v)) for k, v in stats.items() if isinstance(v, float))
+
+
+@pytest.mark.parametrize("extra, critic_lr", [((), 1e-3), (("ppo.critic_lr=0.02",), 0.02)])
+def test_the_critic_steps_at_its_own_learning_rate(extra, critic_lr, tiny_model_dir, one_torch_thread):
+    """`ppo.critic_lr` (None: `optim.lr`) is the critic's; the policy keeps `optim.lr`. Adam's first
+    step moves a parameter by its learning rate times the sign of its gradient: V = 0.5 below the
+    returns 1 raises the value head's bias by exactly the critic's rate."""
+    trainer, tok = _trainer(tiny_model_dir, "ppo", *extra)
+    assert [g["lr"] for g in trainer.opt.param_groups] == [1e-3]
+    assert [g["lr"] for g in trainer.critic_opt.param_groups] == [critic_lr]
+    prompt = encode_prompt(tok, "[MATH_TASK] Problem:\nWhat is 2 + 2?\n\nSolution:")
+    four = tok("4", add_special_tokens=False)["input_ids"][0]
+    eps = [Episode(question_index=0, sample_index=j, prompt_ids=prompt, response_ids=[four], response_text="4",
+                   finished=False, truncated=False, reward=1.0, step_boundaries=[0, 1], token_starts=[0])
+           for j in range(2)]
+    critic = trainer.acc.unwrap_model(trainer.critic)
+    with torch.no_grad():
+        critic.value_head.weight.zero_()
+        critic.value_head.bias.fill_(0.5)
+    trainer.step(eps)
+    assert float(critic.value_head.bias) == pytest.approx(0.5 + critic_lr, rel=1e-4)

@@ -218,6 +218,10 @@ class PPOConfig:
     #: schedule do not move): a common PPO practice for a critic that starts from a random head.
     #: 0 in the paper.
     critic_warmup_iterations: int = 0
+    #: PPO: the critic's peak learning rate (its own AdamW, same schedule and betas); None = `optim.lr`
+    #: (the paper: one learning rate for both). A critic whose random value head must fit within a
+    #: short run may need a larger one; choose it on validation.
+    critic_lr: float | None = None
 
 
 @dataclass
@@ -544,6 +548,8 @@ def validate(cfg: TrainConfig) -> None:
                           f"episodes.samples_per_question must be >= 2, got {cfg.episodes.samples_per_question}")
     if cfg.ppo.critic_warmup_iterations < 0:
         raise ConfigError(f"ppo.critic_warmup_iterations must be >= 0, got {cfg.ppo.critic_warmup_iterations}")
+    if cfg.ppo.critic_lr is not None and not cfg.ppo.critic_lr > 0:
+        raise ConfigError(f"ppo.critic_lr must be > 0 (or null: optim.lr), got {cfg.ppo.critic_lr}")
     if cfg.engine.tensor_parallel_size != 1:
         raise ConfigError(f"engine.tensor_parallel_size={cfg.engine.tensor_parallel_size} is not supported yet: "
                           f"each process sends its own prompts and seed to its own engine (a tensor-parallel "

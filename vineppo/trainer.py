@@ -253,7 +253,8 @@ class Trainer:
             critic = CriticModel(backbone, seed=cfg.seed % (2**31))
             if mcfg.gradient_checkpointing:
                 critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            copt = torch.optim.AdamW(critic.parameters(), lr=ocfg.lr, betas=tuple(ocfg.betas), eps=ocfg.eps,
+            critic_lr = ocfg.lr if cfg.ppo.critic_lr is None else cfg.ppo.critic_lr
+            copt = torch.optim.AdamW(critic.parameters(), lr=critic_lr, betas=tuple(ocfg.betas), eps=ocfg.eps,
                                      weight_decay=ocfg.weight_decay)
             self.critic_scheduler = torch.optim.lr_scheduler.LambdaLR(copt, lr_lambda(total, ocfg.warmup_ratio, ocfg.schedule, ocfg.warmup_shape))
             self.actor, self.opt, self.critic, self.critic_opt = self.dist.prepare(
