@@ -406,6 +406,9 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.probe.localisation.x_localisation_rates__mutmut_11": (
         'out[f"probe/{name}_localisation"] = row[f"probe/{name}_localised"] / n if n else float("NAN")',
         'float() reads "NAN" as "nan"'),
+    "vineppo.loop.xǁStopRequestǁ__init____mutmut_6": (
+        'self._previous = ""',
+        'the try below assigns _previous on both of its paths before anything reads it (an exception leaves no object)'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the
