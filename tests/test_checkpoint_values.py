@@ -8,6 +8,8 @@ import json
 import logging
 from pathlib import Path
 
+import pytest
+
 from vineppo import checkpoint as ckpt
 
 
@@ -45,6 +47,27 @@ def test_manifest_is_replaced_whole(tmp_path):
     ckpt.write_manifest_data(tmp_path, {"iteration": 1, "files": {}})
     assert json.loads((tmp_path / ckpt.MANIFEST).read_text()) == {"iteration": 1, "files": {}}
     assert not (tmp_path / (ckpt.MANIFEST + ".tmp")).exists()
+
+
+def test_manifest_text_is_indented_for_reading(tmp_path):
+    ckpt.write_manifest_data(tmp_path, {"iteration": 1, "files": {"a": 2}})
+    assert (tmp_path / ckpt.MANIFEST).read_text() == '{\n "iteration": 1,\n "files": {\n  "a": 2\n }\n}'
+
+
+def test_a_crashed_manifest_write_leaves_nothing_the_next_one_lists(tmp_path, monkeypatch):
+    d = _ckpt(tmp_path, 3, manifest=False)
+
+    def disk_error(fd):
+        raise OSError(5, "Input/output error")
+
+    with monkeypatch.context() as m:
+        m.setattr(ckpt.os, "fsync", disk_error)
+        with pytest.raises(OSError):
+            ckpt.write_manifest(d, 3)
+    ckpt.write_manifest(d, 3)  # the retry: its leftover temporary file is not one of the checkpoint's files
+    assert ckpt.verify_checkpoint(d) == (True, "")
+    assert sorted(json.loads((d / ckpt.MANIFEST).read_text())["files"]) == [
+        "config.json", "model.safetensors", "trainer_state/optimizer.bin"]
 
 
 def test_every_reason_a_checkpoint_is_refused(tmp_path):

@@ -108,6 +108,20 @@ def test_summary_without_reference_validation_or_metrics():
     assert s.iterations_to_ppo_peak == 0 and s.iteration_speedup is None and s.wallclock_speedup is None
 
 
+def test_summary_of_a_run_evaluated_on_validation_only():
+    r = Run(Path("v"), "v", "vineppo", "gsm8k", [], {"validation": {3: {"pass@1": 0.4}}})
+    s = summarize_run(r, None)
+    assert (s.selected_iteration, s.selected_validation, s.selected_test) == (3, 0.4, None)
+    assert (s.last_iteration, s.last_test, s.peak_test) == (None, None, None)
+
+
+def test_a_reference_reached_at_the_first_iteration_has_a_speedup():
+    ppo = _run("ppo", "ppo", test={4: 0.5}, seconds=[100.0] * 4)
+    s = summarize_run(_run("one", test={1: 0.5}, seconds=[30.0]), ppo)
+    assert s.iterations_to_ppo_peak == 1 and s.iteration_speedup == 4.0
+    assert s.wallclock_speedup == pytest.approx(400 / 30)
+
+
 # ---- runs: metrics, cumulative counters ------------------------------------------------------------
 def test_cumulative_seconds_and_tokens():
     r = Run(Path("r"), "r", "ppo", None, [{"iteration": 1, "seconds": 2.0}, {"iteration": 2},
