@@ -409,6 +409,15 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.loop.xǁStopRequestǁ__init____mutmut_6": (
         'self._previous = ""',
         'the try below assigns _previous on both of its paths before anything reads it (an exception leaves no object)'),
+    "vineppo.compare.select.x_summarize_run__mutmut_12": (
+        'val = run.evals.get("validation", None)',
+        'val is read only at a selected iteration, which exists only if the run has validation results'),
+    "vineppo.compare.select.x_summarize_run__mutmut_14": (
+        'val = run.evals.get("validation", )',
+        'val is read only at a selected iteration, which exists only if the run has validation results'),
+    "vineppo.compare.select.x_reach_table__mutmut_39": (
+        'toks.get(it) if (it is not None) or True else None))',
+        'toks is keyed by iterations: toks.get(None) is None'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the
