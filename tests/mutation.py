@@ -418,6 +418,15 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.compare.select.x_reach_table__mutmut_39": (
         'toks.get(it) if (it is not None) or True else None))',
         'toks is keyed by iterations: toks.get(None) is None'),
+    "vineppo.compare.runs.x_read_metrics__mutmut_4": (
+        'lines = path.read_text(encoding=None).splitlines()',
+        "the locale's encoding is UTF-8 wherever the tests run (a running Python's locale encoding cannot be changed by a test)"),
+    "vineppo.compare.runs.x_read_metrics__mutmut_6": (
+        'lines = path.read_text(encoding="UTF-8").splitlines()',
+        'codec names are case-insensitive'),
+    "vineppo.compare.runs.x_read_metrics__mutmut_17": (
+        'break',
+        'the skipped line is the last one: break and continue both end the loop'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

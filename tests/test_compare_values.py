@@ -47,6 +47,7 @@ def test_first_reaching_in_iteration_order_with_a_rounding_tolerance():
     assert first_reaching(r, 0.3) == 20  # 1e-13 below is the same number printed
     r = _run(test={30: 0.5, 10: 0.1, 20: 0.3 - 1e-9})
     assert first_reaching(r, 0.3) == 30
+    assert first_reaching(_run(test={1: 0.5 - 1e-12}), 0.5) == 1  # the tolerance's edge counts
     assert first_reaching(r, 0.6) is None
 
 
@@ -161,6 +162,16 @@ def test_read_metrics_names_an_invalid_line(tmp_path):
         read_metrics(p)
 
 
+def test_read_metrics_of_an_empty_file_and_a_missing_first_row(tmp_path, caplog):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text("\n")
+    assert read_metrics(p) == []
+    p.write_text("".join(json.dumps({"iteration": i}) + "\n" for i in (2, 3, 5)))
+    with caplog.at_level(logging.WARNING):
+        assert [r["iteration"] for r in read_metrics(p)] == [2, 3, 5]
+    assert "iterations [1, 4] have no metrics row" in caplog.text
+
+
 # ---- runs: loading a directory, the grid -------------------------------------------------------
 def _write_run(root: Path, name: str, checkpoints: dict[int, float], config: str = "algorithm: ppo\n",
                initial: float | None = None, iterations: int = 0) -> Path:
@@ -223,3 +234,30 @@ def test_apply_grid_refuses_a_grid_a_run_cannot_fill(tmp_path):
     with pytest.raises(CompareError, match=r"^b \(ppo\) saved a checkpoint every 20 iterations, so it has none on "
                                            r"a grid of 30: use --iteration-grid 20 or a multiple of it$"):
         apply_grid([b], 30)
+
+
+def test_load_run_skips_a_checkpoint_of_unknown_iteration_and_reads_the_rest(tmp_path, caplog):
+    run = _write_run(tmp_path, "u", {2: 0.4}, config="algorithm: ppo\n")
+    odd = run / "checkpoints" / "iter_000001_copy"  # sorts before iter_000002; no manifest, no number
+    write_results(odd / "eval" / "test", {"pass@1": 0.9, "max_problems": None}, [])
+    with caplog.at_level(logging.WARNING):
+        r = load_run(run)
+    assert r.curve("test") == [(2, 0.4)] and r.last_checkpoint == 2
+    assert f"skipping {odd}: cannot tell its iteration" in caplog.text
+
+
+def test_load_run_checkpoints_from_iteration_1_and_none_but_the_initial_model(tmp_path):
+    r = load_run(_write_run(tmp_path, "every", {1: 0.1, 2: 0.2, 3: 0.3}, config="algorithm: ppo\n"))
+    assert r.save_every == 1 and r.last_checkpoint == 3
+    r = load_run(_write_run(tmp_path, "start", {}, config="algorithm: ppo\n", initial=0.1))
+    assert r.curve("test") == [(0, 0.1)] and r.last_checkpoint is None and r.save_every is None
+
+
+def test_load_run_warns_of_results_on_part_of_a_split(tmp_path, caplog):
+    run = _write_run(tmp_path, "p", {4: 0.3}, config="algorithm: ppo\n")
+    part = run / "checkpoints" / "iter_000002"
+    write_results(part / "eval" / "test", {"pass@1": 0.2, "max_problems": 50}, [])
+    with caplog.at_level(logging.WARNING):
+        r = load_run(run)
+    assert r.curve("test") == [(2, 0.2), (4, 0.3)]
+    assert f"{run}: test results of iterations [2] cover only part of the split (max_problems)" in caplog.text

@@ -33,6 +33,8 @@ def test_save_interval_from_the_checkpoints_without_the_last():
     # one checkpoint besides the last, none at all: the gcd of one number, or nothing to tell
     assert save_interval({}, [20, 30]) == 20
     assert save_interval({}, [30]) is None
+    assert save_interval({}, [0, 30]) is None  # the initial model and the last checkpoint tell nothing
+    assert save_interval({}, [1, 2, 3]) == 1  # a checkpoint at iteration 1 counts
     assert save_interval({}, []) is None
 
 
