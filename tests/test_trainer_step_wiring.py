@@ -1,0 +1,96 @@
+"""`Trainer.step`'s wiring that a CPU run cannot see in its numbers: the device every batch and the
+offloaded reference are put on, the critic-only warm-up being PPO's alone, and the progress bar
+(shown only when asked, labelled, cleared when done)."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import pytest
+import torch
+
+from vineppo.episodes import Episode
+from vineppo.tokens import encode_prompt
+from test_trainer_direction import _next_token_logprobs, _trainer
+
+
+def _episodes(tok, *advantages):
+    prompt = encode_prompt(tok, "[MATH_TASK] Problem:\nWhat is 2 + 2?\n\nSolution:")
+    good, bad = tok("4", add_special_tokens=False)["input_ids"][0], tok("7", add_special_tokens=False)["input_ids"][0]
+    eps = [Episode(question_index=0, sample_index=j, prompt_ids=prompt, response_ids=[t], response_text=tok.decode([t]),
+                   finished=False, truncated=False, reward=r, step_boundaries=[0, 1], token_starts=[0])
+           for j, (t, r) in enumerate([(good, 1.0), (bad, 0.0)])]
+    for e, a in zip(eps, advantages):
+        e.advantages = [a]
+    return prompt, (good, bad), eps
+
+
+def test_the_critic_warmup_never_holds_back_a_method_without_a_critic(tiny_model_dir, one_torch_thread):
+    trainer, tok = _trainer(tiny_model_dir, "vineppo", "ppo.critic_warmup_iterations=2")
+    prompt, tokens, eps = _episodes(tok, 1.0, -1.0)
+    before = _next_token_logprobs(trainer, prompt, tokens)
+    stats = trainer.step(eps, iteration=0)
+    after = _next_token_logprobs(trainer, prompt, tokens)
+    assert stats["train/optimizer_steps"] == 1
+    assert after[0] > before[0] + 1e-3 and after[1] < before[1] - 1e-3
+
+
+def test_every_batch_is_built_on_the_process_device(tiny_model_dir, one_torch_thread, monkeypatch):
+    import vineppo.trainer as trainer_mod
+
+    devices = []
+    real = trainer_mod.collate
+
+    def spy(episodes, eos_id, pad_id, device, *a, **kw):
+        devices.append(device)
+        return real(episodes, eos_id, pad_id, device, *a, **kw)
+
+    monkeypatch.setattr(trainer_mod, "collate", spy)
+    trainer, tok = _trainer(tiny_model_dir, "ppo")
+    trainer.step(_episodes(tok)[2])
+    assert devices and all(d == trainer.acc.device for d in devices) and trainer.acc.device is not None
+
+
+def test_an_offloaded_reference_visits_the_device_for_its_log_probs_only(tiny_model_dir, one_torch_thread):
+    trainer, tok = _trainer(tiny_model_dir, "vineppo", "model.reference_offload=true", "ppo.kl_coef=0.1")
+    moves, real_to = [], trainer.reference.to
+
+    def to(*args, **kw):
+        moves.append(args[0] if args else kw.get("device"))
+        return real_to(*args, **kw)
+
+    trainer.reference.to = to
+    trainer.step(_episodes(tok, 1.0, -1.0)[2])
+    assert moves == [trainer.acc.device, "cpu"]
+
+
+def test_an_offloaded_reference_under_lora_is_the_base_model(tiny_model_dir, one_torch_thread):
+    # with LoRA there is no reference copy to move: the base weights (adapters off) are the reference
+    trainer, tok = _trainer(tiny_model_dir, "vineppo", "model.reference_offload=true", "model.lora.r=4",
+                            "ppo.kl_coef=0.1")
+    assert trainer.reference is None
+    stats = trainer.step(_episodes(tok, 1.0, -1.0)[2])
+    assert stats["train/optimizer_steps"] == 1
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_the_log_prob_bar_shows_only_when_asked_and_is_cleared(progress, tiny_model_dir, one_torch_thread,
+                                                                monkeypatch):
+    trainer, tok = _trainer(tiny_model_dir, "vineppo")
+    trainer.progress = progress
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    trainer.step(_episodes(tok, 1.0, -1.0)[2])
+    out = term.getvalue()
+    if not progress:
+        assert "train: log-probs" not in out  # a terminal, but no bar unless asked
+    else:
+        assert "train: log-probs: " in out
+        assert "train: PPO steps: " in out
+        assert "\n" not in out  # leave=False: each bar is erased when done, no line is left behind
