@@ -94,3 +94,42 @@ def test_the_log_prob_bar_shows_only_when_asked_and_is_cleared(progress, tiny_mo
         assert "train: log-probs: " in out
         assert "train: PPO steps: " in out
         assert "\n" not in out  # leave=False: each bar is erased when done, no line is left behind
+
+
+def test_step_metrics_hand_computed_on_a_fake_clock(tiny_model_dir, one_torch_thread, monkeypatch):
+    """Two epochs over two episodes of 1 and 3 action tokens; the clock reads 10 s at the start,
+    12 s after the log-probs and 17 s at the end."""
+    from types import SimpleNamespace
+
+    import vineppo.trainer as trainer_mod
+
+    trainer, tok = _trainer(tiny_model_dir, "vineppo", "ppo.epochs=2")
+    prompt, (good, bad), eps = _episodes(tok, 1.0, -1.0)
+    eps[1].response_ids = [bad, bad, bad]
+    eps[1].response_text = tok.decode(eps[1].response_ids)
+    eps[1].step_boundaries, eps[1].token_starts = [0, 3], [0, 1, 2]
+    eps[1].advantages = [-1.0, -1.0, -1.0]
+    monkeypatch.setattr(trainer_mod, "time", SimpleNamespace(perf_counter=iter([10.0, 12.0, 17.0]).__next__))
+    out = trainer.step(eps)
+    assert out["logprobs/seconds"] == 2.0 and out["train/seconds"] == 5.0
+    assert out["logprobs/tokens"] == 4 and out["train/tokens"] == 8  # 4 action tokens, trained twice
+    assert out["logprobs/tokens_per_s"] == 4 / 2 and out["train/tokens_per_s"] == 4 * 2 / 5
+    assert out["train/optimizer_steps"] == 2 and out["train/lr"] == 1e-3
+    assert out["train/first_minibatch_ratio"] == pytest.approx(1.0, abs=1e-6)  # nothing has moved yet
+    assert out["train/ratio"] != pytest.approx(1.0, abs=1e-6)  # the mean over both epochs: the second moved
+    assert [sorted(w["episodes"]) for w in out["train/whiten_stats"]] == [[0, 1], [0, 1]]
+    assert "epoch" not in out and "whiten" not in out
+
+
+def test_ppo_advantages_after_an_empty_response_still_come(tiny_model_dir, one_torch_thread):
+    # an empty response (no action token) first: the next episode still gets its GAE advantages
+    trainer, tok = _trainer(tiny_model_dir, "ppo")
+    prompt, (good, bad), eps = _episodes(tok)
+    eps[0].response_ids, eps[0].response_text, eps[0].step_boundaries, eps[0].token_starts = [], "", [0, 0], []
+    critic = trainer.acc.unwrap_model(trainer.critic)
+    with torch.no_grad():
+        critic.value_head.weight.zero_()
+        critic.value_head.bias.fill_(0.25)
+    trainer.step(eps)
+    assert eps[0].advantages == [] and eps[1].advantages == [pytest.approx(-0.25)]  # R − V = 0 − 0.25
+    assert eps[1].meta["returns"] == [pytest.approx(0.0)] and eps[1].meta["critic_values"] == [pytest.approx(0.25)]
