@@ -427,6 +427,21 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.compare.runs.x_read_metrics__mutmut_17": (
         'break',
         'the skipped line is the last one: break and continue both end the loop'),
+    "vineppo.trainer.x_critic_fit_metrics__mutmut_3": (
+        'v = np.array([x for seq in values for x in seq], dtype=None)',
+        'the lists hold Python floats: numpy makes a float64 array of them by default'),
+    "vineppo.trainer.x_critic_fit_metrics__mutmut_5": (
+        'v = np.array([x for seq in values for x in seq], )',
+        'the lists hold Python floats: numpy makes a float64 array of them by default'),
+    "vineppo.trainer.x_critic_fit_metrics__mutmut_8": (
+        'g = np.array([x for seq in returns for x in seq], dtype=None)',
+        'the lists hold Python floats: numpy makes a float64 array of them by default'),
+    "vineppo.trainer.x_critic_fit_metrics__mutmut_10": (
+        'g = np.array([x for seq in returns for x in seq], )',
+        'the lists hold Python floats: numpy makes a float64 array of them by default'),
+    "vineppo.trainer.xǁTrainerǁstep__mutmut_95": (
+        'r = torch.zeros(2, n)',
+        'only row 0 of the rewards is read back (a[0], g[0]); a second zero row is computed and dropped'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the
