@@ -133,6 +133,7 @@ def start_critic(cfg):
     return CriticModel(AutoModel.from_pretrained(cfg.model.name_or_path, dtype=torch.float64), seed=cfg.seed % (2**31))
 
 
+@pytest.mark.multiprocess
 def test_two_processes_equal_one(tiny_model_dir, tmp_path, one_torch_thread):
     """One `Trainer.step` on 2 gloo processes (each holding its rank's half of the batch) equals the
     same step in one process with the whole batch: the minibatches are drawn from all episodes with

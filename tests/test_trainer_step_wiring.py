@@ -133,3 +133,36 @@ def test_ppo_advantages_after_an_empty_response_still_come(tiny_model_dir, one_t
     trainer.step(eps)
     assert eps[0].advantages == [] and eps[1].advantages == [pytest.approx(-0.25)]  # R − V = 0 − 0.25
     assert eps[1].meta["returns"] == [pytest.approx(0.0)] and eps[1].meta["critic_values"] == [pytest.approx(0.25)]
+
+
+def test_gather_iteration_joins_every_rank_in_rank_order(monkeypatch):
+    """The multi-process branch without launching processes: `gather_object` concatenates the
+    ranks' lists (rank 0's first); the columns come back as lists, returns and critic values only
+    where the algorithm has them."""
+    from types import SimpleNamespace
+
+    import accelerate.utils
+
+    from vineppo.trainer import Trainer
+
+    trainer = Trainer.__new__(Trainer)
+    trainer.acc = SimpleNamespace(num_processes=1)
+    eps = ("e0",)
+    same = trainer._gather_iteration(eps, [[1.0]], None, [[-1.0]], [[-2.0]], [])
+    assert same == (["e0"], [[1.0]], None, [[-1.0]], [[-2.0]], [])  # one process: its own, as a list
+
+    trainer.acc = SimpleNamespace(num_processes=2)
+    rank1 = [("e1", [0.5], [1.5], [-0.1], [-0.2], [0.3])]
+    sent = []
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda local: sent.append(local) or [*local, *rank1])
+    out = trainer._gather_iteration(["e0"], [[1.0]], [[2.0]], [[-1.0]], [[-2.0]], [[3.0]])
+    assert sent == [[("e0", [1.0], [2.0], [-1.0], [-2.0], [3.0])]]
+    assert out == (["e0", "e1"], [[1.0], [0.5]], [[2.0], [1.5]], [[-1.0], [-0.1]], [[-2.0], [-0.2]], [[3.0], [0.3]])
+    assert all(isinstance(col, list) for col in out)
+
+    # no critic (VinePPO, GRPO): no returns, no values
+    rank1[:] = [("e1", [0.5], None, [-0.1], [-0.2], None)]
+    sent.clear()
+    out = trainer._gather_iteration(["e0"], [[1.0]], None, [[-1.0]], [[-2.0]], [])
+    assert sent == [[("e0", [1.0], None, [-1.0], [-2.0], None)]]
+    assert out == (["e0", "e1"], [[1.0], [0.5]], None, [[-1.0], [-0.1]], [[-2.0], [-0.2]], [])
