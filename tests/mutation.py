@@ -442,6 +442,9 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.trainer.xǁTrainerǁstep__mutmut_95": (
         'r = torch.zeros(2, n)',
         'only row 0 of the rewards is read back (a[0], g[0]); a second zero row is computed and dropped'),
+    "vineppo.trainer.xǁTrainerǁstep__mutmut_116": (
+        'a, g = gae_advantages(r, torch.tensor([v]), torch.ones(2, n), cfg.ppo.gamma, cfg.ppo.lam)',
+        'only row 0 of the advantages and returns is read back (a[0], g[0]); a second row of the mask is computed and dropped'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

@@ -166,3 +166,24 @@ def test_gather_iteration_joins_every_rank_in_rank_order(monkeypatch):
     out = trainer._gather_iteration(["e0"], [[1.0]], None, [[-1.0]], [[-2.0]], [])
     assert sent == [[("e0", [1.0], None, [-1.0], [-2.0], None)]]
     assert out == (["e0", "e1"], [[1.0], [0.5]], None, [[-1.0], [-0.1]], [[-2.0], [-0.2]], [])
+
+
+def test_a_step_without_advantages_names_the_missing_phase(tiny_model_dir, one_torch_thread):
+    trainer, tok = _trainer(tiny_model_dir, "vineppo")
+    eps = _episodes(tok, 1.0)[2]  # the second episode has no advantages
+    with pytest.raises(ValueError, match=r"^vineppo episodes need advantages \(the loop's credit phase\) "
+                                         r"before training$"):
+        trainer.step(eps)
+
+
+def test_a_critic_free_step_gathers_no_returns_and_no_values(tiny_model_dir, one_torch_thread, monkeypatch):
+    trainer, tok = _trainer(tiny_model_dir, "vineppo")
+    seen, real = [], trainer._gather_iteration
+
+    def spy(episodes, advs, rets, old_lp, ref_lp, old_v):
+        seen.append((rets, old_v))
+        return real(episodes, advs, rets, old_lp, ref_lp, old_v)
+
+    monkeypatch.setattr(trainer, "_gather_iteration", spy)
+    trainer.step(_episodes(tok, 1.0, -1.0)[2])
+    assert seen == [(None, [])]
