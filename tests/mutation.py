@@ -445,6 +445,9 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.trainer.xǁTrainerǁstep__mutmut_116": (
         'a, g = gae_advantages(r, torch.tensor([v]), torch.ones(2, n), cfg.ppo.gamma, cfg.ppo.lam)',
         'only row 0 of the advantages and returns is read back (a[0], g[0]); a second row of the mask is computed and dropped'),
+    "vineppo.trainer.xǁTrainerǁstep__mutmut_208": (
+        'logs[-1]["epoch"] = None',
+        "a minibatch log's epoch is never read: step drops it from the averaged metrics"),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

@@ -89,10 +89,9 @@ def test_the_log_prob_bar_shows_only_when_asked_and_is_cleared(progress, tiny_mo
     trainer.step(_episodes(tok, 1.0, -1.0)[2])
     out = term.getvalue()
     if not progress:
-        assert "train: log-probs" not in out  # a terminal, but no bar unless asked
+        assert out == ""  # a terminal, but no bar unless asked
     else:
-        assert "train: log-probs: " in out
-        assert "train: PPO steps: " in out
+        assert "train: log-probs:   0%|" in out and "train: PPO steps:   0%|" in out  # bars that know their length
         assert "\n" not in out  # leave=False: each bar is erased when done, no line is left behind
 
 
@@ -119,6 +118,7 @@ def test_step_metrics_hand_computed_on_a_fake_clock(tiny_model_dir, one_torch_th
     assert out["train/ratio"] != pytest.approx(1.0, abs=1e-6)  # the mean over both epochs: the second moved
     assert [sorted(w["episodes"]) for w in out["train/whiten_stats"]] == [[0, 1], [0, 1]]
     assert "epoch" not in out and "whiten" not in out
+    assert all(k.startswith(("train/", "logprobs/", "sync/")) for k in out), sorted(out)
 
 
 def test_ppo_advantages_after_an_empty_response_still_come(tiny_model_dir, one_torch_thread):
@@ -187,3 +187,37 @@ def test_a_critic_free_step_gathers_no_returns_and_no_values(tiny_model_dir, one
     monkeypatch.setattr(trainer, "_gather_iteration", spy)
     trainer.step(_episodes(tok, 1.0, -1.0)[2])
     assert seen == [(None, [])]
+
+
+def test_the_minibatches_are_drawn_for_this_process_among_all(tiny_model_dir, one_torch_thread, monkeypatch):
+    import vineppo.trainer as trainer_mod
+
+    calls, real = [], trainer_mod.minibatch_schedule
+
+    def spy(*args, **kw):
+        calls.append((args, kw))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(trainer_mod, "minibatch_schedule", spy)
+    trainer, tok = _trainer(tiny_model_dir, "vineppo", "ppo.epochs=2")
+    trainer.step(_episodes(tok, 1.0, -1.0)[2])
+    acc = trainer.acc
+    assert calls == [((2, 2, 2, 3, acc.process_index, acc.num_processes), {})]  # episodes, minibatch, epochs, seed
+
+
+def test_ppo_critic_warmup_trains_the_critic_and_leaves_the_policy(tiny_model_dir, one_torch_thread):
+    trainer, tok = _trainer(tiny_model_dir, "ppo", "ppo.critic_warmup_iterations=1")
+    prompt, tokens, eps = _episodes(tok)
+    eps[1].reward = 1.0  # both returns 1 above V = 0.5: Adam's first step raises the bias by the rate
+    critic = trainer.acc.unwrap_model(trainer.critic)
+    with torch.no_grad():
+        critic.value_head.weight.zero_()
+        critic.value_head.bias.fill_(0.5)
+    before = _next_token_logprobs(trainer, prompt, tokens)
+    out = trainer.step(eps, iteration=0)
+    assert _next_token_logprobs(trainer, prompt, tokens) == before  # the policy did not move at all
+    assert out["train/critic_only"] == 1.0 and out["train/optimizer_steps"] == 0
+    assert float(critic.value_head.bias) == pytest.approx(0.5 + 1e-3, rel=1e-4)  # the critic learned
+    out = trainer.step(_episodes(tok)[2], iteration=1)  # warm-up over: both learn
+    assert out["train/critic_only"] == 0.0 and out["train/optimizer_steps"] == 1
+    assert _next_token_logprobs(trainer, prompt, tokens) != before
