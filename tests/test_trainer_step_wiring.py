@@ -97,7 +97,7 @@ def test_the_log_prob_bar_shows_only_when_asked_and_is_cleared(progress, tiny_mo
 
 def test_step_metrics_hand_computed_on_a_fake_clock(tiny_model_dir, one_torch_thread, monkeypatch):
     """Two epochs over two episodes of 1 and 3 action tokens; the clock reads 10 s at the start,
-    12 s after the log-probs and 17 s at the end."""
+    10.5 s after the log-probs and 15.5 s at the end."""
     from types import SimpleNamespace
 
     import vineppo.trainer as trainer_mod
@@ -108,11 +108,11 @@ def test_step_metrics_hand_computed_on_a_fake_clock(tiny_model_dir, one_torch_th
     eps[1].response_text = tok.decode(eps[1].response_ids)
     eps[1].step_boundaries, eps[1].token_starts = [0, 3], [0, 1, 2]
     eps[1].advantages = [-1.0, -1.0, -1.0]
-    monkeypatch.setattr(trainer_mod, "time", SimpleNamespace(perf_counter=iter([10.0, 12.0, 17.0]).__next__))
+    monkeypatch.setattr(trainer_mod, "time", SimpleNamespace(perf_counter=iter([10.0, 10.5, 15.5]).__next__))
     out = trainer.step(eps)
-    assert out["logprobs/seconds"] == 2.0 and out["train/seconds"] == 5.0
+    assert out["logprobs/seconds"] == 0.5 and out["train/seconds"] == 5.0
     assert out["logprobs/tokens"] == 4 and out["train/tokens"] == 8  # 4 action tokens, trained twice
-    assert out["logprobs/tokens_per_s"] == 4 / 2 and out["train/tokens_per_s"] == 4 * 2 / 5
+    assert out["logprobs/tokens_per_s"] == 4 / 0.5 and out["train/tokens_per_s"] == 4 * 2 / 5
     assert out["train/optimizer_steps"] == 2 and out["train/lr"] == 1e-3
     assert out["train/first_minibatch_ratio"] == pytest.approx(1.0, abs=1e-6)  # nothing has moved yet
     assert out["train/ratio"] != pytest.approx(1.0, abs=1e-6)  # the mean over both epochs: the second moved
@@ -221,3 +221,39 @@ def test_ppo_critic_warmup_trains_the_critic_and_leaves_the_policy(tiny_model_di
     out = trainer.step(_episodes(tok)[2], iteration=1)  # warm-up over: both learn
     assert out["train/critic_only"] == 0.0 and out["train/optimizer_steps"] == 1
     assert _next_token_logprobs(trainer, prompt, tokens) != before
+
+
+def test_each_bar_counts_to_its_total(tiny_model_dir, one_torch_thread, monkeypatch):
+    import vineppo.trainer as trainer_mod
+
+    bars = []
+
+    class Bar:  # tqdm's interface as the trainer uses it, recording instead of drawing
+        def __init__(self, iterable=None, total=None, **kw):
+            self.items = None if iterable is None else list(iterable)
+            self.total = len(self.items) if self.items is not None else total
+            self.desc, self.n = kw.get("desc"), 0
+            bars.append(self)
+
+        def __iter__(self):
+            for x in self.items:
+                yield x
+                self.n += 1
+
+        def update(self, k=1):
+            self.n += k
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(trainer_mod, "tqdm", Bar)
+    trainer, tok = _trainer(tiny_model_dir, "vineppo", "ppo.epochs=2")
+    trainer.step(_episodes(tok, 1.0, -1.0)[2])
+    assert [(b.desc, b.total, b.n) for b in bars] == [("train: log-probs", 1, 1), ("train: PPO steps", 2, 2)]
+
+
+def test_a_step_with_no_episodes_trains_nothing(tiny_model_dir, one_torch_thread):
+    trainer, tok = _trainer(tiny_model_dir, "vineppo")
+    out = trainer.step([])
+    assert (out["train/optimizer_steps"], out["train/tokens"], out["logprobs/tokens"]) == (0, 0, 0)
+    assert out["train/whiten_stats"] == [] and "train/ratio" not in out and "train/first_minibatch_ratio" not in out
