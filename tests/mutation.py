@@ -463,6 +463,9 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.trainer.xǁTrainerǁ_minibatch_step__mutmut_10": (
         'flat = torch.tensor([x for i in idx for x in advs[i]], dtype=torch.float32, )',
         "on CPU (every test machine) the default device is the process's; on CUDA benchmarks/gpu_check.py runs Trainer.step (perf tier), where a CPU tensor here fails"),
+    "vineppo.trainer.xǁTrainerǁ_minibatch_step__mutmut_69": (
+        'with torch.no_grad() if (critic_only) and False else contextlib.nullcontext():',
+        "critic-only: the policy's loss is never backpropagated, so no_grad saves only the graph's memory"),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the

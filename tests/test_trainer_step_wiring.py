@@ -257,3 +257,54 @@ def test_a_step_with_no_episodes_trains_nothing(tiny_model_dir, one_torch_thread
     out = trainer.step([])
     assert (out["train/optimizer_steps"], out["train/tokens"], out["logprobs/tokens"]) == (0, 0, 0)
     assert out["train/whiten_stats"] == [] and "train/ratio" not in out and "train/first_minibatch_ratio" not in out
+
+
+def test_a_minibatch_whitens_across_processes_exactly_when_there_are_several(tiny_model_dir, one_torch_thread,
+                                                                             monkeypatch):
+    import vineppo.trainer as trainer_mod
+
+    trainer, tok = _trainer(tiny_model_dir, "vineppo", "ppo.whiten_advantages=true")
+    flags, real = [], trainer_mod.masked_whiten
+
+    def spy(x, mask, **kw):
+        flags.append(kw.get("distributed", "not passed"))
+        return real(x, mask)  # whitened here, whatever the flag: no process group in this test
+
+    monkeypatch.setattr(trainer_mod, "masked_whiten", spy)
+    eps = _episodes(tok, 1.0, -1.0)[2]
+    args = ([[1.0], [-1.0]], None, [[-1.0], [-1.0]], [[-1.0], [-1.0]], [])
+    real_acc = trainer.acc
+
+    class SeveralProcesses:  # the real accelerator, but reporting n processes
+        def __init__(self, n):
+            self.num_processes = n
+
+        def __getattr__(self, name):
+            return getattr(real_acc, name)
+
+    for n in (1, 2):
+        trainer.acc = SeveralProcesses(n)
+        trainer._minibatch_step(eps, [0, 1], *args, critic_only=False)
+    assert flags == [False, True]
+
+
+@pytest.mark.parametrize("algorithm", ["vineppo", "ppo"])
+def test_gradients_accumulate_for_every_model_that_learns(algorithm, tiny_model_dir, one_torch_thread, monkeypatch):
+    trainer, tok = _trainer(tiny_model_dir, algorithm)
+    seen, real = [], trainer.dist.accumulate
+
+    def spy(*models):
+        seen.append(models)
+        return real(*models)
+
+    monkeypatch.setattr(trainer.dist, "accumulate", spy)
+    trainer.step(_episodes(tok, 1.0, -1.0)[2])
+    expected = (trainer.actor,) if algorithm == "vineppo" else (trainer.actor, trainer.critic)
+    assert len(seen) == 1 and len(seen[0]) == len(expected) and all(a is b for a, b in zip(seen[0], expected))
+
+
+def test_the_ratio_threshold_reaches_the_policy_loss(tiny_model_dir, one_torch_thread):
+    # a second epoch's ratios move off 1: a threshold just above 1 skips that minibatch, not the first
+    trainer, tok = _trainer(tiny_model_dir, "vineppo", "ppo.epochs=2", "ppo.ratio_threshold=1.000001")
+    out = trainer.step(_episodes(tok, 1.0, -1.0)[2])
+    assert out["train/ratio_skipped"] == 0.5
