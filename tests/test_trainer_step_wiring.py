@@ -308,3 +308,33 @@ def test_the_ratio_threshold_reaches_the_policy_loss(tiny_model_dir, one_torch_t
     trainer, tok = _trainer(tiny_model_dir, "vineppo", "ppo.epochs=2", "ppo.ratio_threshold=1.000001")
     out = trainer.step(_episodes(tok, 1.0, -1.0)[2])
     assert out["train/ratio_skipped"] == 0.5
+
+
+def test_the_loss_terms_get_the_configured_clamps_skip_flags_and_model(tiny_model_dir, one_torch_thread,
+                                                                       monkeypatch):
+    import vineppo.trainer as trainer_mod
+
+    trainer, tok = _trainer(tiny_model_dir, "vineppo", "ppo.epochs=2", "ppo.ratio_threshold=1.000001",
+                            "ppo.kl_coef=0.1", "ppo.kl_clamp_min=0.5", "ppo.kl_clamp_max=7.0")
+    clamps, skips, backward_models = [], [], []
+    real_kl, real_actor, real_backward = trainer_mod.kl_penalty_loss, trainer_mod.actor_loss, trainer.dist.backward
+
+    def kl_spy(logp, ref, mask, coef, lo, hi):
+        clamps.append((coef, lo, hi))
+        return real_kl(logp, ref, mask, coef, lo, hi)
+
+    def actor_spy(pg, kl, skipped):
+        skips.append(skipped)
+        return real_actor(pg, kl, skipped)
+
+    def backward_spy(model, loss):
+        backward_models.append(model)
+        return real_backward(model, loss)
+
+    monkeypatch.setattr(trainer_mod, "kl_penalty_loss", kl_spy)
+    monkeypatch.setattr(trainer_mod, "actor_loss", actor_spy)
+    monkeypatch.setattr(trainer.dist, "backward", backward_spy)
+    trainer.step(_episodes(tok, 1.0, -1.0)[2])
+    assert clamps == [(0.1, 0.5, 7.0)] * 2
+    assert skips == [False, True]  # the second epoch's ratios passed the threshold: its whole loss is skipped
+    assert len(backward_models) == 2 and all(m is trainer.actor for m in backward_models)
