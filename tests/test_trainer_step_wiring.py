@@ -338,3 +338,25 @@ def test_the_loss_terms_get_the_configured_clamps_skip_flags_and_model(tiny_mode
     assert clamps == [(0.1, 0.5, 7.0)] * 2
     assert skips == [False, True]  # the second epoch's ratios passed the threshold: its whole loss is skipped
     assert len(backward_models) == 2 and all(m is trainer.actor for m in backward_models)
+
+
+def test_the_critic_loss_gets_its_clip_range_and_its_own_backward(tiny_model_dir, one_torch_thread, monkeypatch):
+    import vineppo.trainer as trainer_mod
+
+    trainer, tok = _trainer(tiny_model_dir, "ppo", "ppo.cliprange_value=0.05")
+    clips, backward_models = [], []
+    real_value_loss, real_backward = trainer_mod.value_loss, trainer.dist.backward
+
+    def value_spy(v, v_old, g, mask, clip):
+        clips.append(clip)
+        return real_value_loss(v, v_old, g, mask, clip)
+
+    def backward_spy(model, loss):
+        backward_models.append(model)
+        return real_backward(model, loss)
+
+    monkeypatch.setattr(trainer_mod, "value_loss", value_spy)
+    monkeypatch.setattr(trainer.dist, "backward", backward_spy)
+    trainer.step(_episodes(tok)[2])
+    assert clips == [0.05]
+    assert len(backward_models) == 2 and backward_models[0] is trainer.actor and backward_models[1] is trainer.critic
