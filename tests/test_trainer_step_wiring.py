@@ -360,3 +360,29 @@ def test_the_critic_loss_gets_its_clip_range_and_its_own_backward(tiny_model_dir
     trainer.step(_episodes(tok)[2])
     assert clips == [0.05]
     assert len(backward_models) == 2 and backward_models[0] is trainer.actor and backward_models[1] is trainer.critic
+
+
+@pytest.mark.parametrize("norms", [(3.0, 5.0), (None, None)])
+def test_each_model_reports_the_gradient_norm_its_optimizer_step_returned(norms, tiny_model_dir, one_torch_thread,
+                                                                         monkeypatch):
+    # (None, None): a strategy that reports no norm (DeepSpeed clips inside its engine)
+    trainer, tok = _trainer(tiny_model_dir, "ppo")
+    real = trainer.dist.optimizer_step
+
+    def step_spy(model, opt, max_norm):
+        real(model, opt, max_norm)
+        return norms[0] if model is trainer.actor else norms[1]
+
+    monkeypatch.setattr(trainer.dist, "optimizer_step", step_spy)
+    out = trainer.step(_episodes(tok)[2])
+    if norms[0] is None:
+        assert "train/grad_norm" not in out and "train/value_grad_norm" not in out
+    else:
+        assert (out["train/grad_norm"], out["train/value_grad_norm"]) == norms
+
+
+def test_a_minibatch_out_of_step_with_accumulation_is_an_error(tiny_model_dir, one_torch_thread, monkeypatch):
+    trainer, tok = _trainer(tiny_model_dir, "vineppo")
+    monkeypatch.setattr(type(trainer.dist), "sync_gradients", property(lambda self: False))
+    with pytest.raises(RuntimeError, match="^gradient accumulation out of step with the minibatch$"):
+        trainer.step(_episodes(tok, 1.0, -1.0)[2])
