@@ -26,6 +26,19 @@ def _episodes(tok, *advantages):
     return prompt, (good, bad), eps
 
 
+def _spy(monkeypatch, owner, name, note):
+    """Replace `owner.name` by a pass-through that first records `note(*args, **kw)`; returns the
+    records."""
+    calls, real = [], getattr(owner, name)
+
+    def wrapper(*args, **kw):
+        calls.append(note(*args, **kw))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return calls
+
+
 def test_the_critic_warmup_never_holds_back_a_method_without_a_critic(tiny_model_dir, one_torch_thread):
     trainer, tok = _trainer(tiny_model_dir, "vineppo", "ppo.critic_warmup_iterations=2")
     prompt, tokens, eps = _episodes(tok, 1.0, -1.0)
@@ -39,28 +52,16 @@ def test_the_critic_warmup_never_holds_back_a_method_without_a_critic(tiny_model
 def test_every_batch_is_built_on_the_process_device(tiny_model_dir, one_torch_thread, monkeypatch):
     import vineppo.trainer as trainer_mod
 
-    devices = []
-    real = trainer_mod.collate
-
-    def spy(episodes, eos_id, pad_id, device, *a, **kw):
-        devices.append(device)
-        return real(episodes, eos_id, pad_id, device, *a, **kw)
-
-    monkeypatch.setattr(trainer_mod, "collate", spy)
+    devices = _spy(monkeypatch, trainer_mod, "collate", lambda episodes, eos_id, pad_id, device, *a, **kw: device)
     trainer, tok = _trainer(tiny_model_dir, "ppo")
     trainer.step(_episodes(tok)[2])
     assert devices and all(d == trainer.acc.device for d in devices) and trainer.acc.device is not None
 
 
-def test_an_offloaded_reference_visits_the_device_for_its_log_probs_only(tiny_model_dir, one_torch_thread):
+def test_an_offloaded_reference_visits_the_device_for_its_log_probs_only(tiny_model_dir, one_torch_thread,
+                                                                        monkeypatch):
     trainer, tok = _trainer(tiny_model_dir, "vineppo", "model.reference_offload=true", "ppo.kl_coef=0.1")
-    moves, real_to = [], trainer.reference.to
-
-    def to(*args, **kw):
-        moves.append(args[0] if args else kw.get("device"))
-        return real_to(*args, **kw)
-
-    trainer.reference.to = to
+    moves = _spy(monkeypatch, trainer.reference, "to", lambda *args, **kw: args[0] if args else kw.get("device"))
     trainer.step(_episodes(tok, 1.0, -1.0)[2])
     assert moves == [trainer.acc.device, "cpu"]
 
@@ -178,13 +179,8 @@ def test_a_step_without_advantages_names_the_missing_phase(tiny_model_dir, one_t
 
 def test_a_critic_free_step_gathers_no_returns_and_no_values(tiny_model_dir, one_torch_thread, monkeypatch):
     trainer, tok = _trainer(tiny_model_dir, "vineppo")
-    seen, real = [], trainer._gather_iteration
-
-    def spy(episodes, advs, rets, old_lp, ref_lp, old_v):
-        seen.append((rets, old_v))
-        return real(episodes, advs, rets, old_lp, ref_lp, old_v)
-
-    monkeypatch.setattr(trainer, "_gather_iteration", spy)
+    seen = _spy(monkeypatch, trainer, "_gather_iteration",
+                lambda episodes, advs, rets, old_lp, ref_lp, old_v: (rets, old_v))
     trainer.step(_episodes(tok, 1.0, -1.0)[2])
     assert seen == [(None, [])]
 
@@ -192,13 +188,7 @@ def test_a_critic_free_step_gathers_no_returns_and_no_values(tiny_model_dir, one
 def test_the_minibatches_are_drawn_for_this_process_among_all(tiny_model_dir, one_torch_thread, monkeypatch):
     import vineppo.trainer as trainer_mod
 
-    calls, real = [], trainer_mod.minibatch_schedule
-
-    def spy(*args, **kw):
-        calls.append((args, kw))
-        return real(*args, **kw)
-
-    monkeypatch.setattr(trainer_mod, "minibatch_schedule", spy)
+    calls = _spy(monkeypatch, trainer_mod, "minibatch_schedule", lambda *args, **kw: (args, kw))
     trainer, tok = _trainer(tiny_model_dir, "vineppo", "ppo.epochs=2")
     trainer.step(_episodes(tok, 1.0, -1.0)[2])
     acc = trainer.acc
@@ -291,13 +281,7 @@ def test_a_minibatch_whitens_across_processes_exactly_when_there_are_several(tin
 @pytest.mark.parametrize("algorithm", ["vineppo", "ppo"])
 def test_gradients_accumulate_for_every_model_that_learns(algorithm, tiny_model_dir, one_torch_thread, monkeypatch):
     trainer, tok = _trainer(tiny_model_dir, algorithm)
-    seen, real = [], trainer.dist.accumulate
-
-    def spy(*models):
-        seen.append(models)
-        return real(*models)
-
-    monkeypatch.setattr(trainer.dist, "accumulate", spy)
+    seen = _spy(monkeypatch, trainer.dist, "accumulate", lambda *models: models)
     trainer.step(_episodes(tok, 1.0, -1.0)[2])
     expected = (trainer.actor,) if algorithm == "vineppo" else (trainer.actor, trainer.critic)
     assert len(seen) == 1 and len(seen[0]) == len(expected) and all(a is b for a, b in zip(seen[0], expected))
@@ -316,24 +300,9 @@ def test_the_loss_terms_get_the_configured_clamps_skip_flags_and_model(tiny_mode
 
     trainer, tok = _trainer(tiny_model_dir, "vineppo", "ppo.epochs=2", "ppo.ratio_threshold=1.000001",
                             "ppo.kl_coef=0.1", "ppo.kl_clamp_min=0.5", "ppo.kl_clamp_max=7.0")
-    clamps, skips, backward_models = [], [], []
-    real_kl, real_actor, real_backward = trainer_mod.kl_penalty_loss, trainer_mod.actor_loss, trainer.dist.backward
-
-    def kl_spy(logp, ref, mask, coef, lo, hi):
-        clamps.append((coef, lo, hi))
-        return real_kl(logp, ref, mask, coef, lo, hi)
-
-    def actor_spy(pg, kl, skipped):
-        skips.append(skipped)
-        return real_actor(pg, kl, skipped)
-
-    def backward_spy(model, loss):
-        backward_models.append(model)
-        return real_backward(model, loss)
-
-    monkeypatch.setattr(trainer_mod, "kl_penalty_loss", kl_spy)
-    monkeypatch.setattr(trainer_mod, "actor_loss", actor_spy)
-    monkeypatch.setattr(trainer.dist, "backward", backward_spy)
+    clamps = _spy(monkeypatch, trainer_mod, "kl_penalty_loss", lambda logp, ref, mask, coef, lo, hi: (coef, lo, hi))
+    skips = _spy(monkeypatch, trainer_mod, "actor_loss", lambda pg, kl, skipped: skipped)
+    backward_models = _spy(monkeypatch, trainer.dist, "backward", lambda model, loss: model)
     trainer.step(_episodes(tok, 1.0, -1.0)[2])
     assert clamps == [(0.1, 0.5, 7.0)] * 2
     assert skips == [False, True]  # the second epoch's ratios passed the threshold: its whole loss is skipped
@@ -344,19 +313,8 @@ def test_the_critic_loss_gets_its_clip_range_and_its_own_backward(tiny_model_dir
     import vineppo.trainer as trainer_mod
 
     trainer, tok = _trainer(tiny_model_dir, "ppo", "ppo.cliprange_value=0.05")
-    clips, backward_models = [], []
-    real_value_loss, real_backward = trainer_mod.value_loss, trainer.dist.backward
-
-    def value_spy(v, v_old, g, mask, clip):
-        clips.append(clip)
-        return real_value_loss(v, v_old, g, mask, clip)
-
-    def backward_spy(model, loss):
-        backward_models.append(model)
-        return real_backward(model, loss)
-
-    monkeypatch.setattr(trainer_mod, "value_loss", value_spy)
-    monkeypatch.setattr(trainer.dist, "backward", backward_spy)
+    clips = _spy(monkeypatch, trainer_mod, "value_loss", lambda v, v_old, g, mask, clip: clip)
+    backward_models = _spy(monkeypatch, trainer.dist, "backward", lambda model, loss: model)
     trainer.step(_episodes(tok)[2])
     assert clips == [0.05]
     assert len(backward_models) == 2 and backward_models[0] is trainer.actor and backward_models[1] is trainer.critic
