@@ -283,6 +283,15 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.plan.advice.x_stop_lead_seconds__mutmut_6": (
         'raise AssertionError("UNREACHABLE")',
         'unreachable: the last of STOP_LEADS has no limit (None), so the loop always returns'),
+    "vineppo.checkpoint.x_list_checkpoints__mutmut_8": (
+        'return sorted((p for p in d.iterdir() if p.is_dir() and p.name.startswith("iter_")), key=None)',
+        "every path has the same parent (d): paths compare by their parts, so by the name, as the key does"),
+    "vineppo.checkpoint.x_list_checkpoints__mutmut_10": (
+        'return sorted((p for p in d.iterdir() if p.is_dir() and p.name.startswith("iter_")), )',
+        "every path has the same parent (d): paths compare by their parts, so by the name, as the key does"),
+    "vineppo.evaluate.metrics.x_pass_at_k__mutmut_14": (
+        'if n + c < k:',
+        'the early return is a shortcut: for k > n - c, math.comb(n - c, k) = 0 and the formula gives 1.0 too'),
     "vineppo.evaluate.metrics.x__canonical_number__mutmut_12": (
         'return format(value, "F") if value != 0 else "0"',
         '"F" differs from "f" only for inf / nan, which the plain-number regex never admits'),
@@ -427,6 +436,12 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "vineppo.compare.runs.x_read_metrics__mutmut_17": (
         'break',
         'the skipped line is the last one: break and continue both end the loop'),
+    "vineppo.trainer.x_minibatch_schedule__mutmut_8": (
+        'gen = torch.Generator().manual_seed(seed % (2**64))',
+        "torch's CPU generator seeds its Mersenne Twister from the low 32 bits: residues mod 2**63 and 2**64 agree there"),
+    "vineppo.trainer.x_minibatch_schedule__mutmut_24": (
+        'glob = perm[m * minibatch_size: (m + 2) * minibatch_size]',
+        'the rank slice ends at world * (minibatch_size // world) <= minibatch_size: the extra entries are never read'),
     "vineppo.trainer.x_critic_fit_metrics__mutmut_3": (
         'v = np.array([x for seq in values for x in seq], dtype=None)',
         'the lists hold Python floats: numpy makes a float64 array of them by default'),
@@ -474,6 +489,24 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "the values are Python floats and out is a float tensor: the assignment casts them to out's dtype either way"),
     "vineppo.trainer.x_scatter_actions__mutmut_13": (
         'out[i, pos] = torch.tensor(list(v), dtype=out.dtype, device=None)',
+        "on CPU (every test machine) the default device is out's; on CUDA benchmarks/gpu_check.py runs Trainer.step (perf tier)"),
+    "vineppo.trainer.x_collate__mutmut_12": (
+        'ids = torch.full((len(seqs), L), pad_id, dtype=None)',
+        "torch.full infers int64 from an int fill value (pad_id), whatever the default float dtype"),
+    "vineppo.trainer.x_collate__mutmut_15": (
+        'ids = torch.full((len(seqs), L), pad_id, )',
+        "torch.full infers int64 from an int fill value (pad_id), whatever the default float dtype"),
+    "vineppo.trainer.x_collate__mutmut_35": (
+        'ids[i, : len(s)] = torch.tensor(s, dtype=None)',
+        "a list of Python ints is int64, and ids is int64: the assignment stores the same ids"),
+    "vineppo.trainer.x_collate__mutmut_37": (
+        'ids[i, : len(s)] = torch.tensor(s, )',
+        "a list of Python ints is int64, and ids is int64: the assignment stores the same ids"),
+    "vineppo.trainer.x_lr_lambda__mutmut_33": (
+        'if warmup >= 0 and step < warmup:',
+        'steps count from 0: with no warm-up (0 steps) step < warmup is false either way'),
+    "vineppo.trainer.x_scatter_actions__mutmut_16": (
+        'out[i, pos] = torch.tensor(list(v), dtype=out.dtype, )',
         "on CPU (every test machine) the default device is out's; on CUDA benchmarks/gpu_check.py runs Trainer.step (perf tier)"),
     "vineppo.trainer.x_scatter_actions__mutmut_6": (
         'pos = batch.action_mask[i].nonzero().squeeze(+1)',

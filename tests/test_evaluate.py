@@ -57,7 +57,7 @@ def test_majority_vote_hand_computed():
     assert majority_answer(["a", "b", "b", "a", "c"]) == 0
     assert majority_answer(["c", "b", "b", "a"]) == 1
     assert majority_answer([None]) is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="1 answers but 2 verdicts"):
         majority_vote(["1"], [True, False])
 
 
@@ -86,6 +86,18 @@ def test_summarize_hand_computed():
     assert s["maj@4"] == 0.5  # problem 0: tie 5/6, "5" first -> right; problem 1: "1" wins -> wrong
     assert s["num_problems"] == 2 and s["num_samples"] == 8 and s["num_correct"] == 3
     assert s["mean_response_tokens"] == 25.0
+
+
+def test_summarize_votes_by_the_tasks_key():
+    """maj@k compares answers by vote_key of the task: in GSM8K's format "18" and "18.0" are one
+    answer (2 votes beat "7"); compared as raw strings all three tie and the first, "7", would win."""
+    def rec(j, ans, ok):
+        return {"problem_index": 0, "sample_index": j, "extracted_answer": ans, "correct": ok,
+                "finish_reason": "stop", "truncated": False, "tokens": 4}
+
+    records = [rec(0, "7", False), rec(1, "18", True), rec(2, "18.0", True)]
+    assert summarize(get_task("gsm8k"), records, 3)["maj@3"] == 1.0
+    assert summarize(get_task("math"), records, 3)["maj@3"] == 0.0  # MATH compares strings
 
 
 # ----------------------------------------------------------------------------- evaluate_model, scripted

@@ -91,6 +91,10 @@ def test_adaptive_rounds_stop_at_k_max_one_engine_call_per_round():
     assert stats["mc/share_exact_0_or_1"] == pytest.approx(1 / 3)
     assert stats["mc/states_per_response"] == 2 and stats["mc/unique_states"] == 3
     assert stats["mc/tokens_per_episode"] == pytest.approx(stats["mc/tokens"] / 2)
+    # throughput over the engine's own time (a scripted engine takes well under a second: a floor of
+    # 1 s instead of the 1 ns guard against 0 would show)
+    assert stats["mc/generate_seconds"] > 0
+    assert stats["mc/tokens_per_s"] == pytest.approx(stats["mc/tokens"] / stats["mc/generate_seconds"])
 
 
 def test_fixed_budget_is_one_call_of_k():

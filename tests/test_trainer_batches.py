@@ -43,6 +43,13 @@ def test_log_warmup_lasts_at_least_two_steps():
     assert lr_lambda(100, 0.0, "linear", "log")(0) == 1.0  # no warm-up stays none
 
 
+def test_one_warmup_step_then_the_decay_over_the_rest():
+    f = lr_lambda(10, 0.1)  # ceil(1) = 1 warm-up step (1 / 1), then (10 − s) / 9
+    assert [f(0), f(1), f(5), f(10)] == pytest.approx([1.0, 1.0, 5 / 9, 0.0])
+    f = lr_lambda(2, 0.5)   # one warm-up step and one decay step: (2 − 1) / (2 − 1)
+    assert [f(0), f(1), f(2)] == pytest.approx([1.0, 1.0, 0.0])
+
+
 def test_decay_when_warmup_covers_every_step():
     f = lr_lambda(2, 1.0)
     assert [f(0), f(1), f(2)] == [0.5, 1.0, 0.0]
@@ -85,6 +92,21 @@ def test_collate_pads_and_marks_the_actions():
     assert b.action_mask.dtype == torch.float32
 
 
+def test_collate_puts_every_tensor_on_the_device_in_fixed_dtypes():
+    eps = [_ep([5, 6], [7, 8], finished=True), _ep([9], [3], finished=False)]
+    # the meta device stands in for CUDA on a CPU machine: a tensor left behind stays on "cpu"
+    b = collate(eps, eos_id=2, pad_id=0, device=torch.device("meta"))
+    assert [t.device.type for t in (b.input_ids, b.attention_mask, b.action_mask, b.labels)] == ["meta"] * 4
+    # the action mask is float32 even where a caller has changed torch's default float dtype
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        b = collate(eps, eos_id=2, pad_id=0, device="cpu")
+    finally:
+        torch.set_default_dtype(before)
+    assert b.action_mask.dtype == torch.float32 and b.input_ids.dtype == torch.long
+
+
 def test_scatter_then_gather_round_trips_per_action_values():
     eps = [_ep([5, 6], [7, 8], finished=True), _ep([9], [3], finished=False), _ep([1, 1], [], finished=False)]
     b = collate(eps, eos_id=2, pad_id=0, device="cpu")
@@ -114,6 +136,8 @@ def test_each_rank_trains_its_slice_of_the_global_minibatch():
 
 
 def test_schedule_seed_is_taken_modulo_two_to_the_63():
+    # torch's generator refuses seeds >= 2**64 ("Overflow"): any int seed works, as its residue
+    assert minibatch_schedule(6, 3, 1, seed=5 + 2**64) == minibatch_schedule(6, 3, 1, seed=5)
     assert minibatch_schedule(6, 3, 1, seed=5 + 2**63) == minibatch_schedule(6, 3, 1, seed=5)
     assert minibatch_schedule(6, 3, 1, seed=5) != minibatch_schedule(6, 3, 1, seed=6)
     assert minibatch_schedule(3, 4, 2, seed=0) == []  # fewer episodes than one minibatch
