@@ -55,11 +55,10 @@ test: $(READY)
 test-fast: $(READY)
 	$(call PYTEST,-m "not slow")
 
-# mutmut runs the tests in ./mutants, a copy of the repository: the tests find ../shared/data through
-# the link ./shared, and build the tiny model once for every mutant (VINEPPO_TEST_TINY_MODEL_CACHE)
+# tests/mutation.py links ./shared (the tests in ./mutants find ../shared/data through it) and builds
+# the tiny test model once for every mutant
 mutation: $(READY)
-	@test -e shared || test ! -d ../shared || ln -s ../shared shared
-	VINEPPO_TEST_TINY_MODEL_CACHE=$(CURDIR)/mutants/.tiny-model $(PY) tests/mutation.py $(MUTATION_ARGS) $(MODULE)
+	$(PY) tests/mutation.py $(MUTATION_ARGS) $(MODULE)
 
 clean-venv:
 	rm -rf .venv

@@ -621,7 +621,12 @@ def run_modules(modules: list[str], children: int, survivors: bool = False) -> f
         return 0.0
     # mutmut copies tests/ over its old copy: a test file deleted or renamed here would live on there
     shutil.rmtree(ROOT / "mutants" / "tests", ignore_errors=True)
-    proc = subprocess.run([str(mutmut), "run", "--max-children", str(children), *targets], cwd=ROOT)
+    # the tests run in ./mutants and look for the data in its parent's shared/: link ../shared there
+    if not (ROOT / "shared").exists() and (ROOT.parent / "shared").is_dir():
+        (ROOT / "shared").symlink_to(Path("..") / "shared")
+    # one tiny test model for every mutant, not one per forked test session
+    env = {"VINEPPO_TEST_TINY_MODEL_CACHE": str(ROOT / "mutants" / ".tiny-model"), **os.environ}
+    proc = subprocess.run([str(mutmut), "run", "--max-children", str(children), *targets], cwd=ROOT, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"mutation: mutmut run failed for {', '.join(modules)} (exit {proc.returncode})")
     (ROOT / "mutants" / TRACED).write_text(json.dumps(sorted(mutated_functions())))

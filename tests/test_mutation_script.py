@@ -106,3 +106,22 @@ def test_the_docs_list_every_equivalent_mutant_with_its_reason():
     table = mutation.equivalent_table()
     assert table in doc, "regenerate the table: python tests/mutation.py --equivalent-table"
     assert table.count("\n| `") == len(mutation.EQUIVALENT) >= 1
+
+
+def test_a_run_links_the_shared_data_and_shares_one_tiny_model(tmp_path, monkeypatch):
+    """The tests run in ./mutants and find ../shared/data through ./shared: a run from a fresh
+    clone (no link yet, `python tests/mutation.py` as much as `make mutation`) makes the link."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    _fake_repo(repo, monkeypatch, {}, {})
+    monkeypatch.setattr(mutation, "mutated_functions", lambda: set())
+    monkeypatch.delenv("VINEPPO_TEST_TINY_MODEL_CACHE", raising=False)
+    calls = []
+    monkeypatch.setattr(mutation.subprocess, "run",
+                        lambda cmd, cwd, env: calls.append((cmd, cwd, env)) or type("P", (), {"returncode": 0}))
+    mutation.run_modules(["vineppo/m.py"], children=2)
+    assert (repo / "shared").resolve() == (tmp_path / "shared").resolve()
+    (cmd, cwd, env), = calls
+    assert cmd[1:] == ["run", "--max-children", "2", "vineppo.m.x_f__mutmut_*"] and cwd == repo
+    assert env["VINEPPO_TEST_TINY_MODEL_CACHE"] == str(repo / "mutants" / ".tiny-model")
