@@ -318,6 +318,22 @@ def test_plan_runs_names_seeds_and_rejects_unknown_algorithms(tmp_path):
         load_demo_config(None, ["demo.seeds=0"])
 
 
+def test_run_header_names_the_critic_lr(capsys):
+    """A PPO run's header line gives the critic's own LR (`ppo.critic_lr`, else `optim.lr`)."""
+    import dataclasses
+
+    from vineppo.demo import load_demo_config
+    from vineppo.demo.runs import _describe_run
+
+    base = dataclasses.replace(load_demo_config().train, algorithm="ppo")
+    base.optim.lr, base.ppo.critic_lr = 2.5e-4, 7.0e-3
+    _describe_run("ppo", base)
+    assert "critic + GAE (critic lr 0.007)" in capsys.readouterr().out
+    base.ppo.critic_lr = None
+    _describe_run("ppo", base)
+    assert "critic + GAE (critic lr 0.00025)" in capsys.readouterr().out
+
+
 def test_caches_are_keyed_by_the_code(monkeypatch):
     """A change to any source file (or the version) changes the SFT and evaluation cache keys."""
     import vineppo
