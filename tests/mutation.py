@@ -70,6 +70,9 @@ SCOPE: dict[str, tuple[str, ...] | None] = {
     # the demo's value panel: its pooled numbers (not the plot)
     "vineppo/demo/values.py": ("_finite", "probed_series", "error_by_step", "pooled", "blamed_localisation",
                                "probe_summary", "probe_line"),
+    # the demo's pass@1 by chain length: its numbers (not the plot or the console line)
+    "vineppo/demo/lengths.py": ("chain_ops", "pass_by_ops", "_final_samples", "_initial_samples", "_percent",
+                                "by_ops_summary"),
     "vineppo/mc_balance.py": ("pack_requests", "merge_rank_requests", "request_cost", "split_requests",
                               "assemble_results", "imbalance", "run_balanced"),
 }

@@ -321,3 +321,13 @@ def test_chain_demo_smoke_with_control(tmp_path):
         assert all("probe/states" in m for m in metrics)  # the probe ran every iteration
     rows = [json.loads(l) for l in (out / "control" / "data" / "test.jsonl").read_text().splitlines()]
     assert {len(chain_key(r)[1]) for r in rows} <= {1, 2}
+    # by chain length: the control's lengths and the main runs' in separate segments; over a
+    # group's lengths, the per-length pass@1 weighted by its problems is the group's pass@1
+    by_ops = summary["by_ops"]
+    assert (out / "demo_by_ops.png").is_file() and by_ops["segments"][1] == sorted({len(chain_key(r)[1]) for r in rows})
+    for group, seg in ((summary, by_ops["segments"][0]), (control, by_ops["segments"][1])):
+        for algo in ("vineppo", "grpo"):
+            n = sum(by_ops["problems"][str(k)] for k in seg)
+            weighted = sum(by_ops["methods"][algo][str(k)]["mean"] * by_ops["problems"][str(k)] for k in seg) / n
+            assert weighted == pytest.approx(group[algo], abs=0.02)
+        assert sum(by_ops["sft"][str(k)] * by_ops["problems"][str(k)] for k in seg) / n == pytest.approx(group["sft"], abs=0.02)

@@ -6,6 +6,7 @@
 - `evaluation`: the SFT start and every checkpoint on the held-out problems;
 - `runs`: the RL runs, one process each (every method of `--algorithms` x every `--seeds` seed);
 - `report`: console lines, mean ± sd over seeds, the final table, the plot;
+- `values`, `lengths`: the chain demo's value panel (the probe) and test pass@1 by chain length;
 - `main`: `run_demo`, the order of the phases.
 
 What it does:
@@ -27,7 +28,8 @@ What it does:
 `configs/demo_chain.yaml` runs the same phases on long arithmetic chains (`demo.data.task: chain`,
 `vineppo.tasks.chain`: an exact oracle of wrong steps) with the value probe on, and then, with
 `demo.control.enabled`, every method again on short chains from the same SFT start (DIR/control,
-summary.json `control`).
+summary.json `control`), and splits every method's final test pass@1 by the problem's number of
+operations (summary.json `by_ops`, DIR/demo_by_ops.png).
 
 Every hyper-parameter is in `configs/demo.yaml`: the TrainConfig of the RL runs plus a `demo:`
 section (data, model size, SFT, evaluation, methods, seeds). `key=value` overrides apply to both

@@ -15,6 +15,7 @@ from vineppo.config import TrainConfig
 from vineppo.demo.config import PLOT_FILE, SUMMARY_FILE, DemoSettings, _fmt_seconds, _say, load_demo_config
 from vineppo.demo.data import DemoSplits, prepare_data
 from vineppo.demo.evaluation import evaluate_sft
+from vineppo.demo.lengths import BY_OPS_PLOT_FILE, by_ops_line, by_ops_summary, plot_by_ops
 from vineppo.demo.report import _quiet_logs, final_table, method_stats, method_summary, plot_demo
 from vineppo.demo.runs import RunQueue, _fresh_run_dir, _run_config, plan_runs
 from vineppo.demo.values import VALUES_PLOT_FILE, plot_values, probe_line, probe_summary
@@ -129,11 +130,19 @@ def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path
         summary["control"] = control["summary"]
         summary["seconds"] = round(seconds, 1)
         (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+    # 8. chain tasks: every method's test pass@1 by the problem's length, main runs and control
+    by_ops = by_ops_plot = None
+    if demo.data.task == "chain":
+        by_ops = by_ops_summary([(runs, test_rows)] + ([(control["runs"], ctrl.test_rows)] if control else []))
+        by_ops_plot = plot_by_ops(out / BY_OPS_PLOT_FILE, by_ops)
+        summary["by_ops"] = by_ops
+        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
     details = {"summary": summary, "sft_dir": str(sft_dir), "sft_cached": sft_cached, "sft": sft_info,
                "sft_threads": threads, "sft_pass@1": sft_pass, "sft_continued": cont, "eval": asdict(demo.eval),
                "test_problems": len(test_rows), "runs": runs, "control": control,
                "config": {"demo": asdict(demo), "train": to_dict(base)}, "plot": str(plot),
                "values_plot": None if values_plot is None else str(values_plot),
+               "by_ops_plot": None if by_ops_plot is None else str(by_ops_plot),
                "load_average_start": load}
     (out / "demo_details.json").write_text(json.dumps(details, indent=1, default=str) + "\n")
     sft_note = "(cached)" if sft_cached else f"(SFT {_fmt_seconds(t_sft)})"
@@ -151,8 +160,11 @@ def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path
               f"{len(ctrl.test_rows)} test problems")
         print(final_table(control["sft_pass@1"]["test"], method_stats(control["runs"]), "(same start)",
                           diff=control["summary"]["vineppo_minus_ppo"]))
+    if by_ops is not None:
+        print(by_ops_line(by_ops))
     print(f"total {_fmt_seconds(seconds)}; SFT start cached in {sft_dir}")
     print(f"wrote {out / SUMMARY_FILE}, {plot}" + (f", {values_plot}" if values_plot else "")
+          + (f", {by_ops_plot}" if by_ops_plot else "")
           + (f", {out / 'compare'}/" if compare else ""), flush=True)
     return {**summary, "details": details}
 
