@@ -458,7 +458,7 @@ def test_vineppo_demo_cli_quiet_console_and_summary_from_result_files(tmp_path):
         assert drawn["runs"][algo]["reward"] == [[m["iteration"], pytest.approx(m["reward/mean"])] for m in metrics]
 
 
-def test_plot_series_is_the_evaluated_curve_from_the_sft_start(tmp_path):
+def test_plot_series_is_the_evaluated_curve_from_the_sft_start(tmp_path, monkeypatch):
     """The demo plot's data: (0, SFT start) then every checkpoint in iteration order (in %), the
     reward per iteration without missing values; written beside the PNG."""
     from vineppo.demo import DemoEval
@@ -474,3 +474,9 @@ def test_plot_series_is_the_evaluated_curve_from_the_sft_start(tmp_path):
     assert data["runs"]["vineppo"]["reward"] == [(1, 0.4), (3, 0.5)]
     png = plot_demo(tmp_path / "demo.png", 0.444, runs, DemoEval(), 200, sft_continued=0.484)
     assert json.loads(png.with_suffix(".json").read_text())["runs"]["vineppo"]["test"][1] == [10, pytest.approx(55.0)]
+    import vineppo.demo.report as report
+
+    titles = []
+    monkeypatch.setattr(report, "save_panels", lambda fig, axes, path, title: titles.append(title))
+    plot_demo(tmp_path / "chain.png", 0.444, runs, DemoEval(), 200, task="arithmetic chains of 5-7 operations")
+    assert titles == ["vineppo demo: arithmetic chains of 5-7 operations, tiny Llama on CPU"]

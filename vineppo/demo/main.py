@@ -111,8 +111,10 @@ def run_demo(output_dir: str | Path = "vineppo-demo", *, config_path: str | Path
 
         _say("vineppo compare:")
         compare_runs([out / "runs" / j.name for j in jobs], out / "compare", labels=[j.name for j in jobs])
+    task = ("synthetic arithmetic" if demo.data.task == "arithmetic" else
+            f"arithmetic chains of {demo.data.min_ops}-{demo.data.max_ops} operations")
     plot = plot_demo(out / PLOT_FILE, sft_pass["test"], runs, demo.eval, len(test_rows),
-                     sft_continued=cont["pass@1"]["test"] if cont else None)
+                     sft_continued=cont["pass@1"]["test"] if cont else None, task=task)
     seconds = time.perf_counter() - t_start
     stats = method_stats(runs)
     summary = {"sft": round(100 * sft_pass["test"], 2),

@@ -87,8 +87,8 @@ def plot_series(sft_test: float, runs: dict[str, dict], *, sft_continued: float 
 
 
 def plot_demo(path: Path, sft_test: float, runs: dict[str, dict], ev: DemoEval, n_test: int, *,
-              sft_continued: float | None = None) -> Path:
-    """Left: held-out test pass@1 (%) vs iteration per run (iteration 0 = the SFT start; one line
+              sft_continued: float | None = None, task: str = "synthetic arithmetic") -> Path:
+    """`task` names the problems in the title. Left: held-out test pass@1 (%) vs iteration per run (iteration 0 = the SFT start; one line
     per seed, one colour per method), the SFT start dashed and the SFT-continued control dotted.
     Right: train reward (mean over the iteration's episodes, T = sampling T) vs iteration, raw
     faint and moving average solid. The data drawn (`plot_series`) is written beside it as JSON
@@ -125,7 +125,7 @@ def plot_demo(path: Path, sft_test: float, runs: dict[str, dict], ev: DemoEval, 
     b.set_title("Train reward (moving average of 3 iterations)", fontsize=9)
     b.set_xlabel("RL iteration")
     b.set_ylabel("mean reward (train accuracy, sampling T)")
-    return save_panels(fig, (a, b), path, "vineppo demo: synthetic arithmetic, tiny Llama on CPU")
+    return save_panels(fig, (a, b), path, f"vineppo demo: {task}, tiny Llama on CPU")
 
 
 def save_panels(fig, axes, path: Path, title: str) -> Path:
