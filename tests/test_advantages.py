@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vineppo.advantages import (backfill_values, gae_advantages, masked_whiten, token_advantages,
-                                vine_step_advantages)
+                                vine_outcome_advantages, vine_step_advantages)
 
 
 def test_vine_step_advantages_hand_computed():
@@ -29,6 +29,35 @@ def test_cap_backfill_equals_R_and_zero_advantages():
     assert adv == pytest.approx([0.25, 0.25, 0, 0, 0])
     adv0 = vine_step_advantages(vals, [0, 0, 0, 0, 0])
     assert adv0 == pytest.approx([0.25, -0.75, 0, 0, 0])
+
+
+def test_outcome_ablation_puts_r_minus_v0_on_every_step():
+    # mc.credit: outcome reads only V̂(s_0): R − V̂(s_0) on every step, whatever the later values
+    assert vine_outcome_advantages([0.25, None, None], [0, 0, 1]) == [0.75, 0.75, 0.75]
+    assert vine_outcome_advantages([0.625, 0.9], [0.0, 0.0]) == [-0.625, -0.625]
+    assert vine_outcome_advantages([0.5, 0.0, 0.0], [0, 0.5, 0.25]) == [0.25, 0.25, 0.25]  # R = the sum
+    with pytest.raises(ValueError, match="needs V̂\\(s_0\\)"):
+        vine_outcome_advantages([None, 0.5], [0, 1])
+    with pytest.raises(ValueError, match="2 values, 3 steps"):
+        vine_outcome_advantages([0.5, 0.5], [0, 0, 1])
+    with pytest.raises(ValueError, match="at least one step"):
+        vine_outcome_advantages([], [])
+
+
+def test_assign_vine_advantages_by_credit_mode():
+    from vineppo.episodes import Episode
+    from vineppo.loop import assign_vine_advantages
+
+    def episode():  # "ab\ncd": steps [0, 2) and [2, 5), tokens at 0, 2, 3; finished: EOS appended
+        return Episode(question_index=0, sample_index=0, prompt_ids=[1], response_ids=[5, 6, 7],
+                       response_text="ab\ncd", finished=True, truncated=False, reward=1.0,
+                       step_boundaries=[0, 2, 5], token_starts=[0, 2, 3], step_values=[0.25, 0.5])
+
+    step, outcome = episode(), episode()
+    assign_vine_advantages([step])
+    assign_vine_advantages([outcome], "outcome")
+    assert step.step_advantages == [0.25, 0.5] and step.advantages == [0.25, 0.5, 0.5, 0.5]
+    assert outcome.step_advantages == [0.75, 0.75] and outcome.advantages == [0.75] * 4
 
 
 def test_missing_value_in_the_middle_is_an_error():

@@ -54,6 +54,18 @@ def test_the_tiny_and_paper_configs_validate():
         load_config(p)
 
 
+def test_the_outcome_credit_ablation_needs_only_the_prompt_state():
+    with pytest.raises(ConfigError, match=r"^mc.credit=outcome uses only V̂\(s_0\): set mc.max_states_per_response: 0 \(got None"):
+        load_config(None, BASE + ["mc.credit=outcome"])
+    with pytest.raises(ConfigError, match=r"got 3;"):
+        load_config(None, BASE + ["mc.credit=outcome", "mc.max_states_per_response=3"])
+    cfg = load_config(None, BASE + ["mc.credit=outcome", "mc.max_states_per_response=0"])
+    assert (cfg.mc.credit, cfg.mc.max_states_per_response) == ("outcome", 0)
+    assert load_config(None, BASE).mc.credit == "step"
+    with pytest.raises(ConfigError, match="mc.credit"):
+        load_config(None, BASE + ["mc.credit=steps"])
+
+
 @pytest.mark.parametrize("value", ["0", "-1e-3", "nan"])
 def test_a_critic_learning_rate_must_be_positive(value):
     with pytest.raises(ConfigError, match=rf"^ppo.critic_lr must be > 0 \(or null: optim.lr\), got "):

@@ -44,6 +44,18 @@ def vine_step_advantages(values: Sequence[float | None], rewards: Sequence[float
     return [float(rewards[i]) + v[i + 1] - v[i] for i in range(len(rewards))]
 
 
+def vine_outcome_advantages(values: Sequence[float | None], rewards: Sequence[float]) -> list[float]:
+    """The `mc.credit: outcome` ablation of VinePPO: every step gets `R − V̂(s_0)` (R the sum of the
+    rewards), the prompt's MC value as a baseline and no credit assignment between steps; only
+    `values[0]` is read."""
+    if len(values) != len(rewards) or not rewards:
+        raise ValueError(f"need one value per step and at least one step: {len(values)} values, {len(rewards)} steps")
+    if values[0] is None:
+        raise ValueError("the outcome ablation needs V̂(s_0), the prompt's MC value")
+    advantage = float(sum(rewards)) - float(values[0])
+    return [advantage] * len(rewards)
+
+
 def step_index_of_char(step_boundaries: Sequence[int], char: int) -> int:
     """The step containing character `char` (the last step for a character at or past the end)."""
     n_steps = len(step_boundaries) - 1

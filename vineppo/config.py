@@ -122,8 +122,14 @@ class MCConfig:
     """VinePPO's Monte Carlo value estimation (spec §1.3)."""
     #: continuations per state
     k: int = 9
-    #: estimate values for at most this many states per response (GSM8K 25, MATH None = all)
+    #: N: estimate the values of a response's states s_0..s_N only, N + 1 states (spec §1.3's
+    #: `range(min(n - 1, N) + 1)`; the rest back-filled); GSM8K 25, MATH null = all
     max_states_per_response: int | None = None
+    #: how MC values become step advantages: `step`, the paper's A_i = V̂(s_{i+1}) − V̂(s_i) (the
+    #: last step R − V̂(s_{n-1})); or `outcome`, an ablation with no credit assignment between
+    #: steps: every step gets R − V̂(s_0), the prompt's MC value as a per-prompt baseline (it needs
+    #: only s_0: max_states_per_response must be 0)
+    credit: Literal["step", "outcome"] = "step"
     #: adaptive budget (vineppo/mc.py MCBudget): rounds of k_min rollouts while a state's 95 % Wilson
     #: half-width is above target_halfwidth, at most k_max in all; off = k for every state (the paper)
     adaptive: bool = False
@@ -558,6 +564,9 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"distributed.timeout_minutes must be > 0 (fractions allowed), got {cfg.distributed.timeout_minutes}")
     if cfg.checkpoint.keep_trainer_state is not None and cfg.checkpoint.keep_trainer_state < 1:
         raise ConfigError(f"checkpoint.keep_trainer_state must be >= 1 or null, got {cfg.checkpoint.keep_trainer_state}")
+    if cfg.mc.credit == "outcome" and cfg.mc.max_states_per_response != 0:
+        raise ConfigError(f"mc.credit=outcome uses only V̂(s_0): set mc.max_states_per_response: 0 (got "
+                          f"{cfg.mc.max_states_per_response}; the other states' rollouts would be wasted)")
     if cfg.mc.adaptive and not 1 <= cfg.mc.k_min <= cfg.mc.k_max:
         raise ConfigError(f"mc.adaptive needs 1 <= mc.k_min <= mc.k_max, got k_min={cfg.mc.k_min}, "
                           f"k_max={cfg.mc.k_max}")

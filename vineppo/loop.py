@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from vineppo import checkpoint as ckpt
-from vineppo.advantages import GROUP_METHODS, group_advantages, token_advantages, vine_step_advantages
+from vineppo.advantages import (GROUP_METHODS, group_advantages, token_advantages, vine_outcome_advantages,
+                                vine_step_advantages)
 from vineppo.config import TrainConfig, save_config, validate_world
 from vineppo.episodes import (Episode, episode_metrics, generate_episodes, sample_question_indices, shard)
 from vineppo.seeds import mc_seed, phase_seed
@@ -139,12 +140,14 @@ def load_train_rows(cfg: TrainConfig, task, tokenizer, prompts=None) -> list[dic
     return kept
 
 
-def assign_vine_advantages(episodes: list[Episode]) -> None:
-    """Step advantages from MC values (spec §1.3), then mapped to action tokens."""
+def assign_vine_advantages(episodes: list[Episode], credit: str = "step") -> None:
+    """Step advantages from MC values (spec §1.3; `credit="outcome"`: the `mc.credit` ablation,
+    `vine_outcome_advantages`), then mapped to action tokens."""
+    step_advantages = {"step": vine_step_advantages, "outcome": vine_outcome_advantages}[credit]
     for e in episodes:
         rewards = [0.0] * e.num_steps
         rewards[-1] = e.reward
-        e.step_advantages = vine_step_advantages(e.step_values, rewards)
+        e.step_advantages = step_advantages(e.step_values, rewards)
         e.advantages = token_advantages(e.step_boundaries, e.token_starts, e.step_advantages, eos=e.finished)
 
 
@@ -448,7 +451,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, resume: bool = False, kee
                 seed=mc_seed(cfg.seed, rank, it, shared_request_seed=cfg.engine.shared_request_seed),
                 budget=mc_budget(cfg), group=ranks,
                 balance=cfg.mc.balance_split if cfg.mc.balance else None)
-            assign_vine_advantages(episodes)
+            assign_vine_advantages(episodes, cfg.mc.credit)
             row.update(mstats)
         elif cfg.algorithm in GROUP_METHODS:  # grpo, dr_grpo, rloo: no critic, no MC rollouts
             assign_group_advantages(episodes, cfg.episodes.samples_per_question, cfg.algorithm,
