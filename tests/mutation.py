@@ -118,6 +118,13 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "lines = path.read_text(encoding=None).splitlines()",
         "the locale's encoding is UTF-8 wherever the tests run (a running Python's locale encoding cannot be "
         "changed by a test)"),
+    "vineppo.demo.lengths.x_pass_by_ops__mutmut_12": (
+        'for line_no, line in enumerate(path.read_text(encoding="UTF-8").splitlines(), 1):',
+        "codec names are case-insensitive"),
+    "vineppo.demo.lengths.x_pass_by_ops__mutmut_10": (
+        "for line_no, line in enumerate(path.read_text(encoding=None).splitlines(), 1):",
+        "the locale's encoding is UTF-8 wherever the tests run (a running Python's locale encoding cannot be "
+        "changed by a test)"),
     "vineppo.compare.values.x_read_step_advantages__mutmut_25": (
         "break  # cut short by a crash",
         "the skipped line is the last one: break and continue both end the loop"),

@@ -36,7 +36,7 @@ def test_outcome_ablation_puts_r_minus_v0_on_every_step():
     assert vine_outcome_advantages([0.25, None, None], [0, 0, 1]) == [0.75, 0.75, 0.75]
     assert vine_outcome_advantages([0.625, 0.9], [0.0, 0.0]) == [-0.625, -0.625]
     assert vine_outcome_advantages([0.5, 0.0, 0.0], [0, 0.5, 0.25]) == [0.25, 0.25, 0.25]  # R = the sum
-    with pytest.raises(ValueError, match="needs V̂\\(s_0\\)"):
+    with pytest.raises(ValueError, match="^the outcome ablation needs V̂\\(s_0\\), the prompt's MC value$"):
         vine_outcome_advantages([None, 0.5], [0, 1])
     with pytest.raises(ValueError, match="2 values, 3 steps"):
         vine_outcome_advantages([0.5, 0.5], [0, 0, 1])

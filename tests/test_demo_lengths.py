@@ -42,6 +42,10 @@ def test_pass_by_ops_tallies_samples_per_length(tmp_path):
     f = tmp_path / "samples.jsonl"
     _write(f, [[True, False], [True, True], [False, False]])
     assert pass_by_ops(f, rows) == {2: (1, 4), 5: (2, 2)}
+    # a blank line is skipped, not the end of the file
+    lines = f.read_text().splitlines()
+    f.write_text("\n".join(lines[:2] + ["", "  "] + lines[2:]) + "\n")
+    assert pass_by_ops(f, rows) == {2: (1, 4), 5: (2, 2)}
 
 
 @pytest.mark.parametrize("record", [{"problem_index": 3, "correct": True}, {"problem_index": -1, "correct": True},
@@ -49,8 +53,10 @@ def test_pass_by_ops_tallies_samples_per_length(tmp_path):
 def test_pass_by_ops_names_the_file_and_line_of_a_bad_record(tmp_path, record):
     f = tmp_path / "samples.jsonl"
     f.write_text(json.dumps({"problem_index": 0, "correct": True}) + "\n" + json.dumps(record) + "\n")
-    with pytest.raises(ValueError, match=r"samples\.jsonl:2: .*problem_index"):
+    with pytest.raises(ValueError, match=r"samples\.jsonl:2: .*problem_index") as e:
         pass_by_ops(f, _rows(2, 5, 2))
+    got = f"(got problem_index={record.get('problem_index')!r}, correct={record.get('correct')!r})"
+    assert str(e.value).endswith(got)
 
 
 def test_by_ops_summary_means_over_seeds_and_pairs_the_gaps_by_seed(tmp_path):
@@ -89,8 +95,32 @@ def test_by_ops_summary_means_over_seeds_and_pairs_the_gaps_by_seed(tmp_path):
 
 def test_by_ops_summary_refuses_a_length_in_two_groups(tmp_path):
     run = {"v": _run(tmp_path, "v", "vineppo", 0, [[True]], [[False]])}
-    with pytest.raises(ValueError, match=r"operations \[5\] occur in two groups"):
+    with pytest.raises(ValueError, match=r"operations \[5\] occur in two groups of runs \(the main runs and "
+                                         r"the control must not share a length: demo.data vs demo.control\)$"):
         by_ops_summary([(run, _rows(5)), (run, _rows(5))])
+
+
+def test_by_ops_summary_rounds_to_two_decimals_and_skips_empty_groups(tmp_path):
+    def k_of_7(k: int) -> list[bool]:
+        return [True] * k + [False] * (7 - k)
+
+    rows, short = _rows(5, 6), _rows(1)
+    sft = [k_of_7(2), k_of_7(0)]
+    main = {"v0": _run(tmp_path, "v0", "vineppo", 0, [k_of_7(1), k_of_7(7)], sft),
+            "v1": _run(tmp_path, "v1", "vineppo", 1, [k_of_7(3), k_of_7(7)], sft),
+            "p0": _run(tmp_path, "p0", "ppo", 0, [k_of_7(0), k_of_7(0)], sft),
+            "p1": _run(tmp_path, "p1", "ppo", 1, [k_of_7(0), k_of_7(0)], sft)}
+    # the control ran VinePPO only: no paired gap at its length; and an empty group before the others
+    control = {"c0": _run(tmp_path, "c0", "vineppo", 0, [k_of_7(1)], [k_of_7(1)])}
+    s = by_ops_summary([({}, _rows(7)), (main, rows), (control, short)])
+    assert s["ops"] == [1, 5, 6] and s["segments"] == [[5, 6], [1]]
+    assert s["sft"] == {"1": 14.29, "5": 28.57, "6": 0.0}
+    # sevenths: 1/7 and 3/7, mean 2/7, sample sd 20.203 (to three decimals)
+    assert s["methods"]["vineppo"]["5"] == {"mean": 28.57, "sd": 20.2, "values": [14.29, 42.86]}
+    assert s["methods"]["vineppo"]["1"] == {"mean": 14.29, "sd": None, "values": [14.29]}
+    assert s["vineppo_minus_ppo"]["5"] == {"mean": 28.57, "sd": 20.2, "n": 2, "values": [14.29, 42.86]}
+    assert s["vineppo_minus_ppo"]["6"] == {"mean": 100.0, "sd": 0.0, "n": 2, "values": [100.0, 100.0]}
+    assert "1" not in s["vineppo_minus_ppo"]
 
 
 def test_by_ops_summary_without_runs_is_none(tmp_path):
