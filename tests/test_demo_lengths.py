@@ -59,6 +59,14 @@ def test_pass_by_ops_names_the_file_and_line_of_a_bad_record(tmp_path, record):
     assert str(e.value).endswith(got)
 
 
+@pytest.mark.parametrize("line", ['{"problem_index": 0, "correct"', "[1, true]"])
+def test_pass_by_ops_names_the_line_that_is_not_a_record(tmp_path, line):
+    f = tmp_path / "samples.jsonl"
+    f.write_text(json.dumps({"problem_index": 0, "correct": True}) + "\n\n" + line + "\n")
+    with pytest.raises(ValueError, match=r"samples\.jsonl:3: (not a JSON record \(Expecting|needs an integer)"):
+        pass_by_ops(f, _rows(2))
+
+
 def test_by_ops_summary_means_over_seeds_and_pairs_the_gaps_by_seed(tmp_path):
     long_rows, short_rows = _rows(5, 6, 5), _rows(1, 2)
     T, F = True, False

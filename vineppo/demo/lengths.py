@@ -38,13 +38,16 @@ def pass_by_ops(samples_file: str | Path, rows: Sequence[dict]) -> dict[int, tup
     for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        rec = json.loads(line)
-        i = rec.get("problem_index")
-        if not isinstance(i, int) or not 0 <= i < len(rows) or not isinstance(rec.get("correct"), bool):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{line_no}: not a JSON record ({e})") from None
+        i, correct = (rec.get("problem_index"), rec.get("correct")) if isinstance(rec, dict) else (None, None)
+        if not isinstance(i, int) or not 0 <= i < len(rows) or not isinstance(correct, bool):
             raise ValueError(f"{path}:{line_no}: needs an integer problem_index in [0, {len(rows)}) and a "
-                             f"boolean 'correct' (got problem_index={i!r}, correct={rec.get('correct')!r})")
+                             f"boolean 'correct' (got problem_index={i!r}, correct={correct!r})")
         tally = out.setdefault(ops[i], [0, 0])
-        tally[0] += rec["correct"]
+        tally[0] += correct
         tally[1] += 1
     return {k: (c, n) for k, (c, n) in sorted(out.items())}
 
