@@ -71,7 +71,7 @@ SCOPE: dict[str, tuple[str, ...] | None] = {
     "vineppo/demo/values.py": ("_finite", "probed_series", "error_by_step", "pooled", "blamed_localisation",
                                "probe_summary", "probe_line"),
     # the demo's pass@1 by chain length: its numbers (not the plot or the console line)
-    "vineppo/demo/lengths.py": ("chain_ops", "pass_by_ops", "_final_samples", "_initial_samples", "_percent",
+    "vineppo/demo/lengths.py": ("chain_ops", "pass_by_ops", "_final_samples", "_initial_samples", "_rounded", "_percent",
                                 "by_ops_summary"),
     "vineppo/mc_balance.py": ("pack_requests", "merge_rank_requests", "request_cost", "split_requests",
                               "assemble_results", "imbalance", "run_balanced"),

@@ -388,6 +388,11 @@ def loss_aggregation_for(cfg: "TrainConfig") -> str:
     return cfg.ppo.loss_aggregation or DEFAULT_LOSS_AGGREGATION[cfg.algorithm]
 
 
+def critic_lr_for(cfg: "TrainConfig") -> float:
+    """PPO's critic learning rate: `ppo.critic_lr`, or the policy's `optim.lr` when it is null."""
+    return cfg.optim.lr if cfg.ppo.critic_lr is None else cfg.ppo.critic_lr
+
+
 def whiten_advantages_for(cfg: "TrainConfig") -> bool:
     """`ppo.whiten_advantages`, or the algorithm's default when it is unset: on for VinePPO and
     PPO (official), off for the group methods (their advantages are normalised within groups)."""

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vineppo.advantages import gae_advantages, masked_whiten
-from vineppo.config import TrainConfig, loss_aggregation_for, validate_world, whiten_advantages_for
+from vineppo.config import TrainConfig, critic_lr_for, loss_aggregation_for, validate_world, whiten_advantages_for
 from vineppo.distributed import make_strategy
 from vineppo.episodes import Episode
 from vineppo.losses import actor_loss, kl_penalty_loss, logprobs_from_logits, ppo_policy_loss, value_loss
@@ -253,8 +253,7 @@ class Trainer:
             critic = CriticModel(backbone, seed=cfg.seed % (2**31))
             if mcfg.gradient_checkpointing:
                 critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            critic_lr = ocfg.lr if cfg.ppo.critic_lr is None else cfg.ppo.critic_lr
-            copt = torch.optim.AdamW(critic.parameters(), lr=critic_lr, betas=tuple(ocfg.betas), eps=ocfg.eps,
+            copt = torch.optim.AdamW(critic.parameters(), lr=critic_lr_for(cfg), betas=tuple(ocfg.betas), eps=ocfg.eps,
                                      weight_decay=ocfg.weight_decay)
             self.critic_scheduler = torch.optim.lr_scheduler.LambdaLR(copt, lr_lambda(total, ocfg.warmup_ratio, ocfg.schedule, ocfg.warmup_shape))
             self.actor, self.opt, self.critic, self.critic_opt = self.dist.prepare(

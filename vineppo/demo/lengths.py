@@ -66,6 +66,12 @@ def _initial_samples(run: dict, split: str = "test") -> Path:
     return eval_dir(Path(run["run_dir"]) / "initial", split) / SAMPLES_FILE
 
 
+def _rounded(values: Sequence[float]) -> dict:
+    """Mean, sample sd (None with one value) and the values, in % to 2 decimals (summary.json)."""
+    mean, sd = mean_sd(values)
+    return {"mean": round(mean, 2), "sd": None if sd is None else round(sd, 2), "values": [round(v, 2) for v in values]}
+
+
 def _percent(tallies: dict[int, tuple[int, int]]) -> dict[int, float]:
     return {k: 100 * c / n for k, (c, n) in tallies.items()}
 
@@ -104,9 +110,7 @@ def by_ops_summary(groups: Sequence[tuple[dict[str, dict], Sequence[dict]]]) -> 
     for algo, by_len in per_seed.items():
         out["methods"][algo] = {}
         for k, seeds in sorted(by_len.items()):
-            mean, sd = mean_sd(list(seeds.values()))
-            out["methods"][algo][str(k)] = {"mean": round(mean, 2), "sd": None if sd is None else round(sd, 2),
-                                            "values": [round(seeds[s], 2) for s in sorted(seeds)]}
+            out["methods"][algo][str(k)] = _rounded([seeds[s] for s in sorted(seeds)])
     for other in ("ppo", "grpo"):
         key = f"vineppo_minus_{other}"
         out[key] = None
@@ -116,9 +120,7 @@ def by_ops_summary(groups: Sequence[tuple[dict[str, dict], Sequence[dict]]]) -> 
         for k in sorted(per_seed["vineppo"]):
             _, diffs = paired_differences(per_seed["vineppo"][k], per_seed[other].get(k, {}))
             if diffs:
-                mean, sd = mean_sd(diffs)
-                out[key][str(k)] = {"mean": round(mean, 2), "sd": None if sd is None else round(sd, 2),
-                                    "n": len(diffs), "values": [round(d, 2) for d in diffs]}
+                out[key][str(k)] = {**_rounded(diffs), "n": len(diffs)}
     return out
 
 

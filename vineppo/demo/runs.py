@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from vineppo.config import TrainConfig, from_dict, to_dict, validate
+from vineppo.config import TrainConfig, critic_lr_for, from_dict, to_dict, validate
 from vineppo.demo.config import ALGORITHMS, DemoEval, _say
 from vineppo.demo.evaluation import _copy_initial, _evaluated, evaluate_run_checkpoints
 from vineppo.demo.report import _quiet_logs, _report
@@ -106,8 +106,7 @@ class _BackgroundRun:
 def _describe_run(name: str, cfg: TrainConfig) -> None:
     mc = (f"adaptive MC ({cfg.mc.k_min} to {cfg.mc.k_max} continuations per step boundary)" if cfg.mc.adaptive
           else f"K={cfg.mc.k} continuations from every step boundary")
-    critic_lr = cfg.ppo.critic_lr if cfg.ppo.critic_lr is not None else cfg.optim.lr
-    what = {"vineppo": mc, "ppo": f"critic + GAE (critic lr {critic_lr:g})"}.get(
+    what = {"vineppo": mc, "ppo": f"critic + GAE (critic lr {critic_lr_for(cfg):g})"}.get(
         cfg.algorithm, f"{cfg.algorithm} group advantages over the {cfg.episodes.samples_per_question} samples")
     warm = (f", {cfg.ppo.critic_warmup_iterations} critic-only iteration(s) first"
             if cfg.algorithm == "ppo" and cfg.ppo.critic_warmup_iterations else "")
