@@ -265,6 +265,30 @@ def test_demo_cli_config_flag(tmp_path, monkeypatch):
     assert e.value.code == 2
 
 
+def test_demo_cli_algorithms_comma_or_space_separated(tmp_path, monkeypatch, capsys):
+    """`--algorithms vineppo ppo` means what `--algorithms vineppo,ppo` means (argparse hands `ppo`
+    to the overrides); a bare word that is no method is an error naming it and the list form."""
+    import vineppo.demo
+    from vineppo.cli import main
+
+    seen = {}
+    monkeypatch.setattr(vineppo.demo, "run_demo", lambda out, **kw: seen.update(out=out, **kw))
+    out = ["--output-dir", str(tmp_path / "o")]
+    assert main(["demo", *out, "--algorithms", "vineppo,grpo", "iterations=3"]) == 0
+    assert seen["algorithms"] == ["vineppo", "grpo"] and seen["overrides"] == ["iterations=3"]
+    assert main(["demo", *out, "--algorithms", "vineppo", "ppo", "grpo", "iterations=3", "mc.k=2"]) == 0
+    assert seen["algorithms"] == ["vineppo", "ppo", "grpo"] and seen["overrides"] == ["iterations=3", "mc.k=2"]
+    assert main(["demo", *out, "iterations=3"]) == 0
+    assert seen["algorithms"] is None and seen["overrides"] == ["iterations=3"]
+    seen.clear()
+    for argv in (["--algorithms", "vineppo", "trpo"], ["ppo"]):
+        with pytest.raises(SystemExit) as e:
+            main(["demo", *out, *argv])
+        assert e.value.code == 2 and not seen
+        err = capsys.readouterr().err
+        assert repr(argv[-1]) in err and "--algorithms vineppo,ppo,grpo" in err
+
+
 def test_method_summary_keys_by_hand():
     from vineppo.demo.report import method_summary
 

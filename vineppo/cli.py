@@ -263,8 +263,22 @@ def _add_sft_parser(sub) -> None:
 def _demo(args) -> int:
     from vineppo.demo import run_demo
 
+    from vineppo.config import ConfigError
+    from vineppo.demo.config import ALGORITHMS
+
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else None
-    run_demo(args.output_dir, config_path=args.config, overrides=args.overrides, include_ppo=not args.no_ppo,
+    overrides = list(args.overrides or [])
+    bare = [o for o in overrides if "=" not in o]
+    if bare:
+        # `--algorithms vineppo ppo`: argparse gives `ppo` to the overrides (a positional list), so
+        # the methods after the first are taken back here; any other bare word is a mistake
+        if algorithms is None or any(b not in ALGORITHMS for b in bare):
+            raise ConfigError(f"{' '.join(repr(b) for b in bare)}: an override is key=value, and methods go "
+                              f"to --algorithms as one comma-separated list, e.g. --algorithms vineppo,ppo,grpo "
+                              f"(methods: {', '.join(ALGORITHMS)})")
+        algorithms += bare
+        overrides = [o for o in overrides if "=" in o]
+    run_demo(args.output_dir, config_path=args.config, overrides=overrides, include_ppo=not args.no_ppo,
              progress=args.progress, seeds=args.seeds, algorithms=algorithms)
     return 0
 
@@ -278,7 +292,7 @@ def _add_demo_parser(sub) -> None:
                    help="RL seeds per method (default demo.seeds = 1); the SFT start is shared; the table "
                         "reports mean ± sd and VinePPO − PPO over paired seeds")
     d.add_argument("--algorithms", default=None,
-                   help="comma-separated methods, the table's rows: vineppo,ppo,grpo,dr_grpo,rloo "
+                   help="the methods, the table's rows, comma- or space-separated: vineppo,ppo,grpo,dr_grpo,rloo "
                         "(default demo.algorithms = vineppo,ppo)")
     d.add_argument("--config", default=None, help="demo YAML (default configs/demo.yaml)")
     d.add_argument("--progress", action="store_true", help="show progress bars (SFT)")
