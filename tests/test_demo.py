@@ -480,3 +480,40 @@ def test_plot_series_is_the_evaluated_curve_from_the_sft_start(tmp_path, monkeyp
     monkeypatch.setattr(report, "save_panels", lambda fig, axes, path, title: titles.append(title))
     plot_demo(tmp_path / "chain.png", 0.444, runs, DemoEval(), 200, task="arithmetic chains of 5-7 operations")
     assert titles == ["vineppo demo: arithmetic chains of 5-7 operations, tiny Llama on CPU"]
+
+
+def test_run_queue_returns_the_summaries_in_job_order_whichever_run_ends_first(tmp_path, monkeypatch):
+    """The queue starts 2 runs before `wait_all`; later jobs can end first. Summaries (and so the
+    tables, plots and by-length rows built from them) keep the jobs' order: seed-major, methods
+    in `--algorithms` order."""
+    import vineppo.demo.runs as runs_mod
+
+    ends = {"vineppo-seed0": 3, "ppo-seed0": 2, "grpo-seed0": 0, "vineppo-seed1": 1}  # polls until done
+    started: list[str] = []
+
+    class FakeRun:
+        def __init__(self, cfg, run_dir, splits, data_dir, ev):
+            self.run_dir, self.log_file, self.polls = run_dir, run_dir.with_suffix(".log"), ends[run_dir.name]
+            started.append(run_dir.name)
+
+        def done(self):
+            self.polls -= 1
+            return self.polls < 0
+
+        def wait(self):
+            return 1.0
+
+        def kill(self):
+            pass
+
+    monkeypatch.setattr(runs_mod, "_BackgroundRun", FakeRun)
+    monkeypatch.setattr(runs_mod, "_describe_run", lambda name, cfg: None)
+    monkeypatch.setattr(runs_mod, "_report", lambda name, s: None)
+    monkeypatch.setattr(runs_mod, "_collect_run", lambda job, run_dir, splits, sft, seconds: {"name": job.name})
+    jobs = [runs_mod.RunJob(n, n.split("-")[0], int(n[-1]), None) for n in ends]
+    queue = runs_mod.RunQueue(jobs, tmp_path, {}, tmp_path, None, 2)
+    queue.fill()
+    assert started == ["vineppo-seed0", "ppo-seed0"]
+    out = queue.wait_all({}, poll_seconds=0.0)
+    assert list(out) == list(ends) and [s["name"] for s in out.values()] == list(ends)
+    assert started == ["vineppo-seed0", "ppo-seed0", "grpo-seed0", "vineppo-seed1"]

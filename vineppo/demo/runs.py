@@ -143,8 +143,8 @@ class RunQueue:
     def __init__(self, jobs: list[RunJob], out: Path, splits: dict[str, list[dict]], data_dir: Path,
                  ev: DemoEval, parallel: int):
         self.pending = list(jobs)
+        self.order = [j.name for j in jobs]  # the summaries' order, whichever run ends first
         self.running: dict[str, tuple[RunJob, _BackgroundRun]] = {}
-        self.finished: dict[str, tuple[RunJob, _BackgroundRun, float]] = {}
         self.out, self.splits, self.data_dir, self.ev = out, splits, data_dir, ev
         self.parallel = max(1, parallel)
         for job in jobs:
@@ -159,7 +159,6 @@ class RunQueue:
 
     def wait_all(self, sft_results: dict[str, Path], poll_seconds: float = 1.0) -> dict[str, dict]:
         """Start and wait for every job; {name: summary} (see `_run_summary`) in job order."""
-        order = [j.name for j in self.pending] + list(self.running)
         summaries: dict[str, dict] = {}
         try:
             self.fill()
@@ -176,7 +175,7 @@ class RunQueue:
                     time.sleep(poll_seconds)
         finally:
             self.kill()
-        return {n: summaries[n] for n in order if n in summaries}
+        return {n: summaries[n] for n in self.order if n in summaries}
 
     def kill(self) -> None:
         for _, bg in self.running.values():
