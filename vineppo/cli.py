@@ -261,9 +261,8 @@ def _add_sft_parser(sub) -> None:
 
 
 def _demo(args) -> int:
-    from vineppo.demo import run_demo
-
     from vineppo.config import ConfigError
+    from vineppo.demo import run_demo
     from vineppo.demo.config import ALGORITHMS
 
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else None
