@@ -266,27 +266,37 @@ def test_demo_cli_config_flag(tmp_path, monkeypatch):
 
 
 def test_demo_cli_algorithms_comma_or_space_separated(tmp_path, monkeypatch, capsys):
-    """`--algorithms vineppo ppo` means what `--algorithms vineppo,ppo` means (argparse hands `ppo`
-    to the overrides); a bare word that is no method is an error naming it and the list form."""
+    """`--algorithms vineppo ppo` means what `--algorithms vineppo,ppo` means, with the overrides
+    before or after it; a bare word among the overrides is an error naming it; an unknown method is
+    the config's error, before any work."""
     import vineppo.demo
     from vineppo.cli import main
 
     seen = {}
     monkeypatch.setattr(vineppo.demo, "run_demo", lambda out, **kw: seen.update(out=out, **kw))
     out = ["--output-dir", str(tmp_path / "o")]
-    assert main(["demo", *out, "--algorithms", "vineppo,grpo", "iterations=3"]) == 0
-    assert seen["algorithms"] == ["vineppo", "grpo"] and seen["overrides"] == ["iterations=3"]
-    assert main(["demo", *out, "--algorithms", "vineppo", "ppo", "grpo", "iterations=3", "mc.k=2"]) == 0
-    assert seen["algorithms"] == ["vineppo", "ppo", "grpo"] and seen["overrides"] == ["iterations=3", "mc.k=2"]
+    for argv in (["--algorithms", "vineppo,ppo,grpo", "iterations=3", "mc.k=2"],
+                 ["--algorithms", "vineppo", "ppo", "grpo", "iterations=3", "mc.k=2"],
+                 ["--algorithms", "vineppo,", "ppo,grpo", "iterations=3", "mc.k=2"],
+                 ["iterations=3", "--algorithms", "vineppo", "ppo", "grpo", "mc.k=2"],
+                 ["iterations=3", "mc.k=2", "--algorithms", "vineppo", "ppo", "grpo", "--seeds", "2"]):
+        assert main(["demo", *out, *argv]) == 0
+        assert seen["algorithms"] == ["vineppo", "ppo", "grpo"], argv
+        assert seen["overrides"] == ["iterations=3", "mc.k=2"], argv
     assert main(["demo", *out, "iterations=3"]) == 0
     assert seen["algorithms"] is None and seen["overrides"] == ["iterations=3"]
+    assert main(["demo", *out, "--algorithms", "demo.algorithms=[grpo,rloo]"]) == 0  # an override, commas kept
+    assert seen["algorithms"] is None and seen["overrides"] == ["demo.algorithms=[grpo,rloo]"]
     seen.clear()
-    for argv in (["--algorithms", "vineppo", "trpo"], ["ppo"]):
-        with pytest.raises(SystemExit) as e:
-            main(["demo", *out, *argv])
-        assert e.value.code == 2 and not seen
-        err = capsys.readouterr().err
-        assert repr(argv[-1]) in err and "--algorithms vineppo,ppo,grpo" in err
+    with pytest.raises(SystemExit) as e:
+        main(["demo", *out, "ppo"])
+    assert e.value.code == 2 and not seen
+    err = capsys.readouterr().err
+    assert "'ppo'" in err and "--algorithms vineppo,ppo,grpo" in err
+    monkeypatch.undo()
+    with pytest.raises(SystemExit) as e:  # the real run_demo: its config rejects the method first
+        main(["demo", *out, "--algorithms", "vineppo", "trpo"])
+    assert e.value.code == 2 and "trpo" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 def test_method_summary_keys_by_hand():

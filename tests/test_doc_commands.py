@@ -189,8 +189,11 @@ def check_vineppo(argv: list[str]) -> list[str]:
         elif args.command == "demo":
             from vineppo.demo.config import ALGORITHMS, load_demo_config
 
-            load_demo_config(args.config, args.overrides)
-            bad = [a for a in (args.algorithms or "").split(",") if a.strip() and a.strip() not in ALGORITHMS]
+            from vineppo.cli import demo_methods
+
+            methods, overrides = demo_methods(args)
+            load_demo_config(args.config, overrides)
+            bad = [a for a in methods or [] if a not in ALGORITHMS]
             if bad:
                 return [f"`vineppo demo --algorithms`: unknown method(s) {bad}"]
     except ConfigError as e:

@@ -260,23 +260,28 @@ def _add_sft_parser(sub) -> None:
     s.set_defaults(func=_sft)
 
 
-def _demo(args) -> int:
+def demo_methods(args) -> tuple[list[str] | None, list[str]]:
+    """(methods, overrides) of parsed `vineppo demo` arguments. `--algorithms` takes every word after
+    it (`--algorithms vineppo ppo iterations=2`): the dotted overrides among them go back to the
+    overrides, the rest are methods, comma- or space-separated (None: the config's `demo.algorithms`).
+    A bare word among the overrides is a ConfigError naming it."""
     from vineppo.config import ConfigError
-    from vineppo.demo import run_demo
     from vineppo.demo.config import ALGORITHMS
 
-    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else None
-    overrides = list(args.overrides or [])
+    words = args.algorithms or []
+    overrides = list(args.overrides or []) + [w for w in words if "=" in w]
+    methods = [m.strip() for w in words if "=" not in w for m in w.split(",") if m.strip()]
     bare = [o for o in overrides if "=" not in o]
     if bare:
-        # `--algorithms vineppo ppo`: argparse gives `ppo` to the overrides (a positional list), so
-        # the methods after the first are taken back here; any other bare word is a mistake
-        if algorithms is None or any(b not in ALGORITHMS for b in bare):
-            raise ConfigError(f"{' '.join(repr(b) for b in bare)}: an override is key=value, and methods go "
-                              f"to --algorithms as one comma-separated list, e.g. --algorithms vineppo,ppo,grpo "
-                              f"(methods: {', '.join(ALGORITHMS)})")
-        algorithms += bare
-        overrides = [o for o in overrides if "=" in o]
+        raise ConfigError(f"{' '.join(repr(b) for b in bare)}: an override is key=value; methods go after "
+                          f"--algorithms, e.g. --algorithms vineppo,ppo,grpo (methods: {', '.join(ALGORITHMS)})")
+    return methods or None, overrides
+
+
+def _demo(args) -> int:
+    from vineppo.demo import run_demo
+
+    algorithms, overrides = demo_methods(args)
     run_demo(args.output_dir, config_path=args.config, overrides=overrides, include_ppo=not args.no_ppo,
              progress=args.progress, seeds=args.seeds, algorithms=algorithms)
     return 0
@@ -290,7 +295,7 @@ def _add_demo_parser(sub) -> None:
     d.add_argument("--seeds", type=int, default=None,
                    help="RL seeds per method (default demo.seeds = 1); the SFT start is shared; the table "
                         "reports mean ± sd and VinePPO − PPO over paired seeds")
-    d.add_argument("--algorithms", default=None,
+    d.add_argument("--algorithms", nargs="+", default=None, metavar="METHOD",
                    help="the methods, the table's rows, comma- or space-separated: vineppo,ppo,grpo,dr_grpo,rloo "
                         "(default demo.algorithms = vineppo,ppo)")
     d.add_argument("--config", default=None, help="demo YAML (default configs/demo.yaml)")
