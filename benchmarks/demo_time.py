@@ -27,6 +27,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vineppo.checkpoint import MANIFEST, list_checkpoints  # noqa: E402
+from vineppo.evaluate.results import eval_dir  # noqa: E402
+from vineppo.evaluate.settings import RESULTS_FILE  # noqa: E402
+
 
 @dataclass
 class RunTime:
@@ -71,11 +78,11 @@ def _run_time(group: str, name: str, summary: dict) -> RunTime:
             iterations[int(m["iteration"])] = float(m.get("seconds", 0.0))
     if not iterations:
         raise ValueError(f"{metrics}: no iterations")
-    checkpoints = sorted((run_dir / "checkpoints").glob("iter_*"))
-    results = [os.path.getmtime(p) for c in checkpoints for p in (c / "eval").glob("*/results.json")]
+    checkpoints = list_checkpoints(run_dir)
+    results = [os.path.getmtime(p) for c in checkpoints for p in c.glob(str(eval_dir(".", "*") / RESULTS_FILE))]
     if not checkpoints or not results:
-        raise ValueError(f"{run_dir}: no evaluated checkpoint (checkpoints/iter_*/eval/*/results.json)")
-    evaluation = max(results) - os.path.getmtime(checkpoints[-1] / "MANIFEST.json")
+        raise ValueError(f"{run_dir}: no evaluated checkpoint (checkpoints/iter_*/eval/*/{RESULTS_FILE})")
+    evaluation = max(results) - os.path.getmtime(checkpoints[-1] / MANIFEST)
     return RunTime(group, name, int(summary.get("seed_index", 0)), float(summary["process_seconds"]), iterations,
                    [int(c.name.split("_")[-1]) for c in checkpoints], max(evaluation, 0.0))
 
