@@ -136,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             iters, n = (int(x) for x in v.split(":"))
         except ValueError:
             ap.error(f"--variant {v!r}: expected ITERATIONS:SAMPLES, e.g. 10:4")
+        measured_iterations = min(max(r.iterations) for r in runs)
+        if iters > measured_iterations:  # e.g. the default variants after a short run
+            print(f"{iters} iterations, {n} evaluation samples: not projected (the runs measured {measured_iterations})")
+            continue
         f = floor_seconds(sft, [r.projected(iters, n / samples) for r in runs], args.lanes)
         print(f"{iters} iterations, {n} evaluation samples: floor {f / 60:.1f} min ({(f - sft) / 60:.1f} without the SFT start)")
         parts.append(f"{v} floor {f / 60:.1f} min")

@@ -92,6 +92,12 @@ def test_main_prints_the_floors(tmp_path, capsys):
     assert "main" in text and "control" in text
     with pytest.raises(SystemExit):
         main([str(out), "--variant", "ten"])
+    # the default variants (10 and 5 iterations) after runs of 4 iterations: not projected, no traceback
+    assert main([str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "10 iterations, 8 evaluation samples: not projected (the runs measured 4)" in text
+    assert text.strip().splitlines()[-1] == (f"demo_time: measured 10.0 min, floor {(120 + 150) / 60:.1f} min, "
+                                             f"one seed floor {(120 + 150) / 60:.1f} min")
 
 
 def test_bad_inputs_name_the_file(tmp_path):
